@@ -1,0 +1,446 @@
+#!/usr/bin/env bash
+# bench/load.sh: throughput and latency of rack-gateway against two baselines,
+# plus the gateway's memory while it streams a 200 MB upload.
+#
+# This is a benchmark, not a test: it never fails on slow numbers. In one run
+# it drives `GET /apps` with wrk against
+#   direct   the mock rack itself (`rack-gateway mock-rack`),
+#   nginx    Debian's nginx, 1 worker, plain keep-alive reverse proxy in
+#            front of the same mock rack (bench/nginx.conf.template),
+#   gateway  rack-gateway with authentication on (static token via Basic
+#            auth) in front of the same mock rack,
+# then POSTs 200 MB through the gateway while sampling its VmRSS.
+#
+# Usage (from anywhere; it works in the repository root):
+#   bench/load.sh                     # builds with `cargo build --release`
+#   DURATION=5 bench/load.sh > bench/results.md
+#
+# Environment:
+#   DURATION=10       seconds measured per target
+#   WARMUP=2          seconds of discarded load per target before measuring
+#   CONNECTIONS=32    wrk connections
+#   THREADS=2         wrk threads
+#   UPLOAD_MB=200     size of the upload used for the RSS measurement (0 skips it)
+#   RACK_GATEWAY_BIN  use this binary instead of building target/release/rack-gateway
+#
+# Output: the report (Markdown, ready to paste into a README section) goes to
+# stdout; progress and build output go to stderr.
+#
+# Needs: cargo, wrk, nginx, curl, python3 (or bash) and /proc. Missing wrk or
+# nginx are installed with apt-get when running as root (the nginx package's
+# own service is kept from starting). Everything listens on 127.0.0.1 only,
+# in a mktemp directory, and every process started here is stopped on exit.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+UPLOAD_MB=${UPLOAD_MB:-200}
+
+INVOCATION="DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS UPLOAD_MB=$UPLOAD_MB"
+if [[ -n ${RACK_GATEWAY_BIN:-} ]]; then
+    INVOCATION+=" RACK_GATEWAY_BIN=$(printf '%q' "$RACK_GATEWAY_BIN")"
+fi
+INVOCATION+=" $(printf '%q' "$0")"
+if (($# > 0)); then
+    INVOCATION+=" $(printf '%q ' "$@")"
+    INVOCATION=${INVOCATION% }
+fi
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'bench/load.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+for v in DURATION WARMUP CONNECTIONS THREADS UPLOAD_MB; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((DURATION > 0 && CONNECTIONS > 0 && THREADS > 0)) || die "DURATION, CONNECTIONS and THREADS must be > 0"
+((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be >= THREADS (wrk needs a connection per thread)"
+
+# ---------------------------------------------------------------------------
+# Cleanup: everything started here is recorded in PIDS and stopped on exit.
+
+PIDS=()
+TMP=""
+POLICY_RC_D_CREATED=""
+
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# forget_pid PID: the process has been waited for; cleanup need not stop it.
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local i
+    # Reverse start order: load generators first, then proxies, then the rack.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[i]}"
+    done
+    if [[ -n $POLICY_RC_D_CREATED ]]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    if [[ -n $TMP && -d $TMP ]]; then
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# Tools
+
+APT_UPDATED=""
+ensure_tool() {
+    local cmd=$1 pkg=$2
+    if command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]]; then
+        return 0
+    fi
+    if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        die "$cmd not found: install the Debian package '$pkg' (apt-get install $pkg)"
+    fi
+    log "installing $pkg with apt-get"
+    if [[ -z $APT_UPDATED ]]; then
+        apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    # The nginx package starts a system nginx on 0.0.0.0:80; policy-rc.d
+    # exiting 101 tells invoke-rc.d/deb-systemd-invoke not to start services.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        POLICY_RC_D_CREATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >&2
+    if [[ -n $POLICY_RC_D_CREATED ]]; then
+        rm -f /usr/sbin/policy-rc.d
+        POLICY_RC_D_CREATED=""
+    fi
+}
+
+ensure_tool wrk wrk
+ensure_tool nginx nginx
+command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
+NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+
+cd "$REPO_ROOT"
+if [[ -n ${RACK_GATEWAY_BIN:-} ]]; then
+    BIN=$RACK_GATEWAY_BIN
+else
+    log "cargo build --release"
+    cargo build --release >&2
+    BIN=$REPO_ROOT/target/release/rack-gateway
+fi
+[[ -x $BIN ]] || die "no executable at $BIN"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/rack-gateway-bench.XXXXXX")
+# nginx workers drop to `nobody` when started as root; they must be able to
+# reach their files under $TMP (traverse only, no listing).
+chmod 0711 "$TMP"
+
+# ---------------------------------------------------------------------------
+# Ports: three free ports on 127.0.0.1, below the kernel's ephemeral range so
+# wrk's own outgoing connections cannot take them between check and bind.
+
+free_ports() {
+    local n=$1
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$n" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+held, tried = [], 0
+while len(held) < n and tried < 2000:
+    tried += 1
+    port = random.randint(20000, 29999)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+if len(held) < n:
+    sys.exit("no free ports on 127.0.0.1 in 20000-29999")
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
+    else
+        local ports=() port
+        while ((${#ports[@]} < n)); do
+            port=$((20000 + RANDOM % 10000))
+            [[ " ${ports[*]} " == *" $port "* ]] && continue
+            # A refused connect means nothing listens there.
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+                ports+=("$port")
+            fi
+        done
+        echo "${ports[*]}"
+    fi
+}
+
+read -r RACK_PORT NGINX_PORT GATEWAY_PORT <<<"$(free_ports 3)"
+
+# ---------------------------------------------------------------------------
+# Credentials (random per run) and Authorization headers.
+
+rand_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+basic() { printf 'Authorization: Basic %s' "$(printf '%s' "$1" | base64 -w0)"; }
+
+RACK_PASSWORD=$(rand_hex 24)
+TOKEN="rgw_bench_$(rand_hex 24)"
+TOKEN_SHA256=$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)
+RACK_AUTH=$(basic "convox:$RACK_PASSWORD")
+GATEWAY_AUTH=$(basic "convox:$TOKEN")
+
+# ---------------------------------------------------------------------------
+# Processes
+
+wait_http() {
+    local name=$1 pid=$2 url=$3 logfile=$4 i
+    for ((i = 0; i < 150; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$logfile" >&2 || true
+            die "$name exited during startup (log above)"
+        fi
+        # Any HTTP answer (even 401) means the listener is up.
+        if curl -s -o /dev/null --max-time 1 "$url"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$logfile" >&2 || true
+    die "$name did not answer on $url within 15 s"
+}
+
+expect_200() {
+    local name=$1 url=$2 auth=$3 code
+    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 5 -H "$auth" "$url" || true)
+    if [[ $code != 200 ]]; then
+        cat "$TMP/probe.body" >&2 2>/dev/null || true
+        die "$name: GET $url answered HTTP $code, expected 200"
+    fi
+}
+
+log "mock rack on 127.0.0.1:$RACK_PORT"
+BENCH_RACK_PASSWORD=$RACK_PASSWORD "$BIN" mock-rack --listen "127.0.0.1:$RACK_PORT" \
+    --password-env BENCH_RACK_PASSWORD >"$TMP/mock-rack.log" 2>&1 &
+RACK_PID=$!
+PIDS+=("$RACK_PID")
+
+mkdir -p "$TMP/nginx"
+sed -e "s|@DIR@|$TMP/nginx|g" -e "s|@UPSTREAM_PORT@|$RACK_PORT|g" -e "s|@LISTEN_PORT@|$NGINX_PORT|g" \
+    "$SCRIPT_DIR/nginx.conf.template" >"$TMP/nginx/nginx.conf"
+log "nginx on 127.0.0.1:$NGINX_PORT"
+"$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" >&2 ||
+    die "nginx rejected $TMP/nginx/nginx.conf"
+"$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+mkdir -p "$TMP/gateway"
+cat >"$TMP/gateway/gateway.yaml" <<EOF
+listen: 127.0.0.1:$GATEWAY_PORT
+# Only the bench rack, whatever RACK_URL_* the caller has exported.
+discover_racks_from_env: false
+racks:
+  bench:
+    url: http://127.0.0.1:$RACK_PORT
+    password_env: BENCH_RACK_PASSWORD
+tokens:
+  - name: bench
+    sha256: $TOKEN_SHA256
+    racks: [bench]
+EOF
+BENCH_RACK_PASSWORD=$RACK_PASSWORD "$BIN" check "$TMP/gateway" >&2 || die "rack-gateway check rejected the bench config"
+log "rack-gateway on 127.0.0.1:$GATEWAY_PORT"
+BENCH_RACK_PASSWORD=$RACK_PASSWORD RACK_GATEWAY_LOG_FORMAT=json "$BIN" serve --config "$TMP/gateway" \
+    >"$TMP/gateway.log" 2>&1 &
+GATEWAY_PID=$!
+PIDS+=("$GATEWAY_PID")
+
+DIRECT_URL="http://127.0.0.1:$RACK_PORT/apps"
+NGINX_URL="http://127.0.0.1:$NGINX_PORT/apps"
+GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT/apps"
+
+wait_http "mock rack" "$RACK_PID" "$DIRECT_URL" "$TMP/mock-rack.log"
+wait_http nginx "$NGINX_PID" "$NGINX_URL" "$TMP/nginx/error.log"
+wait_http rack-gateway "$GATEWAY_PID" "$GATEWAY_URL" "$TMP/gateway.log"
+expect_200 direct "$DIRECT_URL" "$RACK_AUTH"
+expect_200 nginx "$NGINX_URL" "$RACK_AUTH"
+expect_200 rack-gateway "$GATEWAY_URL" "$GATEWAY_AUTH"
+
+# ---------------------------------------------------------------------------
+# Load
+
+# run_wrk SECONDS AUTH URL OUTFILE; wrk runs in the background so a signal
+# reaches the trap at once instead of after the run.
+run_wrk() {
+    local secs=$1 auth=$2 url=$3 out=$4 pid rc=0
+    wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" -H "$auth" "$url" >"$out" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    if ((rc != 0)); then
+        cat "$out" >&2
+        die "wrk against $url failed (exit $rc)"
+    fi
+}
+
+# to_ms 475.00us -> 0.475 (wrk prints us, ms, s, m or h).
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v; sub(/[a-z]+$/, "", n)
+        u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") f = 0.001; else if (u == "ms") f = 1; else if (u == "s") f = 1000
+        else if (u == "m") f = 60000; else if (u == "h") f = 3600000; else exit 1
+        printf "%.3f", n * f
+    }'
+}
+
+declare -A RPS P50 P99 NOTES
+measure() {
+    local key=$1 auth=$2 url=$3 out="$TMP/wrk-$1.txt" rps p50 p99 non2xx sockerr
+    if ((WARMUP > 0)); then
+        log "$key: warm-up ${WARMUP}s"
+        run_wrk "$WARMUP" "$auth" "$url" "$TMP/wrk-$key-warmup.txt"
+    fi
+    log "$key: measuring ${DURATION}s"
+    run_wrk "$DURATION" "$auth" "$url" "$out"
+    rps=$(awk '$1 == "Requests/sec:" { print $2 }' "$out")
+    p50=$(awk '$1 == "50%" { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out")
+    if [[ -z $rps || -z $p50 || -z $p99 ]]; then
+        cat "$out" >&2
+        die "could not parse wrk output for $key"
+    fi
+    RPS[$key]=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
+    P50[$key]=$(to_ms "$p50") || die "unknown wrk time unit in '$p50'"
+    P99[$key]=$(to_ms "$p99") || die "unknown wrk time unit in '$p99'"
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+    sockerr=$(awk '/Socket errors:/ { sub(/^ *Socket errors: */, ""); print }' "$out")
+    NOTES[$key]=""
+    [[ -n $non2xx ]] && NOTES[$key]+="$non2xx non-2xx responses; "
+    [[ -n $sockerr ]] && NOTES[$key]+="socket errors: $sockerr; "
+    return 0
+}
+
+measure direct "$RACK_AUTH" "$DIRECT_URL"
+measure nginx "$RACK_AUTH" "$NGINX_URL"
+measure gateway "$GATEWAY_AUTH" "$GATEWAY_URL"
+
+# ---------------------------------------------------------------------------
+# Gateway memory while streaming an upload
+
+rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+UPLOAD_RESULT=""
+if ((UPLOAD_MB > 0)); then
+    log "generating ${UPLOAD_MB} MB of random data"
+    head -c "${UPLOAD_MB}M" /dev/urandom >"$TMP/upload.bin"
+    UPLOAD_URL="http://127.0.0.1:$GATEWAY_PORT/apps/myapp/objects/tmp/bench.tgz"
+    RSS_BEFORE=$(rss_kib "$GATEWAY_PID")
+    : >"$TMP/rss.samples"
+    touch "$TMP/sampling"
+    (
+        while [[ -e $TMP/sampling ]]; do
+            rss_kib "$GATEWAY_PID" >>"$TMP/rss.samples"
+            sleep 0.1
+        done
+    ) &
+    SAMPLER_PID=$!
+    PIDS+=("$SAMPLER_PID")
+    log "POST ${UPLOAD_MB} MB through the gateway, sampling VmRSS every 100 ms"
+    # -T streams the file with Content-Length (like the CLI); `Expect:` turns
+    # off curl's 100-continue round trip.
+    curl -sS -X POST -T "$TMP/upload.bin" -H "$GATEWAY_AUTH" \
+        -H 'Content-Type: application/octet-stream' -H 'Expect:' \
+        -o "$TMP/upload.body" -w '%{http_code} %{time_total}\n' "$UPLOAD_URL" >"$TMP/upload.status" 2>&1 &
+    CURL_PID=$!
+    PIDS+=("$CURL_PID")
+    curl_rc=0
+    wait "$CURL_PID" || curl_rc=$?
+    forget_pid "$CURL_PID"
+    rm -f "$TMP/sampling"
+    wait "$SAMPLER_PID" || true
+    forget_pid "$SAMPLER_PID"
+    sleep 0.5
+    RSS_AFTER=$(rss_kib "$GATEWAY_PID")
+    RSS_MAX=$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$TMP/rss.samples")
+    SAMPLES=$(grep -c . "$TMP/rss.samples" || true)
+    read -r UP_CODE UP_SECS <"$TMP/upload.status" || true
+    if ((curl_rc != 0)); then
+        UPLOAD_RESULT="curl failed (exit $curl_rc: $(tr '\n' ' ' <"$TMP/upload.status"))"
+    else
+        UPLOAD_RESULT="HTTP $UP_CODE in $(awk -v s="$UP_SECS" 'BEGIN { printf "%.2f", s }') s"
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# Report (stdout, Markdown)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+wrk_version=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }' || true)
+nginx_version=$("$NGINX" -v 2>&1 | sed 's|^nginx version: ||')
+gateway_version=$("$BIN" --version 2>/dev/null || echo "rack-gateway (unknown version)")
+git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || true)
+
+echo "### Benchmark: rack-gateway vs nginx vs direct"
+echo
+echo '```'
+echo "\$ $INVOCATION"
+echo "wrk --latency -t$THREADS -c$CONNECTIONS -d${DURATION}s -H \"Authorization: Basic <per-run credentials>\" http://127.0.0.1:<port>/apps"
+echo '```'
+echo
+echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPU(s)${cpu_model:+ ($cpu_model)}, $(uname -sr)"
+echo "- ${gateway_version}${git_rev:+ (commit $git_rev)}, wrk ${wrk_version:-?}, ${nginx_version}"
+echo "- \`GET /apps\` against the mock rack (\`rack-gateway mock-rack\`), ${CONNECTIONS} keep-alive connections, ${THREADS} wrk threads, ${WARMUP} s warm-up then ${DURATION} s measured per target."
+echo "- wrk, the proxy under test and the mock rack share the same CPUs, so compare the rows with each other, not with other machines."
+echo
+echo "| target | req/s | p50 ms | p99 ms |"
+echo "|---|---:|---:|---:|"
+printf '| %s | %s | %s | %s |\n' "direct (mock rack)" "${RPS[direct]}" "${P50[direct]}" "${P99[direct]}"
+printf '| %s | %s | %s | %s |\n' "nginx (1 worker, keepalive 64)" "${RPS[nginx]}" "${P50[nginx]}" "${P99[nginx]}"
+printf '| %s | %s | %s | %s |\n' "rack-gateway (token auth)" "${RPS[gateway]}" "${P50[gateway]}" "${P99[gateway]}"
+echo
+echo "- throughput gateway/nginx: $(ratio "${RPS[gateway]}" "${RPS[nginx]}")x"
+echo "- throughput gateway/direct: $(ratio "${RPS[gateway]}" "${RPS[direct]}")x"
+echo "- p99 gateway - nginx: $(awk -v g="${P99[gateway]}" -v n="${P99[nginx]}" 'BEGIN { printf "%+.3f", g - n }') ms"
+for key in direct nginx gateway; do
+    if [[ -n ${NOTES[$key]} ]]; then
+        echo "- WARNING $key: ${NOTES[$key]%; } (numbers for this row include failed requests)"
+    fi
+done
+if ((UPLOAD_MB > 0)); then
+    echo
+    echo "Gateway memory while streaming a ${UPLOAD_MB} MB \`POST /apps/myapp/objects/tmp/bench.tgz\` (VmRSS, ${SAMPLES} samples at 100 ms; upload: ${UPLOAD_RESULT}):"
+    echo
+    echo "| RSS before | max RSS during | RSS after |"
+    echo "|---:|---:|---:|"
+    echo "| $(mib "${RSS_BEFORE:-0}") MiB | $(mib "${RSS_MAX:-0}") MiB | $(mib "${RSS_AFTER:-0}") MiB |"
+fi

@@ -1,0 +1,221 @@
+//! Who is calling: the credential in the Basic `Authorization` header, turned
+//! into an [`Identity`].
+//!
+//! The stock CLI puts the token in the Basic password and sends it still
+//! percent-escaped (convox-api.md §0.2), so the password is percent-decoded
+//! once before it is checked. The username is ignored.
+//!
+//! Static tokens are stored only as SHA-256 hashes and compared in constant
+//! time against every configured hash, so neither the comparison nor the
+//! position of a match leaks through timing.
+
+use std::fmt;
+
+use base64::Engine;
+use ring::digest;
+use thiserror::Error;
+
+use crate::config::StaticToken;
+
+/// Longest credential accepted; anything longer is refused before hashing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// What kind of subject an identity is; audit records carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdentityKind {
+    /// A person who logged in through the identity provider.
+    Person,
+    /// A CI system holding a static token.
+    CiToken,
+    /// A CI system presenting its own OIDC token (keyless federation).
+    FederatedCi,
+}
+
+impl IdentityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityKind::Person => "person",
+            IdentityKind::CiToken => "ci-token",
+            IdentityKind::FederatedCi => "federated-ci",
+        }
+    }
+}
+
+/// An authenticated caller. The token only proves *who*; what they may do is
+/// decided against the live config on every request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub kind: IdentityKind,
+    /// Email for people, the configured name for CI identities.
+    pub name: String,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.name)
+    }
+}
+
+/// Why authentication failed. Messages are short and never contain the
+/// presented credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AuthError {
+    #[error("missing credentials: set RACK_URL=https://convox:<token>@<gateway>")]
+    Missing,
+    #[error("malformed Authorization header (expected Basic)")]
+    Malformed,
+    #[error("invalid token")]
+    Invalid,
+}
+
+/// Extracts the token from `Authorization: Basic base64(user:token)`,
+/// percent-decoding it the way the CLI encoded it.
+pub fn basic_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::Malformed);
+    }
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, rest) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(AuthError::Malformed);
+    }
+    let rest = rest.trim();
+    if rest.len() > MAX_TOKEN_LEN * 4 / 3 + 8 {
+        return Err(AuthError::Invalid);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest)
+        .map_err(|_| AuthError::Malformed)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Malformed)?;
+    let (_user, password) = decoded.split_once(':').ok_or(AuthError::Malformed)?;
+    let password = percent_encoding::percent_decode_str(password)
+        .decode_utf8()
+        .map_err(|_| AuthError::Malformed)?;
+    if password.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    if password.len() > MAX_TOKEN_LEN {
+        return Err(AuthError::Invalid);
+    }
+    Ok(password.into_owned())
+}
+
+/// SHA-256 of a token, as stored in config.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Finds the static token whose hash matches, scanning all of them with
+/// constant-time comparisons.
+pub fn match_static_token<'a>(tokens: &'a [StaticToken], token: &str) -> Option<&'a StaticToken> {
+    let h = token_sha256(token);
+    let mut found = None;
+    for t in tokens {
+        if ring_ct_eq(&t.sha256, &h) && found.is_none() {
+            found = Some(t);
+        }
+    }
+    found
+}
+
+fn ring_ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    // XOR-fold: no early exit, so the time doesn't depend on where bytes differ.
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// A new random token made of characters that survive the CLI's Basic-auth
+/// percent-escaping unchanged (`[A-Za-z0-9_-]`).
+pub fn generate_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("system randomness is available");
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    fn basic(userpass: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(userpass)
+        )
+    }
+
+    #[test]
+    fn decodes_percent_escaped_password() {
+        assert_eq!(
+            basic_token(&headers(&basic("convox:a%2Fb%40c%3Ad"))).unwrap(),
+            "a/b@c:d"
+        );
+        assert_eq!(basic_token(&headers(&basic("x:tok"))).unwrap(), "tok");
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        assert_eq!(
+            basic_token(&http::HeaderMap::new()),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(basic_token(&headers("Bearer x")), Err(AuthError::Malformed));
+        assert_eq!(
+            basic_token(&headers("Basic !!!")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            basic_token(&headers(&basic("nocolon"))),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            basic_token(&headers(&basic("convox:"))),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            basic_token(&headers(&basic("convox:%zz%ff"))),
+            Err(AuthError::Malformed)
+        );
+        let mut h = headers(&basic("a:b"));
+        h.append(http::header::AUTHORIZATION, basic("a:c").parse().unwrap());
+        assert_eq!(basic_token(&h), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn static_token_match() {
+        let tok = generate_token("rgw_");
+        assert!(tok
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        let tokens = vec![
+            StaticToken {
+                name: "other".into(),
+                sha256: token_sha256("nope"),
+                racks: vec![],
+            },
+            StaticToken {
+                name: "ci".into(),
+                sha256: token_sha256(&tok),
+                racks: vec![],
+            },
+        ];
+        assert_eq!(match_static_token(&tokens, &tok).unwrap().name, "ci");
+        assert!(match_static_token(&tokens, "wrong").is_none());
+    }
+}

@@ -1,0 +1,254 @@
+//! The command line: `serve`, `check`, `demo`, `routes`, `token`, and the
+//! `mock-rack` used by the benchmark. Parsing is clap derive; each command
+//! is a small function returning an exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Env};
+
+/// Exit code for configuration errors (BSD `EX_USAGE`-style `EX_CONFIG`
+/// family; 64 is what operators' tooling expects from linkerd and friends).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rack-gateway",
+    version,
+    about = "Access gateway for Convox racks: per-person identity, least-privilege roles, \
+             command allowlists, rate limits and an audit trail, transparent to the stock convox CLI."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RACK_GATEWAY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway with the config directory holding gateway.yaml.
+    Serve {
+        #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config directory and exit 0 (valid) or 1 (problems, each with file:line).
+    Check {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a self-contained demo: mock racks plus the gateway on loopback.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Print the route table (every rack route and its operation name).
+    Routes {
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Static token helpers.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run the mock rack alone (for benchmarks and manual testing).
+    MockRack {
+        #[arg(long, default_value = "127.0.0.1:5443")]
+        listen: SocketAddr,
+        /// Environment variable holding the mock rack's password.
+        #[arg(long, default_value = "MOCK_RACK_PASSWORD")]
+        password_env: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token once, and the gateway.yaml snippet holding only its hash.
+    Generate {
+        #[arg(long)]
+        name: String,
+        /// Racks the token may use (comma-separated; `*` for all).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        racks: Vec<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    crate::tls::install_crypto_provider();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { dir } => check(dir),
+        Command::Demo { listen } => runtime().block_on(crate::demo::run(listen)),
+        Command::Routes { markdown } => {
+            if markdown {
+                print!("{}", crate::routes::markdown_table());
+            } else {
+                for r in crate::routes::ROUTES {
+                    println!("{:<8} {:<55} {}", r.method.as_str(), r.pattern, r.operation);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Token { command } => match command {
+            TokenCommand::Generate { name, racks } => {
+                let token = crate::auth::generate_token("rgw_");
+                let hash = config::hex(&crate::auth::token_sha256(&token));
+                println!("token (shown once, store it in your CI secret store):\n  {token}\n");
+                println!("gateway.yaml snippet (holds only the hash):");
+                println!(
+                    "tokens:\n  - name: {name}\n    sha256: {hash}\n    racks: [{}]",
+                    racks.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+        },
+        Command::MockRack {
+            listen,
+            password_env,
+        } => runtime().block_on(mock_rack(listen, password_env)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RACK_GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn print_config_errors(errors: &config::ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+fn check(dir: PathBuf) -> ExitCode {
+    match config::load_dir(&dir, &Env::from_process())
+        .and_then(|cfg| crate::proxy::Runtime::from_config(&cfg).map(|_| cfg))
+    {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} rack(s), {} token(s))",
+                dir.join(config::GATEWAY_FILE).display(),
+                cfg.racks.len(),
+                cfg.tokens.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_config_errors(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(dir: PathBuf) -> ExitCode {
+    let env = Env::from_process();
+    let cfg = match config::load_dir(&dir, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_errors(&e);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    runtime().block_on(async move {
+        let running = match crate::server::Running::start(&cfg).await {
+            Ok(r) => r,
+            Err(crate::server::StartError::Config(e)) => {
+                print_config_errors(&e);
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                eprintln!("rack-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(addr = %running.addr, racks = cfg.racks.len(), "rack-gateway serving");
+        let gateway = running.gateway.clone();
+        let shutdown = running.shutdown_handle();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => reload(&dir, &gateway),
+                }
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = shutdown.send(true);
+        });
+        running.wait().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Re-reads the config directory; a bad config never replaces a good one.
+fn reload(dir: &std::path::Path, gateway: &crate::proxy::Gateway) {
+    match config::load_dir(dir, &Env::from_process())
+        .and_then(|cfg| crate::proxy::Runtime::from_config(&cfg))
+    {
+        Ok(rt) => {
+            gateway.swap(rt);
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => tracing::error!(errors = %e, "reload failed; keeping the current configuration"),
+    }
+}
+
+async fn mock_rack(listen: SocketAddr, password_env: String) -> ExitCode {
+    let Some(password) = std::env::var(&password_env).ok().filter(|p| !p.is_empty()) else {
+        eprintln!("rack-gateway mock-rack: set {password_env} to the password the mock rack should accept");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let mock = match crate::mock_rack::MockRack::start(crate::mock_rack::MockOptions {
+        listen,
+        password,
+        tls: None,
+        max_recorded: 0,
+    })
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("rack-gateway mock-rack: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("mock rack listening on {}", mock.url());
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,982 @@
+//! The gateway's configuration: `gateway.yaml` in a config directory, parsed
+//! into raw serde types and validated into [`Config`], whose fields cannot be
+//! invalid.
+//!
+//! Why the two layers: the raw types mirror the file (and reject unknown keys
+//! and duplicate keys, with line and column), while every semantic problem is
+//! collected into a list of [`ConfigError`]s, each pointing at `file:line`, so
+//! an operator sees all problems at once and nothing is half-applied.
+//!
+//! Secrets (rack passwords) never live in the config directory, which is meant
+//! to be a Git repository: they come from the environment, from files, or from
+//! systemd credentials.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The file every config directory holds.
+pub const GATEWAY_FILE: &str = "gateway.yaml";
+
+/// One problem in the configuration, pointing at where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
+            (Some(l), None) => write!(f, "{}:{}: {}", self.file, l, self.message),
+            _ => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All problems found while loading a config directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// The process environment as the loader sees it; injectable for tests.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The real process environment (variables that are not UTF-8 are skipped).
+    pub fn from_process() -> Self {
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Env { vars }
+    }
+
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw file format
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<Spanned<String>>,
+    tls: Option<Spanned<RawServerTls>>,
+    allow_plaintext: Option<bool>,
+    timeouts: Option<RawTimeouts>,
+    websocket: Option<RawWebsocket>,
+    discover_racks_from_env: Option<bool>,
+    racks: Option<BTreeMap<String, Spanned<RawRack>>>,
+    tokens: Option<Vec<Spanned<RawToken>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert_file: String,
+    key_file: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Spanned<String>>,
+    idle: Option<Spanned<String>>,
+    header_read: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebsocket {
+    idle_timeout: Option<Spanned<String>>,
+    max_session: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRack {
+    url: String,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    password_credential: Option<String>,
+    ca_file: Option<String>,
+    pin_sha256: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+    #[serde(default)]
+    allow_plaintext: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    sha256: String,
+    racks: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated config
+
+/// Server certificate and key files for TLS termination.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Where the `tls:` block is, for errors found while loading the files.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect to a rack.
+    pub connect: Duration,
+    /// Longest silence tolerated while waiting for a rack's response or
+    /// between body chunks; there is deliberately no total timeout, because
+    /// promote and app create can block for minutes and uploads are large.
+    pub idle: Duration,
+    /// Time a client has to send a complete request head.
+    pub header_read: Duration,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            idle: Duration::from_secs(15 * 60),
+            header_read: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebsocketLimits {
+    /// A session with no bytes in either direction for this long is closed
+    /// (the CLI pings every 5 s, so only dead peers hit it).
+    pub idle_timeout: Duration,
+    /// Hard cap on any session's length.
+    pub max_session: Duration,
+}
+
+impl Default for WebsocketLimits {
+    fn default() -> Self {
+        WebsocketLimits {
+            idle_timeout: Duration::from_secs(60 * 60),
+            max_session: Duration::from_secs(12 * 60 * 60),
+        }
+    }
+}
+
+/// How the gateway checks a rack's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Verify against the bundled Mozilla roots, or only against `ca_file`.
+    Verify { ca_file: Option<PathBuf> },
+    /// Accept exactly the certificate whose DER SHA-256 is this.
+    Pin([u8; 32]),
+    /// Accept any certificate (the rack's self-signed one changes on restart).
+    InsecureSkipVerify,
+}
+
+/// One rack the gateway fronts.
+#[derive(Debug, Clone)]
+pub struct RackConfig {
+    pub name: String,
+    /// Scheme, authority and optional base path of the rack API.
+    pub url: http::Uri,
+    pub password: Secret,
+    pub tls: UpstreamTls,
+    /// Where it was defined: `gateway.yaml:12` or `env RACK_URL_STAGING`.
+    pub defined_at: String,
+}
+
+/// A static bearer token (for CI), stored only as its SHA-256.
+#[derive(Debug, Clone)]
+pub struct StaticToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    /// Rack names this token may use; `*` means all.
+    pub racks: Vec<String>,
+}
+
+/// Everything in a valid config directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<ServerTls>,
+    pub allow_plaintext: bool,
+    pub timeouts: Timeouts,
+    pub websocket: WebsocketLimits,
+    pub racks: BTreeMap<String, RackConfig>,
+    pub tokens: Vec<StaticToken>,
+}
+
+/// Default listen address: loopback, so a fresh install never exposes
+/// plaintext HTTP by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// Loads and validates `<dir>/gateway.yaml`, reporting every problem.
+pub fn load_dir(dir: &Path, env: &Env) -> Result<Config, ConfigErrors> {
+    let path = dir.join(GATEWAY_FILE);
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: display.clone(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let raw: RawGateway = parse_yaml(&display, &text).map_err(|e| ConfigErrors(vec![e]))?;
+    Validator::new(dir, display, env).gateway(raw)
+}
+
+/// Parses one YAML document strictly (duplicate keys and unknown fields are
+/// errors, booleans must be `true`/`false`), with a one-line error.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+    };
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let render = serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+        };
+        let mut message = e.render_with_options(render);
+        let loc = e.location();
+        if let Some(l) = loc {
+            let suffix = format!(" at line {}, column {}", l.line(), l.column());
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_string();
+            }
+        }
+        if let Some(i) = message.find(", set DuplicateKeyPolicy") {
+            message.truncate(i);
+        }
+        ConfigError {
+            file: file.to_string(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            message: message.lines().next().unwrap_or("invalid YAML").to_string(),
+        }
+    })
+}
+
+/// Parses durations like `500ms`, `10s`, `15m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration `{s}` needs a unit (ms, s, m, h, d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}` (expected e.g. 30s, 15m, 2h)"))?;
+    let mult_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in `{s}` (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    n.checked_mul(mult_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration `{s}` is too large"))
+}
+
+/// Valid rack names: what a URL path segment and a policy glob can carry
+/// without escaping.
+pub fn valid_rack_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
+struct Validator<'a> {
+    dir: &'a Path,
+    file: String,
+    env: &'a Env,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(dir: &'a Path, file: String, env: &'a Env) -> Self {
+        Validator {
+            dir,
+            file,
+            env,
+            errors: Vec::new(),
+        }
+    }
+
+    fn err_at(&mut self, loc: Option<serde_saphyr::Location>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            message: message.into(),
+        });
+    }
+
+    fn at(&self, loc: serde_saphyr::Location) -> String {
+        format!("{}:{}", self.file, loc.line())
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match parse_duration(&s.value) {
+                Ok(d) if d.is_zero() => {
+                    self.err_at(Some(s.referenced), "duration must be greater than zero");
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.err_at(Some(s.referenced), e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn gateway(mut self, raw: RawGateway) -> Result<Config, ConfigErrors> {
+        let listen = match &raw.listen {
+            None => DEFAULT_LISTEN
+                .parse()
+                .expect("default listen address parses"),
+            Some(s) => match s.value.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.err_at(
+                        Some(s.referenced),
+                        format!("listen `{}` is not an address like 0.0.0.0:8443", s.value),
+                    );
+                    DEFAULT_LISTEN
+                        .parse()
+                        .expect("default listen address parses")
+                }
+            },
+        };
+        let allow_plaintext = raw.allow_plaintext.unwrap_or(false);
+        let tls = raw.tls.as_ref().map(|t| ServerTls {
+            cert_file: self.resolve(&t.value.cert_file),
+            key_file: self.resolve(&t.value.key_file),
+            at: self.at(t.referenced),
+        });
+        if tls.is_none() && !listen.ip().is_loopback() && !allow_plaintext {
+            let loc = raw.listen.as_ref().map(|s| s.referenced);
+            self.err_at(
+                loc,
+                format!(
+                    "listen {listen} is not loopback but no `tls:` is configured; \
+                     add tls.cert_file/key_file, or set `allow_plaintext: true` if a \
+                     TLS-terminating proxy sits in front"
+                ),
+            );
+        }
+
+        let d = Timeouts::default();
+        let t = raw.timeouts.unwrap_or_default();
+        let timeouts = Timeouts {
+            connect: self.duration(&t.connect, d.connect),
+            idle: self.duration(&t.idle, d.idle),
+            header_read: self.duration(&t.header_read, d.header_read),
+            shutdown_grace: self.duration(&t.shutdown_grace, d.shutdown_grace),
+        };
+        let dw = WebsocketLimits::default();
+        let w = raw.websocket.unwrap_or_default();
+        let websocket = WebsocketLimits {
+            idle_timeout: self.duration(&w.idle_timeout, dw.idle_timeout),
+            max_session: self.duration(&w.max_session, dw.max_session),
+        };
+
+        let mut racks = BTreeMap::new();
+        for (name, rack) in raw.racks.unwrap_or_default() {
+            if let Some(r) = self.rack(&name, rack) {
+                racks.insert(name, r);
+            }
+        }
+        if raw.discover_racks_from_env.unwrap_or(true) {
+            for r in self.env_racks() {
+                if racks.contains_key(&r.name) {
+                    tracing::warn!(
+                        rack = %r.name,
+                        "rack defined in {} and by RACK_URL_*; using the file", self.file
+                    );
+                    continue;
+                }
+                racks.insert(r.name.clone(), r);
+            }
+        }
+
+        let mut tokens: Vec<StaticToken> = Vec::new();
+        for t in raw.tokens.unwrap_or_default() {
+            let loc = t.referenced;
+            let t = t.value;
+            if t.name.trim().is_empty() {
+                self.err_at(Some(loc), "token name must not be empty");
+            }
+            if tokens.iter().any(|o| o.name == t.name) {
+                self.err_at(Some(loc), format!("duplicate token name `{}`", t.name));
+            }
+            let Some(sha256) = parse_hex32(&t.sha256) else {
+                self.err_at(
+                    Some(loc),
+                    format!(
+                        "token `{}`: sha256 must be 64 hex characters (see `rack-gateway token generate`)",
+                        t.name
+                    ),
+                );
+                continue;
+            };
+            if tokens.iter().any(|o| o.sha256 == sha256) {
+                self.err_at(
+                    Some(loc),
+                    format!("token `{}` has the same hash as another token", t.name),
+                );
+            }
+            if t.racks.is_empty() {
+                self.err_at(Some(loc), format!("token `{}` lists no racks", t.name));
+            }
+            for r in &t.racks {
+                if r != "*" && !racks.contains_key(r) {
+                    self.err_at(
+                        Some(loc),
+                        format!(
+                            "token `{}` names rack `{r}`, which is not configured",
+                            t.name
+                        ),
+                    );
+                }
+            }
+            tokens.push(StaticToken {
+                name: t.name,
+                sha256,
+                racks: t.racks,
+            });
+        }
+
+        if self.errors.is_empty() {
+            Ok(Config {
+                dir: self.dir.to_path_buf(),
+                listen,
+                tls,
+                allow_plaintext,
+                timeouts,
+                websocket,
+                racks,
+                tokens,
+            })
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    fn rack(&mut self, name: &str, raw: Spanned<RawRack>) -> Option<RackConfig> {
+        let loc = raw.referenced;
+        let r = raw.value;
+        let before = self.errors.len();
+        if !valid_rack_name(name) {
+            self.err_at(
+                Some(loc),
+                format!("rack name `{name}` must be lower-case letters, digits and dashes"),
+            );
+        }
+        let url = self.rack_url(name, &r.url, r.allow_plaintext, Some(loc));
+        let sources = [&r.password_env, &r.password_file, &r.password_credential]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        let password = if sources != 1 {
+            self.err_at(
+                Some(loc),
+                format!(
+                    "rack `{name}`: set exactly one of password_env, password_file, \
+                     password_credential (the rack password never lives in this file)"
+                ),
+            );
+            None
+        } else if let Some(var) = &r.password_env {
+            match self.env.get(var).filter(|v| !v.is_empty()) {
+                Some(v) => Some(Secret::new(v)),
+                None => {
+                    self.err_at(
+                        Some(loc),
+                        format!("rack `{name}`: environment variable {var} is not set"),
+                    );
+                    None
+                }
+            }
+        } else if let Some(f) = &r.password_file {
+            let path = self.resolve(f);
+            self.read_secret_file(name, &path, loc)
+        } else if let Some(c) = &r.password_credential {
+            match self.env.get("CREDENTIALS_DIRECTORY") {
+                Some(dir) if !c.contains('/') => {
+                    let path = Path::new(dir).join(c);
+                    self.read_secret_file(name, &path, loc)
+                }
+                Some(_) => {
+                    self.err_at(
+                        Some(loc),
+                        format!("rack `{name}`: credential name `{c}` must not contain '/'"),
+                    );
+                    None
+                }
+                None => {
+                    self.err_at(
+                        Some(loc),
+                        format!(
+                            "rack `{name}`: password_credential needs systemd's \
+                             CREDENTIALS_DIRECTORY (LoadCredential=); it is not set"
+                        ),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let set = [
+            r.ca_file.is_some(),
+            r.pin_sha256.is_some(),
+            r.insecure_skip_verify,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set > 1 {
+            self.err_at(
+                Some(loc),
+                format!("rack `{name}`: ca_file, pin_sha256 and insecure_skip_verify are mutually exclusive"),
+            );
+        }
+        let tls = if r.insecure_skip_verify {
+            UpstreamTls::InsecureSkipVerify
+        } else if let Some(pin) = &r.pin_sha256 {
+            match parse_hex32(&pin.replace(':', "")) {
+                Some(p) => UpstreamTls::Pin(p),
+                None => {
+                    self.err_at(
+                        Some(loc),
+                        format!("rack `{name}`: pin_sha256 must be a SHA-256 fingerprint (64 hex digits, colons allowed)"),
+                    );
+                    UpstreamTls::InsecureSkipVerify
+                }
+            }
+        } else {
+            UpstreamTls::Verify {
+                ca_file: r.ca_file.as_deref().map(|f| self.resolve(f)),
+            }
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(RackConfig {
+            name: name.to_string(),
+            url: url?,
+            password: password?,
+            tls,
+            defined_at: self.at(loc),
+        })
+    }
+
+    fn read_secret_file(
+        &mut self,
+        rack: &str,
+        path: &Path,
+        loc: serde_saphyr::Location,
+    ) -> Option<Secret> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => {
+                let s = s.trim_end_matches(['\r', '\n']).to_string();
+                if s.is_empty() {
+                    self.err_at(
+                        Some(loc),
+                        format!("rack `{rack}`: password file {} is empty", path.display()),
+                    );
+                    None
+                } else {
+                    Some(Secret::new(s))
+                }
+            }
+            Err(e) => {
+                self.err_at(
+                    Some(loc),
+                    format!(
+                        "rack `{rack}`: cannot read password file {}: {e}",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Validates a rack URL: https (or http to loopback, or explicitly
+    /// allowed), no credentials, no query.
+    fn rack_url(
+        &mut self,
+        name: &str,
+        url: &str,
+        allow_plaintext: bool,
+        loc: Option<serde_saphyr::Location>,
+    ) -> Option<http::Uri> {
+        let uri: http::Uri = match url.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                self.err_at(
+                    loc,
+                    format!("rack `{name}`: url `{url}` is not a valid URL"),
+                );
+                return None;
+            }
+        };
+        let Some(auth) = uri.authority() else {
+            self.err_at(loc, format!("rack `{name}`: url `{url}` needs a host"));
+            return None;
+        };
+        if auth.as_str().contains('@') {
+            self.err_at(
+                loc,
+                format!("rack `{name}`: put the rack password in password_env/password_file, not in the url"),
+            );
+            return None;
+        }
+        if uri.query().is_some() {
+            self.err_at(loc, format!("rack `{name}`: url must not have a query"));
+            return None;
+        }
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") => {
+                let loopback = is_loopback_host(auth.host());
+                if !loopback && !allow_plaintext {
+                    self.err_at(
+                        loc,
+                        format!(
+                            "rack `{name}`: http:// would send the rack password in clear; \
+                             use https, or set allow_plaintext: true on this rack"
+                        ),
+                    );
+                    return None;
+                }
+            }
+            _ => {
+                self.err_at(loc, format!("rack `{name}`: url must start with https://"));
+                return None;
+            }
+        }
+        Some(uri)
+    }
+
+    /// Racks from `RACK_URL_<NAME>` / `RACK_TOKEN_<NAME>` pairs, the
+    /// convention rack users already have.
+    fn env_racks(&mut self) -> Vec<RackConfig> {
+        let mut out = Vec::new();
+        let pairs: Vec<(String, String)> = self
+            .env
+            .vars
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("RACK_URL_")?.to_string(), v.clone())))
+            .collect();
+        for (suffix, value) in pairs {
+            let name = suffix.to_ascii_lowercase().replace('_', "-");
+            let var = format!("RACK_URL_{suffix}");
+            let before = self.errors.len();
+            let file = std::mem::replace(&mut self.file, format!("env {var}"));
+            if !valid_rack_name(&name) {
+                self.err_at(None, format!("derived rack name `{name}` is not valid"));
+            }
+            // Accept the password embedded as userinfo (how RACK_URL is
+            // usually written), or from RACK_TOKEN_<NAME>.
+            let (url, embedded) = split_userinfo(&value);
+            let token = self
+                .env
+                .get(&format!("RACK_TOKEN_{suffix}"))
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .or(embedded);
+            let uri = self.rack_url(&name, &url, false, None);
+            if token.is_none() {
+                self.err_at(
+                    None,
+                    format!("rack `{name}`: set RACK_TOKEN_{suffix} to the rack password"),
+                );
+            }
+            self.file = file;
+            if self.errors.len() != before {
+                continue;
+            }
+            if let (Some(url), Some(token)) = (uri, token) {
+                out.push(RackConfig {
+                    name,
+                    url,
+                    password: Secret::new(token),
+                    tls: UpstreamTls::Verify { ca_file: None },
+                    defined_at: format!("env {var}"),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Splits `https://user:pass@host/x` into (`https://host/x`, Some(pass)).
+fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let auth_end = rest.find('/').unwrap_or(rest.len());
+    let (auth, path) = rest.split_at(auth_end);
+    match auth.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let pass = userinfo.split_once(':').map(|(_, p)| p).unwrap_or(userinfo);
+            let pass = percent_encoding::percent_decode_str(pass)
+                .decode_utf8_lossy()
+                .into_owned();
+            (format!("{scheme}://{host}{path}"), Some(pass))
+        }
+        None => (url.to_string(), None),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Parses 64 hex digits into 32 bytes.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(GATEWAY_FILE), yaml).unwrap();
+        load_dir(dir.path(), &Env::from_pairs(env.iter().copied()))
+    }
+
+    #[test]
+    fn minimal_config_with_env_password() {
+        let c = load(
+            "racks:\n  staging:\n    url: https://rack.example.com\n    password_env: PW\n",
+            &[("PW", "hunter2")],
+        )
+        .unwrap();
+        let r = &c.racks["staging"];
+        assert_eq!(r.password.expose(), "hunter2");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert!(!format!("{r:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn reports_every_problem_with_lines() {
+        let err = load(
+            "listen: 0.0.0.0:80\nracks:\n  Bad_Name:\n    url: ftp://x\n    password_env: NOPE\ntimeouts:\n  idle: 5 parsecs\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("gateway.yaml:1:9: listen 0.0.0.0:80 is not loopback"),
+            "{text}"
+        );
+        assert!(text.contains("rack name `Bad_Name`"), "{text}");
+        assert!(text.contains("url must start with https://"), "{text}");
+        assert!(text.contains("NOPE is not set"), "{text}");
+        assert!(text.contains(":7:9: invalid duration"), "{text}");
+    }
+
+    #[test]
+    fn duplicate_keys_and_unknown_fields_are_errors() {
+        let e = load("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", &[]).unwrap_err();
+        assert_eq!(e.0[0].line, Some(2));
+        assert!(
+            e.0[0].message.contains("duplicate mapping key: listen"),
+            "{e}"
+        );
+        let e = load(
+            "racks:\n  a:\n    url: https://x\n    pasword_env: X\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].line, Some(4));
+        assert!(
+            e.0[0].message.contains("unknown field `pasword_env`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_discovery_with_embedded_or_separate_token() {
+        let c = load(
+            "",
+            &[
+                ("RACK_URL_US_EAST", "https://convox:p%40ss@rack.example.com"),
+                ("RACK_URL_EU", "https://eu.example.com"),
+                ("RACK_TOKEN_EU", "tok"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.racks["us-east"].password.expose(), "p@ss");
+        assert_eq!(
+            c.racks["us-east"].url.to_string(),
+            "https://rack.example.com/"
+        );
+        assert_eq!(c.racks["eu"].password.expose(), "tok");
+        let e = load("", &[("RACK_URL_X", "https://x.example.com")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("env RACK_URL_X: rack `x`: set RACK_TOKEN_X"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plaintext_upstream_only_to_loopback_or_opt_in() {
+        let e = load(
+            "racks:\n  a:\n    url: http://rack.example.com\n    password_env: P\n",
+            &[("P", "x")],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("send the rack password in clear"));
+        load(
+            "racks:\n  a:\n    url: http://127.0.0.1:5443\n    password_env: P\n",
+            &[("P", "x")],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn tokens_need_valid_hash_and_known_racks() {
+        let e = load(
+            "racks:\n  a:\n    url: https://x\n    password_env: P\ntokens:\n  - name: ci\n    sha256: abc\n    racks: [a]\n  - name: ci2\n    sha256: 0000000000000000000000000000000000000000000000000000000000000000\n    racks: [b]\n",
+            &[("P", "x")],
+        )
+        .unwrap_err();
+        let t = e.to_string();
+        assert!(
+            t.contains("gateway.yaml:6:5: token `ci`: sha256 must be 64 hex"),
+            "{t}"
+        );
+        assert!(t.contains("names rack `b`, which is not configured"), "{t}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("1w").is_err());
+    }
+}

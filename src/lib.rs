@@ -1,0 +1,24 @@
+//! rack-gateway: an access gateway for Convox racks.
+//!
+//! The stock `convox` CLI talks to the gateway as if it were the rack; the
+//! gateway canonicalizes each request ([`canon`]), maps it to a named
+//! operation ([`routes`]), authenticates the caller ([`auth`]), decides,
+//! forwards it with the rack's own credential ([`proxy`], [`upstream`],
+//! [`tunnel`]) and audits it ([`audit`]).
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod body;
+pub mod canon;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod mock_rack;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod tls;
+pub mod tunnel;
+pub mod upstream;
+pub mod ws;

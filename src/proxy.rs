@@ -1,0 +1,784 @@
+//! The request pipeline: canonicalize → pick the rack → match the route →
+//! authenticate → decide → forward (REST or websocket) → audit.
+//!
+//! Every step that refuses answers the way the stock CLI prints best: JSON
+//! `{"error": "..."}` for REST, in-band frames for websocket routes. What is
+//! forwarded is rebuilt from the canonical request, so the rack sees exactly
+//! what was authorized.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::audit::{self, Decision};
+use crate::auth::{self, Identity, IdentityKind};
+use crate::body::{self, Body, Idle};
+use crate::canon::{self, Upgrade};
+use crate::config::{Config, ConfigError, ConfigErrors, StaticToken, Timeouts, WebsocketLimits};
+use crate::routes::{self, RouteMatch, RouteMethod, Stream};
+use crate::tunnel;
+use crate::upstream::Rack;
+
+/// The first path segment of the gateway's own endpoints. No rack route
+/// starts with an underscore, so it can never shadow one.
+pub const GATEWAY_PREFIX: &str = "_gateway";
+
+/// Header names the gateway sets or that must never reach the rack from a
+/// client: credentials, hop-by-hop headers, and headers the rack trusts for
+/// tenancy and audit (convox-api.md §8).
+const DROP_REQUEST: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "convox-tid",
+    "x-convox-tid",
+    "convox-actor",
+    "x-convox-actor",
+    "forwarded",
+    "x-real-ip",
+    "request-id",
+    "origin",
+];
+
+const DROP_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "request-id",
+    "www-authenticate",
+    "set-cookie",
+];
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+static CONVOX_ACTOR: HeaderName = HeaderName::from_static("convox-actor");
+
+/// Everything a request is decided and forwarded with; swapped whole on
+/// reload, so a request sees one consistent snapshot.
+pub struct Runtime {
+    pub racks: BTreeMap<String, Arc<Rack>>,
+    pub tokens: Vec<StaticToken>,
+    pub timeouts: Timeouts,
+    pub websocket: WebsocketLimits,
+}
+
+impl Runtime {
+    /// Builds upstream clients for every rack; fails with config errors
+    /// (file:line) when a rack's TLS material can't be loaded.
+    pub fn from_config(cfg: &Config) -> Result<Runtime, ConfigErrors> {
+        let mut racks = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (name, rc) in &cfg.racks {
+            match Rack::new(rc, &cfg.timeouts) {
+                Ok(r) => {
+                    racks.insert(name.clone(), Arc::new(r));
+                }
+                Err(e) => errors.push(ConfigError {
+                    file: rc.defined_at.clone(),
+                    line: None,
+                    column: None,
+                    message: format!("rack `{name}`: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Runtime {
+            racks,
+            tokens: cfg.tokens.clone(),
+            timeouts: cfg.timeouts,
+            websocket: cfg.websocket,
+        })
+    }
+
+    /// With exactly one rack, `/` serves it without a `/racks/<name>` prefix.
+    fn single_rack(&self) -> Option<&Arc<Rack>> {
+        if self.racks.len() == 1 {
+            self.racks.values().next()
+        } else {
+            None
+        }
+    }
+}
+
+/// The gateway: the live runtime plus process-wide state.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Gateway {
+    pub fn new(runtime: Runtime, shutdown: tokio::sync::watch::Receiver<bool>) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            shutdown,
+        })
+    }
+
+    /// Replaces the live runtime; requests in flight keep their snapshot.
+    pub fn swap(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Handles one request end to end. Never fails: every outcome is a
+    /// response.
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = new_request_id();
+        let mut on_upgrade = req.extensions_mut().remove::<OnUpgrade>();
+        let (parts, body) = req.into_parts();
+        let mut ctx = Ctx {
+            request_id,
+            peer,
+            started,
+            method: parts.method.clone(),
+            path: String::new(),
+            rack: None,
+            route: None,
+            identity: None,
+        };
+
+        let canon = match canon::canonicalize(&parts) {
+            Ok(c) => c,
+            Err(r) => {
+                ctx.path = parts.uri.path().chars().take(256).collect();
+                return ctx.refuse(
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    Decision::Reject,
+                    &format!("gateway: bad request: {r}"),
+                );
+            }
+        };
+        ctx.path = canon.path_from(0);
+
+        if canon.segments.first().map(String::as_str) == Some(GATEWAY_PREFIX) {
+            return ctx.own_endpoint(&canon.segments[1..]);
+        }
+
+        let rt = self.runtime.load_full();
+        let (rack, offset) = match canon.segments.as_slice() {
+            [first, name, rest @ ..] if first == "racks" && !rest.is_empty() => {
+                match rt.racks.get(name.as_str()) {
+                    Some(r) => (r.clone(), 2),
+                    None => {
+                        let msg = format!(
+                            "gateway: unknown rack `{name}` (this gateway serves: {})",
+                            rack_list(&rt)
+                        );
+                        return ctx.refuse(None, StatusCode::NOT_FOUND, Decision::Reject, &msg);
+                    }
+                }
+            }
+            _ => match rt.single_rack() {
+                Some(r) => (r.clone(), 0),
+                None => {
+                    let msg = if rt.racks.is_empty() {
+                        "gateway: no racks are configured".to_string()
+                    } else {
+                        format!(
+                            "gateway: no rack selected: use RACK_URL=https://convox:<token>@<gateway>/racks/<name> (racks: {})",
+                            rack_list(&rt)
+                        )
+                    };
+                    return ctx.refuse(None, StatusCode::NOT_FOUND, Decision::Reject, &msg);
+                }
+            },
+        };
+        ctx.rack = Some(rack.name.clone());
+
+        let websocket = canon.upgrade == Upgrade::Websocket;
+        let Some(m) = routes::match_route(&parts.method, websocket, &canon.segments[offset..])
+        else {
+            let msg = format!(
+                "gateway: unknown route {} {}",
+                parts.method,
+                canon.path_from(offset)
+            );
+            return ctx.refuse(None, StatusCode::NOT_FOUND, Decision::Reject, &msg);
+        };
+        let route_method = m.route.method;
+        let stream = m.route.stream;
+        ctx.route = Some(m);
+        let upgrade_ok = matches!(
+            (route_method, &canon.upgrade),
+            (RouteMethod::Socket, Upgrade::Websocket) | (RouteMethod::Any, _) | (_, Upgrade::None)
+        );
+        if !upgrade_ok {
+            return ctx.refuse(
+                None,
+                StatusCode::BAD_REQUEST,
+                Decision::Reject,
+                "gateway: bad request: this route does not upgrade",
+            );
+        }
+
+        // From here on, refusals on websocket routes are delivered in-band.
+        let socket = if route_method == RouteMethod::Socket {
+            let key = parts
+                .headers
+                .get(header::SEC_WEBSOCKET_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match (key, on_upgrade.take()) {
+                (Some(key), Some(up)) => Some(Socket {
+                    key,
+                    on_upgrade: up,
+                    exit_marker: stream == Stream::WsExit,
+                }),
+                _ => {
+                    return ctx.refuse(
+                        None,
+                        StatusCode::BAD_REQUEST,
+                        Decision::Reject,
+                        "gateway: bad request: websocket handshake incomplete",
+                    )
+                }
+            }
+        } else {
+            None
+        };
+
+        if ctx.operation() == Some("probe") {
+            // The CLI's pre-websocket probe; the rack would answer 404 too.
+            return ctx.refuse(
+                socket,
+                StatusCode::NOT_FOUND,
+                Decision::Local,
+                "404 page not found",
+            );
+        }
+
+        let token = match auth::basic_token(&parts.headers) {
+            Ok(t) => t,
+            Err(e) => {
+                return ctx.refuse(
+                    socket,
+                    StatusCode::UNAUTHORIZED,
+                    Decision::Deny,
+                    &format!("gateway: {e}"),
+                )
+            }
+        };
+        let Some(tok) = auth::match_static_token(&rt.tokens, &token) else {
+            return ctx.refuse(
+                socket,
+                StatusCode::UNAUTHORIZED,
+                Decision::Deny,
+                &format!("gateway: {}", auth::AuthError::Invalid),
+            );
+        };
+        drop(token);
+        ctx.identity = Some(Identity {
+            kind: IdentityKind::CiToken,
+            name: tok.name.clone(),
+        });
+        if !tok.racks.iter().any(|r| r == "*" || *r == rack.name) {
+            let msg = format!(
+                "gateway: token `{}` may not use rack `{}`",
+                tok.name, rack.name
+            );
+            return ctx.refuse(socket, StatusCode::FORBIDDEN, Decision::Deny, &msg);
+        }
+
+        let target = canon.target_from(offset);
+        let upstream_headers = forward_headers(&parts.headers, &rack, &ctx);
+        let raw_upgrade = match (&socket, parts.headers.get(header::UPGRADE), on_upgrade) {
+            (None, Some(p), Some(up)) if canon.upgrade != Upgrade::None => Some((p.clone(), up)),
+            _ => None,
+        };
+        match (socket, raw_upgrade) {
+            (Some(s), _) => {
+                self.forward_socket(ctx, &rt, &rack, &target, upstream_headers, s)
+                    .await
+            }
+            (None, Some((protocol, up))) => {
+                self.forward_raw_upgrade(ctx, &rt, &rack, &target, upstream_headers, protocol, up)
+                    .await
+            }
+            (None, None) => {
+                self.forward_rest(
+                    ctx,
+                    &rt,
+                    &rack,
+                    parts.method,
+                    &target,
+                    upstream_headers,
+                    body,
+                )
+                .await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_rest(
+        &self,
+        ctx: Ctx,
+        rt: &Runtime,
+        rack: &Rack,
+        method: Method,
+        target: &str,
+        headers: HeaderMap,
+        body: Incoming,
+    ) -> Response<Body> {
+        let idle = rt.timeouts.idle;
+        let Ok(uri) = rack.uri(target) else {
+            return ctx.refuse(
+                None,
+                StatusCode::BAD_REQUEST,
+                Decision::Reject,
+                "gateway: bad request: invalid target",
+            );
+        };
+        let mut up = Request::new(body::boxed(Idle::new(body, idle)));
+        *up.method_mut() = method;
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers;
+        let resp = match tokio::time::timeout(idle, rack.client.request(up)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return ctx.upstream_failed(&describe_client_error(&e)),
+            Err(_) => return ctx.upstream_failed("no response within the idle timeout"),
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        if rparts.status == StatusCode::UNAUTHORIZED {
+            tracing::error!(rack = %rack.name, "the rack refused the gateway's credentials; check its password");
+            return ctx.upstream_failed("the rack refused the gateway's credentials");
+        }
+        filter_response_headers(&mut rparts.headers);
+        rparts
+            .headers
+            .insert(REQUEST_ID.clone(), ctx.request_id_value());
+        ctx.audit(
+            Decision::Allow,
+            "",
+            rparts.status.as_u16(),
+            Some(rparts.status.as_u16()),
+        );
+        Response::from_parts(rparts, body::boxed(Idle::new(rbody, idle)))
+    }
+
+    async fn forward_socket(
+        &self,
+        ctx: Ctx,
+        rt: &Runtime,
+        rack: &Rack,
+        target: &str,
+        mut headers: HeaderMap,
+        socket: Socket,
+    ) -> Response<Body> {
+        headers.insert(header::ORIGIN, rack.origin.clone());
+        let resp = match self
+            .send_upgrade(
+                rt,
+                rack,
+                target,
+                headers,
+                HeaderValue::from_static("websocket"),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(msg) => {
+                ctx.audit(Decision::Error, &msg, 101, None);
+                return socket.refuse(
+                    &ctx,
+                    &format!("gateway: rack `{}` unreachable: {msg}", rack.name),
+                );
+            }
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let text = read_error_text(resp).await;
+            let msg = format!("gateway: rack answered {}: {}", status.as_u16(), text);
+            ctx.audit(Decision::Error, &msg, 101, Some(status.as_u16()));
+            return socket.refuse(&ctx, &msg);
+        }
+        let client_resp = switching_response(&resp, &ctx);
+        ctx.audit(Decision::Allow, "", 101, Some(101));
+        self.spawn_splice(ctx, rt.websocket, resp, socket.on_upgrade);
+        client_resp
+    }
+
+    /// Reverse-proxy routes (kubernetes, registry) may upgrade to any
+    /// protocol: forward the upgrade and splice, or relay the rack's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_raw_upgrade(
+        &self,
+        ctx: Ctx,
+        rt: &Runtime,
+        rack: &Rack,
+        target: &str,
+        headers: HeaderMap,
+        protocol: HeaderValue,
+        client_up: OnUpgrade,
+    ) -> Response<Body> {
+        let resp = match self.send_upgrade(rt, rack, target, headers, protocol).await {
+            Ok(r) => r,
+            Err(msg) => return ctx.upstream_failed(&msg),
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut rparts, rbody) = resp.into_parts();
+            filter_response_headers(&mut rparts.headers);
+            rparts
+                .headers
+                .insert(REQUEST_ID.clone(), ctx.request_id_value());
+            ctx.audit(
+                Decision::Allow,
+                "",
+                rparts.status.as_u16(),
+                Some(rparts.status.as_u16()),
+            );
+            return Response::from_parts(rparts, body::boxed(Idle::new(rbody, rt.timeouts.idle)));
+        }
+        let client_resp = switching_response(&resp, &ctx);
+        ctx.audit(Decision::Allow, "", 101, Some(101));
+        self.spawn_splice(ctx, rt.websocket, resp, client_up);
+        client_resp
+    }
+
+    fn spawn_splice(
+        &self,
+        ctx: Ctx,
+        limits: WebsocketLimits,
+        resp: Response<Incoming>,
+        client_up: OnUpgrade,
+    ) {
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let (Ok(rack_io), Ok(client_io)) = tokio::join!(hyper::upgrade::on(resp), client_up)
+            else {
+                return;
+            };
+            let end = tunnel::splice(
+                TokioIo::new(client_io),
+                TokioIo::new(rack_io),
+                limits.idle_timeout,
+                limits.max_session,
+                wait_shutdown(stop),
+            )
+            .await;
+            ctx.audit_session_end(end);
+        });
+    }
+
+    async fn send_upgrade(
+        &self,
+        rt: &Runtime,
+        rack: &Rack,
+        target: &str,
+        mut headers: HeaderMap,
+        protocol: HeaderValue,
+    ) -> Result<Response<Incoming>, String> {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+        let uri = rack.uri(target).map_err(|_| "invalid target".to_string())?;
+        let mut up = Request::new(body::empty());
+        *up.method_mut() = Method::GET;
+        *up.uri_mut() = uri;
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers;
+        match tokio::time::timeout(rt.timeouts.idle, rack.client.request(up)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(describe_client_error(&e)),
+            Err(_) => Err("no response within the idle timeout".into()),
+        }
+    }
+}
+
+async fn wait_shutdown(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The pieces of a websocket request needed to accept or refuse it.
+struct Socket {
+    key: String,
+    on_upgrade: OnUpgrade,
+    exit_marker: bool,
+}
+
+impl Socket {
+    /// Accepts the upgrade and delivers `msg` in-band.
+    fn refuse(self, ctx: &Ctx, msg: &str) -> Response<Body> {
+        tokio::spawn(tunnel::refuse_in_band(
+            self.on_upgrade,
+            msg.to_string(),
+            self.exit_marker,
+        ));
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&crate::ws::accept_key(&self.key)) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        h.insert(REQUEST_ID.clone(), ctx.request_id_value());
+        resp
+    }
+}
+
+/// Per-request facts gathered along the pipeline, for responses and audit.
+struct Ctx {
+    request_id: String,
+    peer: SocketAddr,
+    started: Instant,
+    method: Method,
+    path: String,
+    rack: Option<String>,
+    route: Option<RouteMatch>,
+    identity: Option<Identity>,
+}
+
+impl Ctx {
+    fn operation(&self) -> Option<&'static str> {
+        self.route.as_ref().map(|m| m.route.operation)
+    }
+
+    fn param(&self, name: &str) -> Option<&str> {
+        self.route.as_ref().and_then(|m| m.params.get(name))
+    }
+
+    fn request_id_value(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.request_id).expect("request ids are ASCII")
+    }
+
+    fn audit(&self, decision: Decision, reason: &str, status: u16, upstream: Option<u16>) {
+        self.audit_event("request", decision, reason, status, upstream);
+    }
+
+    fn audit_event(
+        &self,
+        event: &str,
+        decision: Decision,
+        reason: &str,
+        status: u16,
+        upstream: Option<u16>,
+    ) {
+        audit::emit(&audit::Record {
+            event,
+            request_id: &self.request_id,
+            identity: self.identity.as_ref(),
+            client_ip: Some(self.peer.ip()),
+            method: self.method.as_str(),
+            path: &self.path,
+            rack: self.rack.as_deref(),
+            operation: self.operation(),
+            app: self.param("app"),
+            service: self.param("service"),
+            pid: self.param("pid"),
+            decision: Some(decision),
+            reason,
+            status,
+            upstream_status: upstream,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn audit_session_end(&self, end: tunnel::SpliceEnd) {
+        self.audit_event("session-end", Decision::Allow, end.as_str(), 101, Some(101));
+    }
+
+    /// Refuses: in-band on websocket routes, JSON otherwise; audited.
+    fn refuse(
+        &self,
+        socket: Option<Socket>,
+        status: StatusCode,
+        decision: Decision,
+        msg: &str,
+    ) -> Response<Body> {
+        self.audit(decision, msg, status.as_u16(), None);
+        match socket {
+            Some(s) => s.refuse(self, msg),
+            None => json_error(status, msg, &self.request_id),
+        }
+    }
+
+    fn upstream_failed(&self, detail: &str) -> Response<Body> {
+        let rack = self.rack.as_deref().unwrap_or("?");
+        let msg = format!("gateway: rack `{rack}` unavailable: {detail}");
+        self.audit(Decision::Error, &msg, 502, None);
+        json_error(StatusCode::BAD_GATEWAY, &msg, &self.request_id)
+    }
+
+    fn own_endpoint(&self, rest: &[String]) -> Response<Body> {
+        match rest {
+            [p] if p == "healthz" && self.method == Method::GET => {
+                let mut r = Response::new(body::full("{\"status\":\"ok\"}\n"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r.headers_mut()
+                    .insert(REQUEST_ID.clone(), self.request_id_value());
+                r
+            }
+            _ => json_error(
+                StatusCode::NOT_FOUND,
+                "gateway: unknown gateway endpoint",
+                &self.request_id,
+            ),
+        }
+    }
+}
+
+/// A JSON error the stock CLI prints as `ERROR: <msg>`.
+pub fn json_error(status: StatusCode, msg: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": msg }).to_string() + "\n";
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID.clone(), v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"rack-gateway\""),
+        );
+    }
+    r
+}
+
+/// The headers sent to the rack: the client's, minus everything in
+/// [`DROP_REQUEST`], `X-Forwarded-*` and anything `Connection` names; plus
+/// the rack credential, the actor and the request id.
+fn forward_headers(src: &HeaderMap, rack: &Rack, ctx: &Ctx) -> HeaderMap {
+    let named: Vec<String> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(src.len() + 4);
+    for (name, value) in src {
+        let n = name.as_str();
+        if DROP_REQUEST.contains(&n)
+            || n.starts_with("x-forwarded-")
+            || named.iter().any(|t| t == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out.insert(header::HOST, rack.host.clone());
+    out.insert(header::AUTHORIZATION, rack.authorization.clone());
+    if let Some(id) = &ctx.identity {
+        if let Ok(v) = HeaderValue::from_str(&id.name) {
+            out.insert(CONVOX_ACTOR.clone(), v);
+        }
+    }
+    out.insert(REQUEST_ID.clone(), ctx.request_id_value());
+    out
+}
+
+fn filter_response_headers(h: &mut HeaderMap) {
+    for name in DROP_RESPONSE {
+        h.remove(*name);
+    }
+}
+
+/// The 101 sent to the client: the rack's handshake answer (its
+/// Sec-WebSocket-Accept matches the client's key, which was forwarded).
+fn switching_response(upstream: &Response<Incoming>, ctx: &Ctx) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in upstream.headers() {
+        if name == REQUEST_ID {
+            continue;
+        }
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    resp.headers_mut()
+        .insert(REQUEST_ID.clone(), ctx.request_id_value());
+    resp
+}
+
+/// The first line of a (small) error body from the rack.
+async fn read_error_text(resp: Response<Incoming>) -> String {
+    let limited = http_body_util::Limited::new(resp.into_body(), 4096);
+    let bytes = match tokio::time::timeout(Duration::from_secs(5), limited.collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        "no message".to_string()
+    } else {
+        line.chars().take(200).collect()
+    }
+}
+
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    if e.is_connect() {
+        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        let mut last = String::from("connection failed");
+        while let Some(s) = src {
+            last = s.to_string();
+            src = s.source();
+        }
+        format!("cannot connect ({last})")
+    } else {
+        "the connection to the rack failed".to_string()
+    }
+}
+
+fn rack_list(rt: &Runtime) -> String {
+    rt.racks.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// 12 random characters, like the rack's own request ids.
+fn new_request_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("system randomness is available");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}

@@ -1,0 +1,195 @@
+//! The listener: accepts connections, terminates TLS, serves HTTP/1.1 with
+//! keep-alive and upgrades, and drains connections on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::Gateway;
+
+/// Listener settings that can't change without a restart.
+#[derive(Clone)]
+pub struct Listener {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Serves until `shutdown` turns true, then stops accepting, lets in-flight
+/// requests finish within the grace period, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Listener,
+    gateway: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = settings.tls.clone().map(TlsAcceptor::from);
+    // Each connection task holds a sender; when all are dropped, every
+    // connection has finished.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        let done = done_tx.clone();
+        let header_read = settings.header_read_timeout;
+        tokio::spawn(async move {
+            let _done = done;
+            match acceptor {
+                None => {
+                    serve_conn(TokioIo::new(stream), peer, gateway, header_read, shutdown).await
+                }
+                Some(acc) => match tokio::time::timeout(header_read, acc.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        serve_conn(TokioIo::new(tls), peer, gateway, header_read, shutdown).await
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+    drop(listener);
+    drop(done_tx);
+    if tokio::time::timeout(settings.shutdown_grace, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+async fn serve_conn<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    gateway: Arc<Gateway>,
+    header_read: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read)
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A gateway serving on a bound listener; what `serve`, `demo` and the
+/// integration tests run.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Running {
+    /// Validates everything that can fail (racks, TLS files) before binding,
+    /// then binds `cfg.listen` and serves in the background.
+    pub async fn start(cfg: &crate::config::Config) -> Result<Running, StartError> {
+        let runtime = crate::proxy::Runtime::from_config(cfg)?;
+        let tls = match &cfg.tls {
+            Some(t) => Some(
+                crate::tls::server_config(t).map_err(|e| crate::config::ConfigErrors(vec![e]))?,
+            ),
+            None => None,
+        };
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "SERVING PLAIN HTTP ON A NON-LOOPBACK ADDRESS (allow_plaintext: true): \
+                 tokens cross the network in clear unless a TLS proxy fronts this port"
+            );
+        }
+        let (tx, rx) = watch::channel(false);
+        let gateway = Gateway::new(runtime, rx.clone());
+        let settings = Listener {
+            tls,
+            header_read_timeout: cfg.timeouts.header_read,
+            shutdown_grace: cfg.timeouts.shutdown_grace,
+        };
+        let task = tokio::spawn(serve(listener, settings, gateway.clone(), rx));
+        Ok(Running {
+            addr,
+            gateway,
+            shutdown: tx,
+            task,
+        })
+    }
+
+    /// Stops accepting, drains in-flight requests, and waits for the end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// A sender that starts the shutdown when it sends `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server task ends (after a shutdown).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
