@@ -3,4 +3,9 @@
 
 mod support;
 
+mod binary;
+mod canon_table;
 mod flows;
+mod streaming;
+mod tls_upstream;
+mod websocket;
