@@ -11,8 +11,8 @@
 #            auth) in front of the same mock rack,
 # then POSTs 200 MB through the gateway while sampling its VmRSS.
 #
-# Usage (from anywhere; it works in the repository root):
-#   bench/load.sh                     # builds with `cargo build --release`
+# Usage (from any directory; the script changes to the repository root):
+#   bench/load.sh                              # builds with `cargo build --release`
 #   DURATION=5 bench/load.sh > bench/results.md
 #
 # Environment:
@@ -22,6 +22,8 @@
 #   THREADS=2         wrk threads
 #   UPLOAD_MB=200     size of the upload used for the RSS measurement (0 skips it)
 #   RACK_GATEWAY_BIN  use this binary instead of building target/release/rack-gateway
+#   RACK_GATEWAY_LOG  the gateway's log filter (default info: one JSON audit
+#                     record per request, written to a file in the temp dir)
 #
 # Output: the report (Markdown, ready to paste into a README section) goes to
 # stdout; progress and build output go to stderr.
@@ -39,14 +41,12 @@ THREADS=${THREADS:-2}
 UPLOAD_MB=${UPLOAD_MB:-200}
 
 INVOCATION="DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS UPLOAD_MB=$UPLOAD_MB"
-if [[ -n ${RACK_GATEWAY_BIN:-} ]]; then
-    INVOCATION+=" RACK_GATEWAY_BIN=$(printf '%q' "$RACK_GATEWAY_BIN")"
-fi
+for v in RACK_GATEWAY_BIN RACK_GATEWAY_LOG; do
+    if [[ -n ${!v:-} ]]; then
+        INVOCATION+=" $v=$(printf '%q' "${!v}")"
+    fi
+done
 INVOCATION+=" $(printf '%q' "$0")"
-if (($# > 0)); then
-    INVOCATION+=" $(printf '%q ' "$@")"
-    INVOCATION=${INVOCATION% }
-fi
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -57,6 +57,10 @@ die() {
     exit 1
 }
 
+if (($# > 0)); then
+    die "no arguments expected; set DURATION, WARMUP, CONNECTIONS, THREADS, UPLOAD_MB in the environment"
+fi
+log "$INVOCATION"
 for v in DURATION WARMUP CONNECTIONS THREADS UPLOAD_MB; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
@@ -354,7 +358,9 @@ measure gateway "$GATEWAY_AUTH" "$GATEWAY_URL"
 # ---------------------------------------------------------------------------
 # Gateway memory while streaming an upload
 
-rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+# status_kib PID FIELD: VmRSS (resident now) or VmHWM (resident peak so far).
+status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+rss_kib() { status_kib "$1" VmRSS; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 UPLOAD_RESULT=""
@@ -363,6 +369,7 @@ if ((UPLOAD_MB > 0)); then
     head -c "${UPLOAD_MB}M" /dev/urandom >"$TMP/upload.bin"
     UPLOAD_URL="http://127.0.0.1:$GATEWAY_PORT/apps/myapp/objects/tmp/bench.tgz"
     RSS_BEFORE=$(rss_kib "$GATEWAY_PID")
+    HWM_BEFORE=$(status_kib "$GATEWAY_PID" VmHWM)
     : >"$TMP/rss.samples"
     touch "$TMP/sampling"
     (
@@ -389,7 +396,15 @@ if ((UPLOAD_MB > 0)); then
     forget_pid "$SAMPLER_PID"
     sleep 0.5
     RSS_AFTER=$(rss_kib "$GATEWAY_PID")
+    HWM_AFTER=$(status_kib "$GATEWAY_PID" VmHWM)
     RSS_MAX=$(awk 'BEGIN { m = 0 } $1 > m { m = $1 } END { print m }' "$TMP/rss.samples")
+    # The kernel's high-water mark catches a peak between two samples; it
+    # only says something about the upload if the upload raised it.
+    if [[ -n $HWM_AFTER && -n $HWM_BEFORE ]] && ((HWM_AFTER > HWM_BEFORE)); then
+        HWM_NOTE="$(mib "$HWM_AFTER") MiB (raised by the upload)"
+    else
+        HWM_NOTE="$(mib "${HWM_AFTER:-0}") MiB (set before the upload)"
+    fi
     SAMPLES=$(grep -c . "$TMP/rss.samples" || true)
     read -r UP_CODE UP_SECS <"$TMP/upload.status" || true
     if ((curl_rc != 0)); then
@@ -420,6 +435,7 @@ echo
 echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPU(s)${cpu_model:+ ($cpu_model)}, $(uname -sr)"
 echo "- ${gateway_version}${git_rev:+ (commit $git_rev)}, wrk ${wrk_version:-?}, ${nginx_version}"
 echo "- \`GET /apps\` against the mock rack (\`rack-gateway mock-rack\`), ${CONNECTIONS} keep-alive connections, ${THREADS} wrk threads, ${WARMUP} s warm-up then ${DURATION} s measured per target."
+echo "- rack-gateway logs at RACK_GATEWAY_LOG=${RACK_GATEWAY_LOG:-info} in JSON to a file (at info: one audit record per request)."
 echo "- wrk, the proxy under test and the mock rack share the same CPUs, so compare the rows with each other, not with other machines."
 echo
 echo "| target | req/s | p50 ms | p99 ms |"
@@ -440,7 +456,7 @@ if ((UPLOAD_MB > 0)); then
     echo
     echo "Gateway memory while streaming a ${UPLOAD_MB} MB \`POST /apps/myapp/objects/tmp/bench.tgz\` (VmRSS, ${SAMPLES} samples at 100 ms; upload: ${UPLOAD_RESULT}):"
     echo
-    echo "| RSS before | max RSS during | RSS after |"
-    echo "|---:|---:|---:|"
-    echo "| $(mib "${RSS_BEFORE:-0}") MiB | $(mib "${RSS_MAX:-0}") MiB | $(mib "${RSS_AFTER:-0}") MiB |"
+    echo "| RSS before | max RSS during | RSS after | peak RSS of the process (VmHWM) |"
+    echo "|---:|---:|---:|---:|"
+    echo "| $(mib "${RSS_BEFORE:-0}") MiB | $(mib "${RSS_MAX:-0}") MiB | $(mib "${RSS_AFTER:-0}") MiB | $HWM_NOTE |"
 fi

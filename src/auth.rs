@@ -15,7 +15,7 @@ use base64::Engine;
 use ring::digest;
 use thiserror::Error;
 
-use crate::config::StaticToken;
+use crate::policy::load::CiToken;
 
 /// Longest credential accepted; anything longer is refused before hashing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -66,6 +66,8 @@ pub enum AuthError {
     Malformed,
     #[error("invalid token")]
     Invalid,
+    #[error("token expired: ask for a new one")]
+    Expired,
 }
 
 /// Extracts the token from `Authorization: Basic base64(user:token)`,
@@ -110,9 +112,9 @@ pub fn token_sha256(token: &str) -> [u8; 32] {
     out
 }
 
-/// Finds the static token whose hash matches, scanning all of them with
+/// Finds the static CI token whose hash matches, scanning all of them with
 /// constant-time comparisons.
-pub fn match_static_token<'a>(tokens: &'a [StaticToken], token: &str) -> Option<&'a StaticToken> {
+pub fn match_static_token<'a>(tokens: &'a [CiToken], token: &str) -> Option<&'a CiToken> {
     let h = token_sha256(token);
     let mut found = None;
     for t in tokens {
@@ -204,15 +206,15 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
         let tokens = vec![
-            StaticToken {
+            CiToken {
                 name: "other".into(),
                 sha256: token_sha256("nope"),
-                racks: vec![],
+                expires: i64::MAX,
             },
-            StaticToken {
+            CiToken {
                 name: "ci".into(),
                 sha256: token_sha256(&tok),
-                racks: vec![],
+                expires: i64::MAX,
             },
         ];
         assert_eq!(match_static_token(&tokens, &tok).unwrap().name, "ci");

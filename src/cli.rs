@@ -148,15 +148,17 @@ fn print_config_errors(errors: &config::ConfigErrors) {
 }
 
 fn check(dir: PathBuf) -> ExitCode {
-    match config::load_dir(&dir, &Env::from_process())
-        .and_then(|cfg| crate::proxy::Runtime::from_config(&cfg).map(|_| cfg))
-    {
+    match config::load_dir(&dir, &Env::from_process().secrets_optional()) {
         Ok(cfg) => {
             println!(
-                "{}: ok ({} rack(s), {} token(s))",
-                dir.join(config::GATEWAY_FILE).display(),
+                "{}: ok ({} rack(s), {} role(s), {} user(s), {} CI identit{}, {} policy test(s) passed)",
+                dir.display(),
                 cfg.racks.len(),
-                cfg.tokens.len()
+                cfg.policy.roles.len(),
+                cfg.policy.users.len(),
+                cfg.policy.ci.len(),
+                if cfg.policy.ci.len() == 1 { "y" } else { "ies" },
+                cfg.policy_cases
             );
             ExitCode::SUCCESS
         }

@@ -85,6 +85,9 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: BTreeMap<String, String>,
+    /// Validate without the secrets (`check` in CI has no rack passwords):
+    /// a missing password is not an error and loads as empty.
+    secrets_optional: bool,
 }
 
 impl Env {
@@ -93,7 +96,16 @@ impl Env {
         let vars = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
-        Env { vars }
+        Env {
+            vars,
+            secrets_optional: false,
+        }
+    }
+
+    /// The same environment, for validating a config without its secrets.
+    pub fn secrets_optional(mut self) -> Self {
+        self.secrets_optional = true;
+        self
     }
 
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
@@ -104,6 +116,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            secrets_optional: false,
         }
     }
 
@@ -125,7 +138,7 @@ struct RawGateway {
     websocket: Option<RawWebsocket>,
     discover_racks_from_env: Option<bool>,
     racks: Option<BTreeMap<String, Spanned<RawRack>>>,
-    tokens: Option<Vec<Spanned<RawToken>>>,
+    policy: Option<crate::policy::load::RawPolicySection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,14 +177,6 @@ struct RawRack {
     insecure_skip_verify: bool,
     #[serde(default)]
     allow_plaintext: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    name: String,
-    sha256: String,
-    racks: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -252,15 +257,6 @@ pub struct RackConfig {
     pub defined_at: String,
 }
 
-/// A static bearer token (for CI), stored only as its SHA-256.
-#[derive(Debug, Clone)]
-pub struct StaticToken {
-    pub name: String,
-    pub sha256: [u8; 32],
-    /// Rack names this token may use; `*` means all.
-    pub racks: Vec<String>,
-}
-
 /// Everything in a valid config directory.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -271,27 +267,133 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub websocket: WebsocketLimits,
     pub racks: BTreeMap<String, RackConfig>,
-    pub tokens: Vec<StaticToken>,
+    /// The access policy: roles, users, CI identities, blocked operations.
+    pub policy: crate::policy::Policy,
+    /// Static CI tokens from ci.yaml, stored only as SHA-256.
+    pub ci_tokens: Vec<crate::policy::load::CiToken>,
+    /// How many policy test cases passed while loading.
+    pub policy_cases: usize,
 }
 
 /// Default listen address: loopback, so a fresh install never exposes
 /// plaintext HTTP by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
-/// Loads and validates `<dir>/gateway.yaml`, reporting every problem.
+/// Where a config repository's files come from: a directory, or files
+/// held in memory (the demo; a Git commit's tree).
+pub trait Source {
+    /// Reads a file by its path relative to the config root; `Ok(None)`
+    /// when it does not exist.
+    fn read(&self, rel: &str) -> std::io::Result<Option<String>>;
+    /// The `*.yaml` files directly inside a folder, as relative paths, sorted.
+    fn list_yaml(&self, folder: &str) -> std::io::Result<Vec<String>>;
+    /// How to name a file in messages.
+    fn display(&self, rel: &str) -> String;
+    /// The local directory relative paths in gateway.yaml (TLS files,
+    /// password files) resolve against.
+    fn base_dir(&self) -> PathBuf;
+}
+
+/// A config repository checked out in a directory.
+pub struct DirSource(pub PathBuf);
+
+impl Source for DirSource {
+    fn read(&self, rel: &str) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(self.0.join(rel)) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_yaml(&self, folder: &str) -> std::io::Result<Vec<String>> {
+        let dir = self.0.join(folder);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".yaml") && !name.starts_with('.') && e.file_type()?.is_file() {
+                out.push(format!("{folder}/{name}"));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn display(&self, rel: &str) -> String {
+        self.0.join(rel).display().to_string()
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.0.clone()
+    }
+}
+
+/// Config files held in memory, keyed by relative path.
+pub struct MemSource {
+    pub files: BTreeMap<String, String>,
+    /// Prefix for messages, e.g. `demo` or `git:abc1234`.
+    pub label: String,
+    pub base: PathBuf,
+}
+
+impl Source for MemSource {
+    fn read(&self, rel: &str) -> std::io::Result<Option<String>> {
+        Ok(self.files.get(rel).cloned())
+    }
+
+    fn list_yaml(&self, folder: &str) -> std::io::Result<Vec<String>> {
+        let prefix = format!("{folder}/");
+        Ok(self
+            .files
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .is_some_and(|rest| !rest.contains('/') && rest.ends_with(".yaml"))
+            })
+            .cloned()
+            .collect())
+    }
+
+    fn display(&self, rel: &str) -> String {
+        format!("{}:{rel}", self.label)
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.base.clone()
+    }
+}
+
+/// Loads and validates the config repository in `dir`.
 pub fn load_dir(dir: &Path, env: &Env) -> Result<Config, ConfigErrors> {
-    let path = dir.join(GATEWAY_FILE);
-    let display = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    load(&DirSource(dir.to_path_buf()), env)
+}
+
+/// Loads and validates a config repository — gateway.yaml, roles, users,
+/// CI identities — and runs its policy tests, reporting every problem.
+pub fn load(src: &dyn Source, env: &Env) -> Result<Config, ConfigErrors> {
+    let display = src.display(GATEWAY_FILE);
+    let one = |message: String| {
         ConfigErrors(vec![ConfigError {
             file: display.clone(),
             line: None,
             column: None,
-            message: format!("cannot read: {e}"),
+            message,
         }])
-    })?;
+    };
+    let text = match src.read(GATEWAY_FILE) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(one("cannot read: not found".into())),
+        Err(e) => return Err(one(format!("cannot read: {e}"))),
+    };
     let raw: RawGateway = parse_yaml(&display, &text).map_err(|e| ConfigErrors(vec![e]))?;
-    Validator::new(dir, display, env).gateway(raw)
+    let base = src.base_dir();
+    Validator::new(&base, display.clone(), env, src).gateway(raw)
 }
 
 /// Parses one YAML document strictly (duplicate keys and unknown fields are
@@ -369,17 +471,69 @@ struct Validator<'a> {
     dir: &'a Path,
     file: String,
     env: &'a Env,
+    src: &'a dyn Source,
     errors: Vec<ConfigError>,
 }
 
 impl<'a> Validator<'a> {
-    fn new(dir: &'a Path, file: String, env: &'a Env) -> Self {
+    fn new(dir: &'a Path, file: String, env: &'a Env, src: &'a dyn Source) -> Self {
         Validator {
             dir,
             file,
             env,
+            src,
             errors: Vec::new(),
         }
+    }
+
+    fn file(&self, rel: &str) -> Result<Option<crate::policy::load::File>, ConfigError> {
+        let display = self.src.display(rel);
+        match self.src.read(rel) {
+            Ok(Some(text)) => Ok(Some(crate::policy::load::File {
+                rel: rel.to_string(),
+                display,
+                text,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(ConfigError {
+                file: display,
+                line: None,
+                column: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    fn folder(&self, folder: &str) -> Result<Vec<crate::policy::load::File>, ConfigError> {
+        let names = self.src.list_yaml(folder).map_err(|e| ConfigError {
+            file: self.src.display(folder),
+            line: None,
+            column: None,
+            message: format!("cannot list: {e}"),
+        })?;
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(f) = self.file(&n)? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    fn policy_inputs(
+        &self,
+        section: Option<crate::policy::load::RawPolicySection>,
+        racks: Vec<String>,
+    ) -> Result<crate::policy::load::Inputs<'_>, ConfigError> {
+        Ok(crate::policy::load::Inputs {
+            gateway_display: &self.file,
+            policy_section: section,
+            roles: self.folder("roles")?,
+            users: self.file("users.yaml")?,
+            ci: self.file("ci.yaml")?,
+            tests: self.folder("tests")?,
+            racks,
+        })
     }
 
     fn err_at(&mut self, loc: Option<serde_saphyr::Location>, message: impl Into<String>) {
@@ -473,7 +627,9 @@ impl<'a> Validator<'a> {
         };
 
         let mut racks = BTreeMap::new();
-        for (name, rack) in raw.racks.unwrap_or_default() {
+        let raw_racks = raw.racks.unwrap_or_default();
+        let raw_rack_names: Vec<String> = raw_racks.keys().cloned().collect();
+        for (name, rack) in raw_racks {
             if let Some(r) = self.rack(&name, rack) {
                 racks.insert(name, r);
             }
@@ -491,51 +647,19 @@ impl<'a> Validator<'a> {
             }
         }
 
-        let mut tokens: Vec<StaticToken> = Vec::new();
-        for t in raw.tokens.unwrap_or_default() {
-            let loc = t.referenced;
-            let t = t.value;
-            if t.name.trim().is_empty() {
-                self.err_at(Some(loc), "token name must not be empty");
+        let mut rack_names: Vec<String> = raw_rack_names;
+        for r in racks.keys() {
+            if !rack_names.contains(r) {
+                rack_names.push(r.clone());
             }
-            if tokens.iter().any(|o| o.name == t.name) {
-                self.err_at(Some(loc), format!("duplicate token name `{}`", t.name));
-            }
-            let Some(sha256) = parse_hex32(&t.sha256) else {
-                self.err_at(
-                    Some(loc),
-                    format!(
-                        "token `{}`: sha256 must be 64 hex characters (see `rack-gateway token generate`)",
-                        t.name
-                    ),
-                );
-                continue;
-            };
-            if tokens.iter().any(|o| o.sha256 == sha256) {
-                self.err_at(
-                    Some(loc),
-                    format!("token `{}` has the same hash as another token", t.name),
-                );
-            }
-            if t.racks.is_empty() {
-                self.err_at(Some(loc), format!("token `{}` lists no racks", t.name));
-            }
-            for r in &t.racks {
-                if r != "*" && !racks.contains_key(r) {
-                    self.err_at(
-                        Some(loc),
-                        format!(
-                            "token `{}` names rack `{r}`, which is not configured",
-                            t.name
-                        ),
-                    );
-                }
-            }
-            tokens.push(StaticToken {
-                name: t.name,
-                sha256,
-                racks: t.racks,
-            });
+        }
+        let mut loaded = None;
+        match self.policy_inputs(raw.policy, rack_names) {
+            Ok(inputs) => match crate::policy::load::compile(inputs) {
+                Ok(l) => loaded = Some(l),
+                Err(errs) => self.errors.extend(errs),
+            },
+            Err(e) => self.errors.push(e),
         }
 
         if self.errors.is_empty() {
@@ -547,7 +671,15 @@ impl<'a> Validator<'a> {
                 timeouts,
                 websocket,
                 racks,
-                tokens,
+                policy: loaded
+                    .as_ref()
+                    .map(|l| l.policy.clone())
+                    .unwrap_or_default(),
+                ci_tokens: loaded
+                    .as_ref()
+                    .map(|l| l.ci_tokens.clone())
+                    .unwrap_or_default(),
+                policy_cases: loaded.map(|l| l.cases).unwrap_or(0),
             })
         } else {
             Err(ConfigErrors(self.errors))
@@ -578,6 +710,8 @@ impl<'a> Validator<'a> {
                 ),
             );
             None
+        } else if self.env.secrets_optional {
+            Some(Secret::new(""))
         } else if let Some(var) = &r.password_env {
             match self.env.get(var).filter(|v| !v.is_empty()) {
                 Some(v) => Some(Secret::new(v)),
@@ -780,6 +914,7 @@ impl<'a> Validator<'a> {
                 .map(str::to_string)
                 .or(embedded);
             let uri = self.rack_url(&name, &url, false, None);
+            let token = token.or_else(|| self.env.secrets_optional.then(String::new));
             if token.is_none() {
                 self.err_at(
                     None,
@@ -955,21 +1090,6 @@ mod tests {
             &[("P", "x")],
         )
         .unwrap();
-    }
-
-    #[test]
-    fn tokens_need_valid_hash_and_known_racks() {
-        let e = load(
-            "racks:\n  a:\n    url: https://x\n    password_env: P\ntokens:\n  - name: ci\n    sha256: abc\n    racks: [a]\n  - name: ci2\n    sha256: 0000000000000000000000000000000000000000000000000000000000000000\n    racks: [b]\n",
-            &[("P", "x")],
-        )
-        .unwrap_err();
-        let t = e.to_string();
-        assert!(
-            t.contains("gateway.yaml:6:5: token `ci`: sha256 must be 64 hex"),
-            "{t}"
-        );
-        assert!(t.contains("names rack `b`, which is not configured"), "{t}");
     }
 
     #[test]

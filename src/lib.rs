@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod mock_rack;
+pub mod policy;
 pub mod proxy;
 pub mod routes;
 pub mod server;

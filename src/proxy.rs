@@ -25,7 +25,9 @@ use crate::audit::{self, Decision};
 use crate::auth::{self, Identity, IdentityKind};
 use crate::body::{self, Body, Idle};
 use crate::canon::{self, Upgrade};
-use crate::config::{Config, ConfigError, ConfigErrors, StaticToken, Timeouts, WebsocketLimits};
+use crate::config::{Config, ConfigError, ConfigErrors, Timeouts, WebsocketLimits};
+use crate::policy::load::CiToken;
+use crate::policy::{Facts, Policy, Process, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS};
 use crate::routes::{self, RouteMatch, RouteMethod, Stream};
 use crate::tunnel;
 use crate::upstream::Rack;
@@ -80,7 +82,8 @@ static CONVOX_ACTOR: HeaderName = HeaderName::from_static("convox-actor");
 /// reload, so a request sees one consistent snapshot.
 pub struct Runtime {
     pub racks: BTreeMap<String, Arc<Rack>>,
-    pub tokens: Vec<StaticToken>,
+    pub policy: Policy,
+    pub ci_tokens: Vec<CiToken>,
     pub timeouts: Timeouts,
     pub websocket: WebsocketLimits,
 }
@@ -109,7 +112,8 @@ impl Runtime {
         }
         Ok(Runtime {
             racks,
-            tokens: cfg.tokens.clone(),
+            policy: cfg.policy.clone(),
+            ci_tokens: cfg.ci_tokens.clone(),
             timeouts: cfg.timeouts,
             websocket: cfg.websocket,
         })
@@ -168,6 +172,7 @@ impl Gateway {
             rack: None,
             route: None,
             identity: None,
+            reason: String::new(),
         };
 
         let canon = match canon::canonicalize(&parts) {
@@ -292,7 +297,7 @@ impl Gateway {
                 )
             }
         };
-        let Some(tok) = auth::match_static_token(&rt.tokens, &token) else {
+        let Some(tok) = auth::match_static_token(&rt.ci_tokens, &token) else {
             return ctx.refuse(
                 socket,
                 StatusCode::UNAUTHORIZED,
@@ -305,13 +310,50 @@ impl Gateway {
             kind: IdentityKind::CiToken,
             name: tok.name.clone(),
         });
-        if !tok.racks.iter().any(|r| r == "*" || *r == rack.name) {
-            let msg = format!(
-                "gateway: token `{}` may not use rack `{}`",
-                tok.name, rack.name
+        if tok.expires <= unix_now() {
+            return ctx.refuse(
+                socket,
+                StatusCode::UNAUTHORIZED,
+                Decision::Deny,
+                &format!("gateway: {}", auth::AuthError::Expired),
             );
-            return ctx.refuse(socket, StatusCode::FORBIDDEN, Decision::Deny, &msg);
         }
+        let Some(subject) = rt.policy.subject(SubjectKind::Ci, &tok.name) else {
+            return ctx.refuse(
+                socket,
+                StatusCode::UNAUTHORIZED,
+                Decision::Deny,
+                "gateway: identity is not configured",
+            );
+        };
+
+        let verdict = match self.decide(&rt, &rack, &ctx, &parts.headers, subject).await {
+            Ok(v) => v,
+            Err(Lookup::Refused(msg)) => {
+                return ctx.refuse(
+                    socket,
+                    StatusCode::FORBIDDEN,
+                    Decision::Deny,
+                    &format!("gateway: denied: {msg}"),
+                )
+            }
+            Err(Lookup::Unavailable(msg)) => {
+                let msg = format!("gateway: rack `{}` unavailable: {msg}", rack.name);
+                return ctx.refuse(socket, StatusCode::BAD_GATEWAY, Decision::Error, &msg);
+            }
+        };
+        let reason = match verdict {
+            Verdict::Allow(r) => r,
+            other => {
+                return ctx.refuse(
+                    socket,
+                    StatusCode::FORBIDDEN,
+                    Decision::Deny,
+                    &format!("gateway: {}", other.reason()),
+                )
+            }
+        };
+        ctx.reason = reason;
 
         let target = canon.target_from(offset);
         let upstream_headers = forward_headers(&parts.headers, &rack, &ctx);
@@ -343,6 +385,132 @@ impl Gateway {
         }
     }
 
+    /// Runs the policy; when it needs the target process (exec, stopping a
+    /// run's placeholder), asks the rack which service it belongs to.
+    async fn decide(
+        &self,
+        rt: &Runtime,
+        rack: &Rack,
+        ctx: &Ctx,
+        headers: &HeaderMap,
+        subject: &crate::policy::Subject,
+    ) -> Result<Verdict, Lookup> {
+        let m = ctx.route.as_ref().expect("decided after routing");
+        let op = m.route.operation;
+        let command = headers
+            .get("command")
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Lookup::Refused("the Command header is not valid UTF-8".into()))
+            })
+            .transpose()?;
+        let restricted: Vec<&str> = if op == "run" {
+            RESTRICTED_RUN_HEADERS
+                .iter()
+                .copied()
+                .filter(|h| headers.contains_key(*h))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut facts = Facts {
+            rack: &rack.name,
+            operation: op,
+            app: m.params.get("app"),
+            service: m.params.get("service"),
+            command,
+            process: None,
+            run_headers: &restricted,
+        };
+        let verdict = rt.policy.decide(subject, &facts);
+        if verdict != Verdict::NeedProcess {
+            return Ok(verdict);
+        }
+        let (Some(app), Some(pid)) = (m.params.get("app"), m.params.get("pid")) else {
+            return Err(Lookup::Refused("the target process is unknown".into()));
+        };
+        let process = self.lookup_process(rt, rack, ctx, app, pid).await?;
+        facts.process = Some(&process);
+        match rt.policy.decide(subject, &facts) {
+            Verdict::NeedProcess => Err(Lookup::Refused("the target process is unknown".into())),
+            v => Ok(v),
+        }
+    }
+
+    /// `GET /apps/{app}/processes/{pid}` on the rack: the process's service
+    /// (`name`) and command, as the rack reports them.
+    async fn lookup_process(
+        &self,
+        rt: &Runtime,
+        rack: &Rack,
+        ctx: &Ctx,
+        app: &str,
+        pid: &str,
+    ) -> Result<Process, Lookup> {
+        let target = crate::canon::Canonical {
+            segments: vec!["apps".into(), app.into(), "processes".into(), pid.into()],
+            query: None,
+            upgrade: Upgrade::None,
+        }
+        .path_from(0);
+        let uri = rack
+            .uri(&target)
+            .map_err(|_| Lookup::Refused("invalid process id".into()))?;
+        let mut req = Request::new(body::empty());
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(header::HOST, rack.host.clone());
+        h.insert(header::AUTHORIZATION, rack.authorization.clone());
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        h.insert(REQUEST_ID.clone(), ctx.request_id_value());
+        if let Some(v) = ctx
+            .identity
+            .as_ref()
+            .and_then(|i| HeaderValue::from_str(&i.name).ok())
+        {
+            h.insert(CONVOX_ACTOR.clone(), v);
+        }
+        let resp = match tokio::time::timeout(rt.timeouts.idle, rack.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(Lookup::Unavailable(describe_client_error(&e))),
+            Err(_) => {
+                return Err(Lookup::Unavailable(
+                    "no response within the idle timeout".into(),
+                ))
+            }
+        };
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), 256 * 1024)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Lookup::Refused(format!(
+                "process {pid} not found in app {app}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(Lookup::Unavailable(format!(
+                "cannot look up process {pid} (rack answered {})",
+                status.as_u16()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct P {
+            name: String,
+            #[serde(default)]
+            command: String,
+        }
+        let p: P = serde_json::from_slice(&body).map_err(|_| {
+            Lookup::Refused(format!("cannot determine the service of process {pid}"))
+        })?;
+        Ok(Process {
+            service: p.name,
+            command: p.command,
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn forward_rest(
         &self,
@@ -363,15 +531,28 @@ impl Gateway {
                 "gateway: bad request: invalid target",
             );
         };
-        let mut up = Request::new(body::boxed(Idle::new(body, idle)));
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        let mut up = Request::new(body::boxed(body::NotifyEnd::new(
+            Idle::new(body, idle),
+            sent_tx,
+        )));
         *up.method_mut() = method;
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = headers;
-        let resp = match tokio::time::timeout(idle, rack.client.request(up)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return ctx.upstream_failed(&describe_client_error(&e)),
-            Err(_) => return ctx.upstream_failed("no response within the idle timeout"),
+        // The idle timer for the response starts once the request body has
+        // been sent: a long upload that keeps moving never times out, and a
+        // stalled one fails through the body's own idle timer.
+        let response_deadline = async {
+            let _ = sent_rx.await;
+            tokio::time::sleep(idle).await;
+        };
+        let resp = tokio::select! {
+            r = rack.client.request(up) => match r {
+                Ok(r) => r,
+                Err(e) => return ctx.upstream_failed(&describe_client_error(&e)),
+            },
+            _ = response_deadline => return ctx.upstream_failed("no response within the idle timeout"),
         };
         let (mut rparts, rbody) = resp.into_parts();
         if rparts.status == StatusCode::UNAUTHORIZED {
@@ -428,7 +609,7 @@ impl Gateway {
             return socket.refuse(&ctx, &msg);
         }
         let client_resp = switching_response(&resp, &ctx);
-        ctx.audit(Decision::Allow, "", 101, Some(101));
+        ctx.audit(Decision::Allow, &ctx.reason, 101, Some(101));
         self.spawn_splice(ctx, rt.websocket, resp, socket.on_upgrade);
         client_resp
     }
@@ -465,7 +646,7 @@ impl Gateway {
             return Response::from_parts(rparts, body::boxed(Idle::new(rbody, rt.timeouts.idle)));
         }
         let client_resp = switching_response(&resp, &ctx);
-        ctx.audit(Decision::Allow, "", 101, Some(101));
+        ctx.audit(Decision::Allow, &ctx.reason, 101, Some(101));
         self.spawn_splice(ctx, rt.websocket, resp, client_up);
         client_resp
     }
@@ -527,6 +708,13 @@ async fn wait_shutdown(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Why the target process could not be established: policy-relevant
+/// (refuse with 403) or the rack being unavailable (502).
+enum Lookup {
+    Refused(String),
+    Unavailable(String),
+}
+
 /// The pieces of a websocket request needed to accept or refuse it.
 struct Socket {
     key: String,
@@ -565,6 +753,8 @@ struct Ctx {
     rack: Option<String>,
     route: Option<RouteMatch>,
     identity: Option<Identity>,
+    /// Why the request was allowed (the rule that allowed it).
+    reason: String,
 }
 
 impl Ctx {
@@ -781,4 +971,11 @@ fn new_request_id() -> String {
         .iter()
         .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
         .collect()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -34,13 +34,17 @@ async fn bad_config_exits_64_with_file_line_before_binding() {
     let dir = write_config(&format!(
         "listen: 127.0.0.1:{port}\nracks:\n  staging:\n    url: ftp://x\n    password_env: NOPE\n  production:\n    url: https://p.example.com\n    password_env: NOPE\n    bogus: 1\n"
     ));
-    let (code, stdout, stderr) = run(&["serve", "--config", dir.path().to_str().unwrap()], &[]).await;
+    let (code, stdout, stderr) =
+        run(&["serve", "--config", dir.path().to_str().unwrap()], &[]).await;
     assert_eq!(code, Some(64), "stderr: {stderr}");
     assert!(stdout.is_empty());
     let file = dir.path().join("gateway.yaml");
     let file = file.display();
     // The unknown key is a parse error, reported alone with its position.
-    assert!(stderr.contains(&format!("{file}:9:5: unknown field `bogus`")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:9:5: unknown field `bogus`")),
+        "{stderr}"
+    );
     assert!(!stderr.contains("cannot listen"), "{stderr}");
 
     let dir = write_config(&format!(
@@ -48,14 +52,23 @@ async fn bad_config_exits_64_with_file_line_before_binding() {
     ));
     let (code, _, stderr) = run(&["serve", "--config", dir.path().to_str().unwrap()], &[]).await;
     assert_eq!(code, Some(64), "stderr: {stderr}");
-    let lines: Vec<_> = stderr.lines().filter(|l| l.contains("gateway.yaml:")).collect();
+    let lines: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("gateway.yaml:"))
+        .collect();
     assert_eq!(lines.len(), 2, "one line per problem: {stderr}");
-    assert!(lines.iter().all(|l| l.contains("gateway.yaml:4:")), "{stderr}");
+    assert!(
+        lines.iter().all(|l| l.contains("gateway.yaml:4:")),
+        "{stderr}"
+    );
     drop(taken);
 
     let (code, _, stderr) = run(&["serve", "--config", "/nonexistent/dir"], &[]).await;
     assert_eq!(code, Some(64));
-    assert!(stderr.contains("/nonexistent/dir/gateway.yaml: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/dir/gateway.yaml: cannot read"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -63,9 +76,13 @@ async fn check_command_reports_and_exits_nonzero() {
     let dir = write_config("listen: nonsense\n");
     let (code, _, stderr) = run(&["check", dir.path().to_str().unwrap()], &[]).await;
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("gateway.yaml:1:9: listen `nonsense`"), "{stderr}");
+    assert!(
+        stderr.contains("gateway.yaml:1:9: listen `nonsense`"),
+        "{stderr}"
+    );
     let dir = write_config("racks:\n  a:\n    url: https://a.example.com\n    password_env: PW\n");
-    let (code, stdout, stderr) = run(&["check", dir.path().to_str().unwrap()], &[("PW", "x")]).await;
+    let (code, stdout, stderr) =
+        run(&["check", dir.path().to_str().unwrap()], &[("PW", "x")]).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("ok (1 rack(s)"), "{stdout}");
 }
@@ -120,17 +137,22 @@ async fn secrets_never_reach_responses_or_logs() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
-    let dir = write_config(&format!(
-        "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n  down:\n    url: http://127.0.0.1:{dead_port}\n    password_env: RACK_PW\ntokens:\n  - name: ci\n    sha256: {}\n    racks: ['*']\n",
-        rack.url(),
-        sha(CI_ALL)
-    ));
+    let dir = write_repo(
+        &format!(
+            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n  down:\n    url: http://127.0.0.1:{dead_port}\n    password_env: RACK_PW\n",
+            rack.url(),
+        ),
+        &[("ci", CI_ALL, "admin", "*")],
+    );
     let p = spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
     let base = format!("http://{}", p.addr);
     let mut bodies = String::new();
     for (path, token) in [
         ("/racks/staging/apps?", Some(CI_ALL)),
-        ("/racks/staging/apps/myapp/releases/RMYAPPRELAB?", Some(CI_ALL)),
+        (
+            "/racks/staging/apps/myapp/releases/RMYAPPRELAB?",
+            Some(CI_ALL),
+        ),
         ("/racks/staging/apps?", Some("wrong-token")),
         ("/racks/staging/apps?", None),
         ("/racks/down/apps?", Some(CI_ALL)),
@@ -142,7 +164,11 @@ async fn secrets_never_reach_responses_or_logs() {
     }
     let r = get(&format!("{base}/racks/down/apps?"), Some(CI_ALL)).await;
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(r.error().contains("rack `down` unavailable"), "{}", r.text());
+    assert!(
+        r.error().contains("rack `down` unavailable"),
+        "{}",
+        r.text()
+    );
 
     // A refused and an accepted websocket, so session logging runs too.
     for token in ["wrong", CI_ALL] {
@@ -153,7 +179,9 @@ async fn secrets_never_reach_responses_or_logs() {
         )
         .await
         .unwrap();
-        c.send(&rack_gateway::ws::Frame::binary(Vec::new())).await.unwrap();
+        c.send(&rack_gateway::ws::Frame::binary(Vec::new()))
+            .await
+            .unwrap();
         while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
             bodies.push_str(&String::from_utf8_lossy(&f.payload));
             if f.opcode == rack_gateway::ws::Opcode::Close {
@@ -164,14 +192,23 @@ async fn secrets_never_reach_responses_or_logs() {
 
     let Proc { mut child, log, .. } = p;
     let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).await.unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = format!("{}{}", log.lock().unwrap(), stdout);
 
@@ -180,7 +217,12 @@ async fn secrets_never_reach_responses_or_logs() {
     assert!(logs.matches("decision").count() >= 8, "{logs}");
     let rack_basic = basic(RACK_PASSWORD);
     let rack_b64 = rack_basic.trim_start_matches("Basic ");
-    for secret in [RACK_PASSWORD, CI_ALL, rack_b64, basic(CI_ALL).trim_start_matches("Basic ")] {
+    for secret in [
+        RACK_PASSWORD,
+        CI_ALL,
+        rack_b64,
+        basic(CI_ALL).trim_start_matches("Basic "),
+    ] {
         assert!(!logs.contains(secret), "secret in logs:\n{logs}");
         assert!(!bodies.contains(secret), "secret in a response:\n{bodies}");
     }
@@ -188,10 +230,16 @@ async fn secrets_never_reach_responses_or_logs() {
 
 #[test]
 fn readme_route_table_is_current() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let begin = "<!-- routes:begin -->\n";
-    let a = readme.find(begin).expect("README has the routes:begin marker") + begin.len();
-    let b = readme.find("<!-- routes:end -->").expect("README has the routes:end marker");
+    let a = readme
+        .find(begin)
+        .expect("README has the routes:begin marker")
+        + begin.len();
+    let b = readme
+        .find("<!-- routes:end -->")
+        .expect("README has the routes:end marker");
     assert!(
         readme[a..b] == rack_gateway::routes::markdown_table(),
         "README route table is stale: regenerate it with `rack-gateway routes --markdown`"

@@ -150,12 +150,14 @@ async fn run_attached_is_create_poll_exec_stop() {
         [
             "POST /apps/myapp/services/web/processes?".to_string(),
             format!("GET /apps/myapp/processes/{pid}?"),
+            // The gateway asks the rack which service the pid belongs to.
+            format!("GET /apps/myapp/processes/{pid}"),
             format!("GET /apps/myapp/processes/{pid}/exec"),
             format!("DELETE /apps/myapp/processes/{pid}?"),
         ]
     );
     assert_eq!(got[0].header("command").as_deref(), Some("sleep 3600"));
-    let exec = &got[2];
+    let exec = &got[3];
     assert!(exec.websocket);
     assert_eq!(exec.header("command").as_deref(), Some("bash -c 'echo hi'"));
     assert_eq!(exec.header("entrypoint").as_deref(), Some("true"));

@@ -67,16 +67,17 @@ impl Gw {
              discover_racks_from_env: false\n\
              racks:\n  \
                staging:\n    url: {}\n    password_env: RACK_PW\n  \
-               production:\n    url: {}\n    password_env: RACK_PW\n\
-             tokens:\n  \
-               - name: ci-staging\n    sha256: {}\n    racks: [staging]\n  \
-               - name: ci-all\n    sha256: {}\n    racks: ['*']\n{extra}",
+               production:\n    url: {}\n    password_env: RACK_PW\n{extra}",
             staging.url(),
             production.url(),
-            sha(CI_STAGING),
-            sha(CI_ALL),
         );
-        let dir = write_config(&yaml);
+        let dir = write_repo(
+            &yaml,
+            &[
+                ("ci-staging", CI_STAGING, "admin", "staging/*"),
+                ("ci-all", CI_ALL, "admin", "*"),
+            ],
+        );
         let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let running = Running::start(&cfg).await.expect("gateway starts");
@@ -99,6 +100,32 @@ impl Gw {
     /// Every request either mock rack received.
     pub fn forwarded_count(&self) -> usize {
         self.staging.requests().len() + self.production.requests().len()
+    }
+}
+
+/// A config repository: `gateway_yaml`, the project's shipped roles, and a
+/// ci.yaml with static-token identities `(name, token, role, scope)`.
+pub fn write_repo(gateway_yaml: &str, ci: &[(&str, &str, &str, &str)]) -> tempfile::TempDir {
+    let dir = write_config(gateway_yaml);
+    copy_roles(dir.path());
+    let mut yaml = String::from("ci:\n");
+    for (name, token, role, scope) in ci {
+        yaml.push_str(&format!(
+            "  {name}:\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: {role}\n        scope: \"{scope}\"\n",
+            sha(token)
+        ));
+    }
+    std::fs::write(dir.path().join("ci.yaml"), yaml).unwrap();
+    dir
+}
+
+/// Copies the project's `roles/` into a config directory.
+pub fn copy_roles(dir: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("roles");
+    std::fs::create_dir_all(dir.join("roles")).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join("roles").join(e.file_name())).unwrap();
     }
 }
 

@@ -1,0 +1,84 @@
+# syntax=docker/dockerfile:1
+#
+# rack-gateway container image.
+#
+#   docker build -t rack-gateway .
+#   docker run --rm -p 8443:8443 \
+#     -v "$PWD/config:/etc/rack-gateway:ro" \
+#     -v "$PWD/secrets:/run/secrets:ro" \
+#     --stop-timeout 45 rack-gateway
+#
+# The config directory holds gateway.yaml. Inside a container the gateway must
+# listen on 0.0.0.0:8443 (the default 127.0.0.1:8443 is unreachable from
+# outside), which requires `tls: {cert_file, key_file}` or, behind a
+# TLS-terminating load balancer, `allow_plaintext: true`. Rack passwords come
+# from `password_file: /run/secrets/<name>` (Docker/Kubernetes secrets) or
+# `password_env`; keep them out of the image and out of gateway.yaml.
+#
+# SIGTERM starts a graceful shutdown that waits up to timeouts.shutdown_grace
+# (30s by default) for in-flight requests; Docker's default stop timeout is
+# 10s, hence --stop-timeout 45 (Compose: stop_grace_period: 45s; Kubernetes:
+# terminationGracePeriodSeconds: 45). SIGHUP reloads gateway.yaml.
+#
+# No HEALTHCHECK: the runtime image has no HTTP client. Orchestrators should
+# probe GET /_gateway/healthz (unauthenticated, answers {"status":"ok"}).
+
+# --- Build ---------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+
+# libssl-dev/pkg-config: not needed by today's pure-Rust TLS stack, but a
+# dependency pulling in OpenSSL (e.g. libgit2) builds without touching this file.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pkg-config libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+
+# Dependencies first: compile them against stub sources, so this layer is
+# reused until Cargo.toml or Cargo.lock change. The stubs' own build outputs
+# are deleted so the real sources below are always recompiled (COPY keeps the
+# files' mtimes, which may be older than the stub build).
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src tests/it \
+    && echo 'fn main() {}' > src/main.rs \
+    && : > src/lib.rs \
+    && echo 'fn main() {}' > tests/it/main.rs \
+    && cargo build --release --locked \
+    && rm -rf src \
+        target/release/rack-gateway \
+        target/release/rack-gateway.d \
+        target/release/.fingerprint/rack-gateway-* \
+        target/release/deps/rack_gateway-* \
+        target/release/deps/librack_gateway-*
+
+COPY src ./src
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked \
+    && ./target/release/rack-gateway --version
+
+# --- Runtime -------------------------------------------------------------------
+FROM debian:bookworm-slim
+
+# ca-certificates: for racks whose certificates chain to a public CA and for
+# ca_file bundles; libssl3: so a future OpenSSL-linked build still runs.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+    && rm -rf /var/lib/apt/lists/*
+
+# A fixed, unprivileged uid/gid so mounted config and secrets can be
+# chowned/chmodded for it (e.g. Kubernetes fsGroup: 10001).
+RUN groupadd --system --gid 10001 rack-gateway \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin rack-gateway \
+    && install -d -m 0755 /etc/rack-gateway
+
+COPY --from=builder /src/target/release/rack-gateway /usr/local/bin/rack-gateway
+
+ENV RACK_GATEWAY_LOG_FORMAT=json \
+    RACK_GATEWAY_LOG=info
+
+USER 10001
+EXPOSE 8443
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["rack-gateway"]
+CMD ["serve", "--config", "/etc/rack-gateway"]

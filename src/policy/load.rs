@@ -1,0 +1,808 @@
+//! Loading the policy files of a config repository — `roles/*.yaml`,
+//! `users.yaml`, `ci.yaml`, the `policy:` block of gateway.yaml and the
+//! policy tests in `tests/*.yaml` — into a compiled [`Policy`], collecting
+//! every problem with its file and line.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::command::CommandPattern;
+use super::glob::Glob;
+use super::{
+    op_index, operations, ops_matching, CommandRule, Exception, Facts, Grant, OpSet, Policy,
+    Process, Role, RuleRef, Subject, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS,
+};
+use crate::config::{parse_yaml, ConfigError};
+
+/// Operations blocked for everyone unless a role is given an exception:
+/// rack updates and parameter changes (`PUT /system`), rack JWT minting and
+/// key rotation, the kube-API, registry and in-cluster HTTP proxies, and
+/// instance key rolls and shells.
+pub const DEFAULT_BLOCKED: &[&str] = &[
+    "rack update",
+    "rack access",
+    "rack access key rotate",
+    "kubernetes",
+    "registry proxy",
+    "proxy http",
+    "instances keyroll",
+    "instances ssh",
+];
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicySection {
+    blocked: Option<Spanned<Vec<Spanned<String>>>>,
+    exceptions: Option<Vec<Spanned<RawException>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawException {
+    role: String,
+    operations: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    description: Option<String>,
+    inherits: Option<Vec<Spanned<String>>>,
+    allow: Option<Vec<Spanned<String>>>,
+    deny: Option<Vec<Spanned<String>>>,
+    commands: Option<RawCommands>,
+    run_headers: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCommands {
+    allow: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
+    deny: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    role: String,
+    scope: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsersFile {
+    users: Option<BTreeMap<String, Spanned<RawUser>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    #[allow(dead_code)]
+    name: Option<String>,
+    grants: Vec<Spanned<RawGrant>>,
+    deny: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCiFile {
+    ci: Option<BTreeMap<String, Spanned<RawCi>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCi {
+    #[allow(dead_code)]
+    description: Option<String>,
+    token_sha256: Option<String>,
+    expires: Spanned<String>,
+    grants: Vec<Spanned<RawGrant>>,
+    deny: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCases {
+    cases: Vec<Spanned<RawCase>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: Option<String>,
+    identity: String,
+    rack: String,
+    app: Option<String>,
+    operation: String,
+    service: Option<String>,
+    command: Option<String>,
+    /// For exec and ps stop: the target process's command as the rack
+    /// reports it (e.g. `sleep 3600` for an attached run).
+    process_command: Option<String>,
+    #[serde(default)]
+    headers: Vec<String>,
+    expect: Expect,
+    reason_contains: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Allow,
+    Deny,
+}
+
+/// A static CI token as the authenticator needs it.
+#[derive(Debug, Clone)]
+pub struct CiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    /// Unix seconds after which the token is refused.
+    pub expires: i64,
+}
+
+/// A file's text, as read from a config source.
+pub struct File {
+    /// Path relative to the config root (`roles/deployer.yaml`).
+    pub rel: String,
+    /// How to name it in messages.
+    pub display: String,
+    pub text: String,
+}
+
+/// Everything the policy needs from a config repository.
+pub struct Inputs<'a> {
+    pub gateway_display: &'a str,
+    pub policy_section: Option<RawPolicySection>,
+    pub roles: Vec<File>,
+    pub users: Option<File>,
+    pub ci: Option<File>,
+    pub tests: Vec<File>,
+    pub racks: Vec<String>,
+}
+
+/// The compiled policy plus the CI token table, or every problem found.
+pub struct Loaded {
+    pub policy: Policy,
+    pub ci_tokens: Vec<CiToken>,
+    /// How many policy test cases ran.
+    pub cases: usize,
+}
+
+struct Ctx {
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx {
+    fn err(&mut self, file: &str, loc: Option<serde_saphyr::Location>, msg: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: file.to_string(),
+            line: loc.map(|l| l.line()),
+            column: loc.map(|l| l.column()),
+            message: msg.into(),
+        });
+    }
+
+    fn ops(
+        &mut self,
+        file: &str,
+        pats: &[Spanned<String>],
+        what: &str,
+    ) -> (OpSet, Vec<Option<RuleRef>>) {
+        let mut set = OpSet::default();
+        let mut at = vec![None; operations().len()];
+        let rel: Arc<str> = Arc::from(file);
+        for p in pats {
+            let m = ops_matching(p.value.trim());
+            if m.is_empty() {
+                self.err(
+                    file,
+                    Some(p.referenced),
+                    format!(
+                        "{what}: `{}` matches no operation (see `rack-gateway routes`)",
+                        p.value
+                    ),
+                );
+                continue;
+            }
+            for (i, slot) in at.iter_mut().enumerate() {
+                if m.contains(i) && slot.is_none() {
+                    *slot = Some(RuleRef {
+                        file: rel.clone(),
+                        line: p.referenced.line(),
+                    });
+                }
+            }
+            set = set.union(m);
+        }
+        (set, at)
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned + Default>(ctx: &mut Ctx, f: &File) -> Option<T> {
+    if f.text.trim().is_empty() {
+        return Some(T::default());
+    }
+    match parse_yaml::<T>(&f.display, &f.text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.errors.push(e);
+            None
+        }
+    }
+}
+
+/// Valid role and CI names.
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` to unix
+/// seconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (s, None),
+    };
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    if d.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(1970..=9999).contains(&y)
+    {
+        return None;
+    }
+    let secs = match time {
+        None => 0,
+        Some(t) => {
+            let mut p = t.split(':');
+            let h: i64 = p.next()?.parse().ok()?;
+            let mi: i64 = p.next()?.parse().ok()?;
+            let se: i64 = p.next()?.parse().ok()?;
+            if p.next().is_some() || h > 23 || mi > 59 || se > 60 {
+                return None;
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + secs)
+}
+
+/// Compiles and validates the policy, then runs the policy tests against it.
+pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
+    let mut ctx = Ctx { errors: Vec::new() };
+    let mut policy = Policy::default();
+
+    // Roles: parse each file, then resolve inheritance.
+    let mut raw_roles: Vec<(String, &File, RawRole)> = Vec::new();
+    for f in &inputs.roles {
+        let stem = f
+            .rel
+            .rsplit('/')
+            .next()
+            .unwrap_or(&f.rel)
+            .trim_end_matches(".yaml")
+            .to_string();
+        if !valid_name(&stem) {
+            ctx.err(
+                &f.display,
+                None,
+                format!("role file name `{stem}` must be lower-case letters, digits, - or _"),
+            );
+            continue;
+        }
+        if let Some(r) = parse::<RawRole>(&mut ctx, f) {
+            raw_roles.push((stem, f, r));
+        }
+    }
+    let names: HashMap<String, usize> = raw_roles
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _, _))| (n.clone(), i))
+        .collect();
+    // Inheritance order: a depth-first walk that reports undefined parents
+    // and cycles.
+    let mut order: Vec<usize> = Vec::new();
+    let mut state = vec![0u8; raw_roles.len()]; // 0 new, 1 visiting, 2 done
+    fn visit(
+        i: usize,
+        raw: &[(String, &File, RawRole)],
+        names: &HashMap<String, usize>,
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+        ctx: &mut Ctx,
+    ) -> bool {
+        match state[i] {
+            2 => return true,
+            1 | 3 => return false,
+            _ => {}
+        }
+        state[i] = 1;
+        let (name, file, role) = &raw[i];
+        let mut ok = true;
+        for p in role.inherits.iter().flatten() {
+            match names.get(&p.value) {
+                None => {
+                    ctx.err(
+                        &file.display,
+                        Some(p.referenced),
+                        format!("role `{name}` inherits undefined role `{}`", p.value),
+                    );
+                    ok = false;
+                }
+                Some(&j) => {
+                    if !visit(j, raw, names, state, order, ctx) {
+                        if state[j] == 1 {
+                            ctx.err(
+                                &file.display,
+                                Some(p.referenced),
+                                format!(
+                                    "role `{name}` inherits `{}`, which forms a cycle",
+                                    p.value
+                                ),
+                            );
+                        }
+                        ok = false;
+                    }
+                }
+            }
+        }
+        state[i] = if ok { 2 } else { 3 };
+        if ok {
+            order.push(i);
+        }
+        ok
+    }
+    for i in 0..raw_roles.len() {
+        visit(i, &raw_roles, &names, &mut state, &mut order, &mut ctx);
+    }
+    let mut compiled: Vec<Option<Role>> = vec![None; raw_roles.len()];
+    for &i in &order {
+        let (name, file, raw) = &raw_roles[i];
+        let rel: Arc<str> = Arc::from(file.rel.as_str());
+        let (mut allow, mut allow_at) =
+            ctx.ops(&file.display, raw.allow.as_deref().unwrap_or(&[]), "allow");
+        let (mut deny, mut deny_at) =
+            ctx.ops(&file.display, raw.deny.as_deref().unwrap_or(&[]), "deny");
+        let mut commands_allow = Vec::new();
+        let mut commands_deny = Vec::new();
+        if let Some(c) = &raw.commands {
+            for (map, out) in [
+                (&c.allow, &mut commands_allow),
+                (&c.deny, &mut commands_deny),
+            ] {
+                for (service, list) in map.iter().flatten() {
+                    if service.is_empty() {
+                        ctx.err(
+                            &file.display,
+                            Some(list.referenced),
+                            "empty service name in commands",
+                        );
+                    }
+                    for p in &list.value {
+                        match CommandPattern::parse(&p.value) {
+                            Ok(pattern) => out.push(CommandRule {
+                                service: Glob::new(service),
+                                pattern,
+                                at: RuleRef {
+                                    file: rel.clone(),
+                                    line: list.referenced.line(),
+                                },
+                            }),
+                            Err(e) => ctx.err(
+                                &file.display,
+                                Some(p.referenced),
+                                format!("command pattern `{}`: {e}", p.value),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        let mut run_headers = Vec::new();
+        for h in raw.run_headers.iter().flatten() {
+            let lower = h.value.to_ascii_lowercase();
+            if !RESTRICTED_RUN_HEADERS.contains(&lower.as_str()) {
+                ctx.err(
+                    &file.display,
+                    Some(h.referenced),
+                    format!("run_headers: `{}` is not a restricted run header (one of Image, Volumes, Environment, Privileged, Node-Labels, System-Critical)", h.value),
+                );
+                continue;
+            }
+            run_headers.push((
+                lower,
+                RuleRef {
+                    file: rel.clone(),
+                    line: h.referenced.line(),
+                },
+            ));
+        }
+        for p in raw.inherits.iter().flatten() {
+            let Some(parent) = names.get(&p.value).and_then(|&j| compiled[j].clone()) else {
+                continue;
+            };
+            for k in 0..operations().len() {
+                if allow_at[k].is_none() {
+                    allow_at[k] = parent.allow_at[k].clone();
+                }
+                if deny_at[k].is_none() {
+                    deny_at[k] = parent.deny_at[k].clone();
+                }
+            }
+            allow = allow.union(parent.allow);
+            deny = deny.union(parent.deny);
+            commands_allow.extend(parent.commands_allow.iter().cloned());
+            commands_deny.extend(parent.commands_deny.iter().cloned());
+            run_headers.extend(parent.run_headers.iter().cloned());
+        }
+        compiled[i] = Some(Role {
+            name: name.clone(),
+            file: rel,
+            description: raw.description.clone().unwrap_or_default(),
+            allow,
+            allow_at,
+            deny,
+            deny_at,
+            commands_allow,
+            commands_deny,
+            run_headers,
+        });
+    }
+    for role in compiled.into_iter().flatten() {
+        policy
+            .role_index
+            .insert(role.name.clone(), policy.roles.len());
+        policy.roles.push(role);
+    }
+
+    // Globally blocked operations and exceptions.
+    let section = inputs.policy_section.unwrap_or_default();
+    match &section.blocked {
+        None => {
+            for op in DEFAULT_BLOCKED {
+                policy.blocked = policy.blocked.union(ops_matching(op));
+            }
+        }
+        Some(list) => {
+            let (set, _) = ctx.ops(inputs.gateway_display, &list.value, "policy.blocked");
+            policy.blocked = set;
+            policy.blocked_at = Some(RuleRef {
+                file: Arc::from("gateway.yaml"),
+                line: list.referenced.line(),
+            });
+        }
+    }
+    for e in section.exceptions.iter().flatten() {
+        let Some(&role) = policy.role_index.get(&e.value.role) else {
+            ctx.err(
+                inputs.gateway_display,
+                Some(e.referenced),
+                format!("policy.exceptions: undefined role `{}`", e.value.role),
+            );
+            continue;
+        };
+        let mut ops = OpSet::default();
+        for o in &e.value.operations {
+            let m = ops_matching(o);
+            if m.is_empty() {
+                ctx.err(
+                    inputs.gateway_display,
+                    Some(e.referenced),
+                    format!("policy.exceptions: `{o}` matches no operation"),
+                );
+            }
+            ops = ops.union(m);
+        }
+        policy.exceptions.push(Exception {
+            role,
+            ops,
+            at: RuleRef {
+                file: Arc::from("gateway.yaml"),
+                line: e.referenced.line(),
+            },
+        });
+    }
+
+    // Identities.
+    let mut seen: HashSet<String> = HashSet::new();
+    if let Some(f) = &inputs.users {
+        if let Some(raw) = parse::<RawUsersFile>(&mut ctx, f) {
+            for (email, u) in raw.users.unwrap_or_default() {
+                let key = email.trim().to_ascii_lowercase();
+                if !key.contains('@')
+                    || key.starts_with('@')
+                    || key.ends_with('@')
+                    || key.contains(char::is_whitespace)
+                {
+                    ctx.err(
+                        &f.display,
+                        Some(u.referenced),
+                        format!("user `{email}` is not an email address"),
+                    );
+                    continue;
+                }
+                if !seen.insert(key.clone()) {
+                    ctx.err(
+                        &f.display,
+                        Some(u.referenced),
+                        format!("duplicate identity `{email}` (emails are case-insensitive)"),
+                    );
+                    continue;
+                }
+                let grants = grants(&mut ctx, &policy, f, &u.value.grants, &inputs.racks);
+                let (deny, deny_at) =
+                    ctx.ops(&f.display, u.value.deny.as_deref().unwrap_or(&[]), "deny");
+                policy.users.insert(
+                    key.clone(),
+                    Subject {
+                        kind: SubjectKind::User,
+                        name: key,
+                        grants,
+                        deny,
+                        deny_at,
+                        at: RuleRef {
+                            file: Arc::from(f.rel.as_str()),
+                            line: u.referenced.line(),
+                        },
+                    },
+                );
+            }
+        }
+    }
+    let mut ci_tokens: Vec<CiToken> = Vec::new();
+    if let Some(f) = &inputs.ci {
+        if let Some(raw) = parse::<RawCiFile>(&mut ctx, f) {
+            for (name, c) in raw.ci.unwrap_or_default() {
+                if !valid_name(&name) {
+                    ctx.err(
+                        &f.display,
+                        Some(c.referenced),
+                        format!(
+                            "CI identity name `{name}` must be lower-case letters, digits, - or _"
+                        ),
+                    );
+                    continue;
+                }
+                if !seen.insert(name.clone()) {
+                    ctx.err(
+                        &f.display,
+                        Some(c.referenced),
+                        format!("duplicate identity `{name}`"),
+                    );
+                    continue;
+                }
+                let Some(expires) = parse_time(&c.value.expires.value) else {
+                    ctx.err(
+                        &f.display,
+                        Some(c.value.expires.referenced),
+                        "expires must be a date (2027-06-30) or UTC time (2027-06-30T12:00:00Z)",
+                    );
+                    continue;
+                };
+                if let Some(h) = &c.value.token_sha256 {
+                    match crate::config::parse_hex32(h) {
+                        None => ctx.err(&f.display, Some(c.referenced), format!("CI identity `{name}`: token_sha256 must be 64 hex digits (see `rack-gateway token generate`)")),
+                        Some(sha256) => {
+                            if ci_tokens.iter().any(|t| t.sha256 == sha256) {
+                                ctx.err(&f.display, Some(c.referenced), format!("CI identity `{name}` has the same token hash as another identity"));
+                            }
+                            ci_tokens.push(CiToken { name: name.clone(), sha256, expires });
+                        }
+                    }
+                }
+                let grants = grants(&mut ctx, &policy, f, &c.value.grants, &inputs.racks);
+                let (deny, deny_at) =
+                    ctx.ops(&f.display, c.value.deny.as_deref().unwrap_or(&[]), "deny");
+                policy.ci.insert(
+                    name.clone(),
+                    Subject {
+                        kind: SubjectKind::Ci,
+                        name,
+                        grants,
+                        deny,
+                        deny_at,
+                        at: RuleRef {
+                            file: Arc::from(f.rel.as_str()),
+                            line: c.referenced.line(),
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    if !ctx.errors.is_empty() {
+        return Err(ctx.errors);
+    }
+
+    // Policy tests run only against a policy that loaded cleanly.
+    let mut cases = 0;
+    for f in &inputs.tests {
+        let Some(raw) = (if f.text.trim().is_empty() {
+            None
+        } else {
+            match parse_yaml::<RawCases>(&f.display, &f.text) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    ctx.errors.push(e);
+                    None
+                }
+            }
+        }) else {
+            continue;
+        };
+        for c in raw.cases {
+            cases += 1;
+            if let Err(msg) = run_case(&policy, &c.value) {
+                let label = c
+                    .value
+                    .name
+                    .as_deref()
+                    .map(|n| format!("test `{n}`: "))
+                    .unwrap_or_default();
+                ctx.err(&f.display, Some(c.referenced), format!("{label}{msg}"));
+            }
+        }
+    }
+    if !ctx.errors.is_empty() {
+        return Err(ctx.errors);
+    }
+    Ok(Loaded {
+        policy,
+        ci_tokens,
+        cases,
+    })
+}
+
+fn grants(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    f: &File,
+    raw: &[Spanned<RawGrant>],
+    racks: &[String],
+) -> Vec<Grant> {
+    let mut out = Vec::new();
+    if raw.is_empty() {
+        return out;
+    }
+    for g in raw {
+        let Some(&role) = policy.role_index.get(&g.value.role) else {
+            ctx.err(
+                &f.display,
+                Some(g.referenced),
+                format!("undefined role `{}`", g.value.role),
+            );
+            continue;
+        };
+        let scope = g.value.scope.trim();
+        let (rack, app) = match scope.split_once('/') {
+            Some((r, a)) => (r, a),
+            None if scope == "*" => ("*", "*"),
+            None => (scope, "*"),
+        };
+        if rack.is_empty() || app.is_empty() || app.contains('/') {
+            ctx.err(&f.display, Some(g.referenced), format!("scope `{scope}` must be <rack glob>/<app glob>, e.g. staging/* or production/billing"));
+            continue;
+        }
+        let rack_glob = Glob::new(rack);
+        if !racks.iter().any(|r| rack_glob.matches(r)) {
+            ctx.err(
+                &f.display,
+                Some(g.referenced),
+                format!(
+                    "scope `{scope}` names no configured rack (racks: {})",
+                    racks.join(", ")
+                ),
+            );
+            continue;
+        }
+        out.push(Grant {
+            role,
+            rack: rack_glob,
+            app: Glob::new(app),
+            at: RuleRef {
+                file: Arc::from(f.rel.as_str()),
+                line: g.referenced.line(),
+            },
+        });
+    }
+    out
+}
+
+fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
+    if op_index(&c.operation).is_none() {
+        return Err(format!("unknown operation `{}`", c.operation));
+    }
+    let Some(subject) = policy.find_subject(&c.identity) else {
+        return Err(format!("unknown identity `{}`", c.identity));
+    };
+    let process = c.process_command.as_ref().map(|pc| Process {
+        service: c.service.clone().unwrap_or_default(),
+        command: pc.clone(),
+    });
+    let headers: Vec<String> = c.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let mut facts = Facts {
+        rack: &c.rack,
+        operation: &c.operation,
+        app: c.app.as_deref(),
+        service: c.service.as_deref(),
+        command: c.command.as_deref(),
+        process: process.as_ref(),
+        run_headers: &header_refs,
+    };
+    let fallback;
+    let mut verdict = policy.decide(subject, &facts);
+    if verdict == Verdict::NeedProcess {
+        // A case without process_command describes an ordinary process of
+        // the named service.
+        fallback = Process {
+            service: c.service.clone().unwrap_or_default(),
+            command: "-".into(),
+        };
+        facts.process = Some(&fallback);
+        verdict = policy.decide(subject, &facts);
+    }
+    let got = if verdict.is_allow() {
+        Expect::Allow
+    } else {
+        Expect::Deny
+    };
+    if got != c.expect {
+        return Err(format!(
+            "expected {}, got {}: {}",
+            if c.expect == Expect::Allow {
+                "allow"
+            } else {
+                "deny"
+            },
+            if got == Expect::Allow {
+                "allow"
+            } else {
+                "deny"
+            },
+            verdict.reason()
+        ));
+    }
+    if let Some(want) = &c.reason_contains {
+        if !verdict.reason().contains(want.as_str()) {
+            return Err(format!(
+                "reason {:?} does not contain {want:?}",
+                verdict.reason()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("1970-01-01"), Some(0));
+        assert_eq!(parse_time("2000-03-01T00:00:01Z"), Some(951_868_801));
+        assert_eq!(parse_time("2027-06-30"), Some(1_814_313_600));
+        assert_eq!(parse_time("2027-13-01"), None);
+        assert_eq!(parse_time("2027-06-30T12:00:00"), None);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

@@ -1,0 +1,592 @@
+//! The access policy and the decision engine.
+//!
+//! The engine is pure: [`Policy::decide`] takes the facts of one request
+//! (rack, operation, app, service, command, and the process the rack reported
+//! when the decision needs it) and returns a [`Verdict`] with a reason that
+//! names the rule and where it lives. No I/O happens here, so the same code
+//! serves requests, answers `rack-gateway can`, runs the policy tests, and is
+//! unit- and property-tested.
+//!
+//! Rules, in order:
+//! 1. Default deny: an operation is allowed only by a role granted on a
+//!    scope (rack glob / app glob) that covers the request.
+//! 2. Deny always wins: the global blocked list (gateway.yaml), a user's own
+//!    `deny`, and any role's `deny` on any matching grant override every
+//!    allow. Only a named exception lets a role use a blocked operation.
+//! 3. `run` and `exec` also need the command (split into words exactly as
+//!    the rack splits it) to match an allowed pattern for the service, and
+//!    no denied pattern.
+
+pub mod command;
+pub mod glob;
+pub mod load;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use command::{is_run_placeholder, split, CommandPattern};
+use glob::Glob;
+
+use crate::routes;
+
+/// Where a rule is written: `roles/deployer.yaml:14`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRef {
+    pub file: Arc<str>,
+    pub line: u64,
+}
+
+impl fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A set of operations, as bits indexed by [`op_index`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpSet(u128);
+
+impl OpSet {
+    pub fn contains(self, i: usize) -> bool {
+        self.0 & (1u128 << i) != 0
+    }
+    pub fn insert(&mut self, i: usize) {
+        self.0 |= 1u128 << i;
+    }
+    pub fn union(self, o: OpSet) -> OpSet {
+        OpSet(self.0 | o.0)
+    }
+    pub fn minus(self, o: OpSet) -> OpSet {
+        OpSet(self.0 & !o.0)
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    pub fn iter(self) -> impl Iterator<Item = &'static str> {
+        operations()
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| self.contains(*i))
+            .map(|(_, n)| *n)
+    }
+}
+
+/// Every operation name, sorted; an operation's index is its position.
+pub fn operations() -> &'static [&'static str] {
+    static OPS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    OPS.get_or_init(|| {
+        let ops = routes::operations();
+        assert!(ops.len() <= 128, "OpSet holds at most 128 operations");
+        ops
+    })
+}
+
+pub fn op_index(name: &str) -> Option<usize> {
+    operations().binary_search(&name).ok()
+}
+
+/// All operations an operation pattern (`apps *`, `*`, `run`) matches.
+pub fn ops_matching(pattern: &str) -> OpSet {
+    let g = Glob::new(pattern);
+    let mut set = OpSet::default();
+    for (i, op) in operations().iter().enumerate() {
+        if g.matches(op) {
+            set.insert(i);
+        }
+    }
+    set
+}
+
+/// Operations a grant scoped to particular apps still covers although they
+/// name no app: the CLI's `GET /system` version probe precedes build,
+/// deploy and env changes, and `login` only checks credentials.
+const APP_SCOPED_RACK_OPS: &[&str] = &["rack", "login", "probe"];
+
+/// Run headers the stock CLI never sends but the rack honours (§8); a role
+/// must grant each one explicitly.
+pub const RESTRICTED_RUN_HEADERS: &[&str] = &[
+    "image",
+    "volumes",
+    "environment",
+    "privileged",
+    "node-labels",
+    "system-critical",
+];
+
+/// A command rule: service glob + command pattern, and where it is written.
+#[derive(Debug, Clone)]
+pub struct CommandRule {
+    pub service: Glob,
+    pub pattern: CommandPattern,
+    pub at: RuleRef,
+}
+
+/// A role with inheritance already applied.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub file: Arc<str>,
+    pub description: String,
+    pub allow: OpSet,
+    /// For each operation index: the rule that allows it.
+    pub allow_at: Vec<Option<RuleRef>>,
+    pub deny: OpSet,
+    pub deny_at: Vec<Option<RuleRef>>,
+    pub commands_allow: Vec<CommandRule>,
+    pub commands_deny: Vec<CommandRule>,
+    /// Restricted run headers (lower-case) this role may send.
+    pub run_headers: Vec<(String, RuleRef)>,
+}
+
+impl Role {
+    fn denies(&self, op: usize) -> Option<&RuleRef> {
+        if self.deny.contains(op) {
+            self.deny_at[op].as_ref()
+        } else {
+            None
+        }
+    }
+}
+
+/// A role granted on a scope.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub role: usize,
+    pub rack: Glob,
+    pub app: Glob,
+    pub at: RuleRef,
+}
+
+impl Grant {
+    pub fn scope(&self) -> String {
+        format!("{}/{}", self.rack.as_str(), self.app.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    User,
+    Ci,
+}
+
+/// A person (users.yaml) or CI identity (ci.yaml) with grants.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    pub name: String,
+    pub grants: Vec<Grant>,
+    pub deny: OpSet,
+    pub deny_at: Vec<Option<RuleRef>>,
+    pub at: RuleRef,
+}
+
+/// An exception to the global blocked list for one role.
+#[derive(Debug, Clone)]
+pub struct Exception {
+    pub role: usize,
+    pub ops: OpSet,
+    pub at: RuleRef,
+}
+
+/// The compiled, validated policy.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub roles: Vec<Role>,
+    pub role_index: HashMap<String, usize>,
+    /// Users by lower-cased email.
+    pub users: HashMap<String, Subject>,
+    pub ci: HashMap<String, Subject>,
+    pub blocked: OpSet,
+    pub blocked_at: Option<RuleRef>,
+    pub exceptions: Vec<Exception>,
+}
+
+/// The process an exec or stop targets, as the rack reports it
+/// (`GET /apps/{app}/processes/{pid}`): never derived from the pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub service: String,
+    pub command: String,
+}
+
+/// The facts of one request the policy decides on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts<'a> {
+    pub rack: &'a str,
+    pub operation: &'a str,
+    pub app: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub command: Option<&'a str>,
+    pub process: Option<&'a Process>,
+    /// Restricted run headers present on the request (lower-case).
+    pub run_headers: &'a [&'a str],
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(String),
+    Deny(String),
+    /// The decision depends on the target process: ask the rack, then
+    /// decide again with [`Facts::process`] set.
+    NeedProcess,
+}
+
+impl Verdict {
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Verdict::Allow(_))
+    }
+    pub fn reason(&self) -> &str {
+        match self {
+            Verdict::Allow(r) | Verdict::Deny(r) => r,
+            Verdict::NeedProcess => "needs the target process",
+        }
+    }
+}
+
+fn quote(cmd: &str) -> String {
+    let mut s = String::with_capacity(cmd.len() + 2);
+    s.push('"');
+    for c in cmd.chars().take(200) {
+        if c == '"' || c == '\\' {
+            s.push('\\');
+        }
+        if c.is_control() {
+            s.push(' ');
+        } else {
+            s.push(c);
+        }
+    }
+    s.push('"');
+    s
+}
+
+impl Policy {
+    pub fn subject(&self, kind: SubjectKind, name: &str) -> Option<&Subject> {
+        match kind {
+            SubjectKind::User => self.users.get(&name.to_ascii_lowercase()),
+            SubjectKind::Ci => self.ci.get(name),
+        }
+    }
+
+    /// Looks an identity up by name: a user email first, then a CI name.
+    pub fn find_subject(&self, name: &str) -> Option<&Subject> {
+        self.subject(SubjectKind::User, name)
+            .or_else(|| self.subject(SubjectKind::Ci, name))
+    }
+
+    /// Decides one request for `subject`.
+    pub fn decide(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
+        match f.operation {
+            "exec" => self.decide_exec(subject, f),
+            "ps stop" => self.decide_stop(subject, f),
+            _ => self.decide_op(subject, f.operation, f),
+        }
+    }
+
+    /// Exec on a `sleep N` placeholder is the second half of an attached
+    /// `convox run`, so `run` permission covers it; otherwise `exec`.
+    fn decide_exec(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
+        let Some(p) = f.process else {
+            // Ask the rack only when the answer can matter.
+            return match (
+                self.op_check(subject, "exec", f),
+                self.op_check(subject, "run", f),
+            ) {
+                (Err(reason), Err(_)) => Verdict::Deny(reason),
+                _ => Verdict::NeedProcess,
+            };
+        };
+        let facts = Facts {
+            service: Some(&p.service),
+            ..*f
+        };
+        let placeholder = split(&p.command).is_ok_and(|w| is_run_placeholder(&w));
+        if placeholder {
+            let as_run = self.decide_op(subject, "run", &facts);
+            if as_run.is_allow() {
+                return as_run;
+            }
+            let as_exec = self.decide_op(subject, "exec", &facts);
+            return if as_exec.is_allow() { as_exec } else { as_run };
+        }
+        self.decide_op(subject, "exec", &facts)
+    }
+
+    /// Stopping needs `ps stop`, except for the `sleep N` placeholder an
+    /// attached run created: its cleanup needs only run permission on the
+    /// process's service.
+    fn decide_stop(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
+        let direct = self.decide_op(subject, "ps stop", f);
+        if direct.is_allow() {
+            return direct;
+        }
+        let Some(p) = f.process else {
+            return if self.op_check(subject, "run", f).is_ok() {
+                Verdict::NeedProcess
+            } else {
+                direct
+            };
+        };
+        if !split(&p.command).is_ok_and(|w| is_run_placeholder(&w)) {
+            return direct;
+        }
+        let facts = Facts {
+            service: Some(&p.service),
+            command: Some(&p.command),
+            run_headers: &[],
+            ..*f
+        };
+        match self.decide_op(subject, "run", &facts) {
+            Verdict::Allow(r) => {
+                Verdict::Allow(format!("{r} (cleanup of its own `convox run` process)"))
+            }
+            _ => direct,
+        }
+    }
+
+    /// The grants of `subject` whose scope covers this request.
+    fn applicable<'p>(&'p self, subject: &'p Subject, f: &Facts<'_>, op: &str) -> Vec<&'p Grant> {
+        subject
+            .grants
+            .iter()
+            .filter(|g| {
+                g.rack.matches(f.rack)
+                    && match f.app {
+                        Some(app) => g.app.matches(app),
+                        None => g.app.is_any() || APP_SCOPED_RACK_OPS.contains(&op),
+                    }
+            })
+            .collect()
+    }
+
+    fn decide_op(&self, subject: &Subject, op: &str, f: &Facts<'_>) -> Verdict {
+        let (i, grants, allowing) = match self.op_check(subject, op, f) {
+            Ok(x) => x,
+            Err(reason) => return Verdict::Deny(reason),
+        };
+        if op == "run" || op == "exec" {
+            return self.decide_command(subject, op, f, &grants, &allowing);
+        }
+        let first = allowing[0];
+        let role = &self.roles[first.role];
+        let at = role.allow_at[i].as_ref().unwrap_or(&first.at);
+        Verdict::Allow(format!(
+            "allowed: {} ({at}) on {}",
+            role.name,
+            first.scope()
+        ))
+    }
+
+    /// The operation-level checks (scope, blocked list, denies, allows),
+    /// without the command: the operation's index, the grants covering the
+    /// request, and the non-empty list of those whose role allows it.
+    #[allow(clippy::type_complexity)]
+    fn op_check<'p>(
+        &'p self,
+        subject: &'p Subject,
+        op: &str,
+        f: &Facts<'_>,
+    ) -> Result<(usize, Vec<&'p Grant>, Vec<&'p Grant>), String> {
+        let scope = match f.app {
+            Some(app) => format!("{}/{}", f.rack, app),
+            None => f.rack.to_string(),
+        };
+        let Some(i) = op_index(op) else {
+            return Err(format!("denied: unknown operation \"{op}\""));
+        };
+        if op == "run" && f.service == Some("build") {
+            return Err(
+                "denied: running processes of the build service is refused (it accepts privileged options)".into(),
+            );
+        }
+        let grants = self.applicable(subject, f, op);
+        if grants.is_empty() {
+            return Err(format!("denied: {} has no grant on {scope}", subject.name));
+        }
+        if self.blocked.contains(i) {
+            let excepted = grants.iter().any(|g| {
+                self.exceptions
+                    .iter()
+                    .any(|e| e.role == g.role && e.ops.contains(i))
+                    && self.roles[g.role].allow.contains(i)
+            });
+            if !excepted {
+                let at = self
+                    .blocked_at
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_else(|| " (built-in default)".into());
+                return Err(format!(
+                    "denied: \"{op}\" is blocked for everyone by the gateway policy{at}"
+                ));
+            }
+        }
+        if subject.deny.contains(i) {
+            let at = subject.deny_at[i].as_ref().unwrap_or(&subject.at);
+            return Err(format!(
+                "denied: {} is denied \"{op}\" ({at})",
+                subject.name
+            ));
+        }
+        for g in &grants {
+            let role = &self.roles[g.role];
+            if let Some(at) = role.denies(i) {
+                return Err(format!("denied: {} ({at}) denies \"{op}\"", role.name));
+            }
+        }
+        let allowing: Vec<&Grant> = grants
+            .iter()
+            .copied()
+            .filter(|g| self.roles[g.role].allow.contains(i))
+            .collect();
+        if allowing.is_empty() {
+            let mut names: Vec<&str> = grants
+                .iter()
+                .map(|g| self.roles[g.role].name.as_str())
+                .collect();
+            names.dedup();
+            return Err(format!(
+                "denied: {} may not \"{op}\" on {scope} (granted there: {})",
+                subject.name,
+                names.join(", ")
+            ));
+        }
+        Ok((i, grants, allowing))
+    }
+
+    fn decide_command(
+        &self,
+        subject: &Subject,
+        op: &str,
+        f: &Facts<'_>,
+        grants: &[&Grant],
+        allowing: &[&Grant],
+    ) -> Verdict {
+        let Some(service) = f.service else {
+            return Verdict::Deny(format!("denied: {op} needs a service"));
+        };
+        let Some(cmd) = f.command else {
+            return Verdict::Deny(format!("denied: {op} without a command is refused"));
+        };
+        let argv = match split(cmd) {
+            Ok(w) if !w.is_empty() => w,
+            Ok(_) => return Verdict::Deny(format!("denied: {op} without a command is refused")),
+            Err(e) => return Verdict::Deny(format!("denied: command {}: {e}", quote(cmd))),
+        };
+        // Restricted headers need an explicit grant from a role that allows run.
+        for h in f.run_headers {
+            let ok = allowing
+                .iter()
+                .any(|g| self.roles[g.role].run_headers.iter().any(|(n, _)| n == h));
+            if !ok {
+                return Verdict::Deny(format!(
+                    "denied: the {h} header on run is not granted to {} (roles may allow it with run_headers)",
+                    subject.name
+                ));
+            }
+        }
+        for g in grants {
+            let role = &self.roles[g.role];
+            if let Some(rule) = role
+                .commands_deny
+                .iter()
+                .find(|r| r.service.matches(service) && r.pattern.matches(&argv))
+            {
+                return Verdict::Deny(format!(
+                    "denied: {} ({}) forbids \"{}\" on service {service}; got {}",
+                    role.name,
+                    rule.at,
+                    rule.pattern.source,
+                    quote(cmd)
+                ));
+            }
+        }
+        let placeholder = op == "run" && is_run_placeholder(&argv);
+        for g in allowing {
+            let role = &self.roles[g.role];
+            let mut rules = role
+                .commands_allow
+                .iter()
+                .filter(|r| r.service.matches(service));
+            let found = if placeholder {
+                rules.next()
+            } else {
+                rules.find(|r| r.pattern.matches(&argv))
+            };
+            if let Some(rule) = found {
+                let what = if placeholder {
+                    format!("may run on service {service} (attached run; the command is checked at exec)")
+                } else {
+                    format!("allows \"{}\" on service {service}", rule.pattern.source)
+                };
+                return Verdict::Allow(format!("allowed: {} ({}) {what}", role.name, rule.at));
+            }
+        }
+        // Denied: explain what the first allowing role would accept here.
+        let role = &self.roles[allowing[0].role];
+        let rules: Vec<&CommandRule> = role
+            .commands_allow
+            .iter()
+            .filter(|r| r.service.matches(service))
+            .collect();
+        let verb = if op == "run" { "run" } else { "exec" };
+        match rules.first() {
+            None => Verdict::Deny(format!(
+                "denied: {} ({}) may not {verb} on service {service}",
+                role.name, role.file
+            )),
+            Some(first) => {
+                let list: Vec<&str> = rules.iter().map(|r| r.pattern.source.as_str()).collect();
+                Verdict::Deny(format!(
+                    "denied: {} ({}) may {verb} only {} on service {service}; got {}",
+                    role.name,
+                    first.at,
+                    list.join(", "),
+                    quote(cmd)
+                ))
+            }
+        }
+    }
+
+    /// Everything a subject may do, per grant, for `can --list`.
+    pub fn describe(&self, subject: &Subject) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in &subject.grants {
+            let role = &self.roles[g.role];
+            let mut ops = role.allow.minus(role.deny).minus(subject.deny);
+            let excepted = self
+                .exceptions
+                .iter()
+                .filter(|e| e.role == g.role)
+                .fold(OpSet::default(), |a, e| a.union(e.ops));
+            ops = ops.minus(self.blocked.minus(excepted));
+            out.push(format!("{} as {} ({}):", g.scope(), role.name, g.at));
+            let list: Vec<&str> = ops.iter().collect();
+            out.push(format!("  operations: {}", list.join(", ")));
+            if ops.contains(op_index("run").unwrap_or(0))
+                || ops.contains(op_index("exec").unwrap_or(0))
+            {
+                for r in &role.commands_allow {
+                    out.push(format!(
+                        "  command on {}: {}",
+                        r.service.as_str(),
+                        r.pattern.source
+                    ));
+                }
+                for r in &role.commands_deny {
+                    out.push(format!(
+                        "  never on {}: {}",
+                        r.service.as_str(),
+                        r.pattern.source
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+//! Unit tests of the decision engine (see tests/it for the same rules
+//! through the real server).
