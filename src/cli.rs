@@ -29,6 +29,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// `file:line:col: message`
+    Text,
+    /// GitHub Actions annotations: `::error file=...,line=...::message`
+    Github,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -42,10 +50,43 @@ pub enum Command {
         #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a config directory and exit 0 (valid) or 1 (problems, each with file:line).
+    /// Validate a config directory and run its policy tests; exit 0 (valid)
+    /// or 1 (every problem printed with file:line).
     Check {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Output format for problems.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
+    },
+    /// Ask the policy whether an identity may do something, like
+    /// `kubectl auth can-i`: prints allow/deny and the reason (exit 0/1).
+    Can {
+        /// A user email (users.yaml) or CI identity name (ci.yaml).
+        identity: String,
+        /// The operation, as in `rack-gateway routes` (e.g. "releases promote", run, exec).
+        #[arg(required_unless_present = "list")]
+        operation: Option<String>,
+        #[arg(long, required_unless_present = "list")]
+        rack: Option<String>,
+        #[arg(long)]
+        app: Option<String>,
+        /// The service (for run), or the target process's service (for exec, ps stop).
+        #[arg(long)]
+        service: Option<String>,
+        /// The command, for run and exec.
+        #[arg(long)]
+        command: Option<String>,
+        /// For exec and ps stop: the target process's own command (e.g.
+        /// "sleep 3600" for the process an attached `convox run` created).
+        #[arg(long)]
+        process_command: Option<String>,
+        /// Print everything the identity may do, per rack and app.
+        #[arg(long)]
+        list: bool,
+        /// The config directory.
+        #[arg(long, short, default_value = ".", env = "RACK_GATEWAY_CONFIG")]
+        config: PathBuf,
     },
     /// Run a self-contained demo: mock racks plus the gateway on loopback.
     Demo {
@@ -90,7 +131,30 @@ pub fn main() -> ExitCode {
     crate::tls::install_crypto_provider();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Check { dir } => check(dir),
+        Command::Check { dir, format } => check(dir, format),
+        Command::Can {
+            identity,
+            operation,
+            rack,
+            app,
+            service,
+            command,
+            process_command,
+            list,
+            config,
+        } => can(
+            &config,
+            &identity,
+            CanQuery {
+                operation,
+                rack,
+                app,
+                service,
+                command,
+                process_command,
+                list,
+            },
+        ),
         Command::Demo { listen } => runtime().block_on(crate::demo::run(listen)),
         Command::Routes { markdown } => {
             if markdown {
@@ -147,7 +211,7 @@ fn print_config_errors(errors: &config::ConfigErrors) {
     }
 }
 
-fn check(dir: PathBuf) -> ExitCode {
+fn check(dir: PathBuf, format: CheckFormat) -> ExitCode {
     match config::load_dir(&dir, &Env::from_process().secrets_optional()) {
         Ok(cfg) => {
             println!(
@@ -162,8 +226,98 @@ fn check(dir: PathBuf) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Err(e) if format == CheckFormat::Github => {
+            let prefix = format!("{}/", dir.display());
+            for err in &e.0 {
+                let file = err.file.strip_prefix(&prefix).unwrap_or(&err.file);
+                let mut loc = format!("file={file}");
+                if let Some(l) = err.line {
+                    loc.push_str(&format!(",line={l}"));
+                }
+                if let Some(c) = err.column {
+                    loc.push_str(&format!(",col={c}"));
+                }
+                // Annotation messages end at a newline; % , : are escaped.
+                let msg = err
+                    .message
+                    .replace('%', "%25")
+                    .replace('\r', "%0D")
+                    .replace('\n', "%0A");
+                println!("::error {loc}::{msg}");
+            }
+            ExitCode::FAILURE
+        }
         Err(e) => {
             print_config_errors(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `can` asks.
+struct CanQuery {
+    operation: Option<String>,
+    rack: Option<String>,
+    app: Option<String>,
+    service: Option<String>,
+    command: Option<String>,
+    process_command: Option<String>,
+    list: bool,
+}
+
+fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
+    let cfg = match config::load_dir(dir, &Env::from_process().secrets_optional()) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_errors(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let policy = &cfg.policy;
+    let Some(subject) = policy.find_subject(identity) else {
+        eprintln!("rack-gateway can: `{identity}` is neither a user in users.yaml nor a CI identity in ci.yaml");
+        return ExitCode::from(2);
+    };
+    if q.list {
+        println!("{}:", subject.name);
+        for line in policy.describe(subject) {
+            println!("  {line}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let (Some(operation), Some(rack)) = (q.operation, q.rack) else {
+        eprintln!("rack-gateway can: give an operation and --rack, or --list");
+        return ExitCode::from(2);
+    };
+    if crate::policy::op_index(&operation).is_none() {
+        eprintln!("rack-gateway can: unknown operation `{operation}` (see `rack-gateway routes`)");
+        return ExitCode::from(2);
+    }
+    let process = crate::policy::Process {
+        service: q.service.clone().unwrap_or_default(),
+        command: q.process_command.unwrap_or_else(|| "-".into()),
+    };
+    let mut facts = crate::policy::Facts {
+        rack: &rack,
+        operation: &operation,
+        app: q.app.as_deref(),
+        service: q.service.as_deref(),
+        command: q.command.as_deref(),
+        process: None,
+        run_headers: &[],
+    };
+    let mut verdict = policy.decide(subject, &facts);
+    if verdict == crate::policy::Verdict::NeedProcess {
+        facts.process = Some(&process);
+        verdict = policy.decide(subject, &facts);
+    }
+    match verdict {
+        crate::policy::Verdict::Allow(r) => {
+            println!("allow: {r}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            println!("deny: {}", other.reason());
             ExitCode::FAILURE
         }
     }

@@ -186,15 +186,18 @@ impl Ctx {
         });
     }
 
+    /// Resolves operation patterns; `file` names the file in errors, `rel`
+    /// in the rule references that reasons quote.
     fn ops(
         &mut self,
         file: &str,
+        rel: &str,
         pats: &[Spanned<String>],
         what: &str,
     ) -> (OpSet, Vec<Option<RuleRef>>) {
         let mut set = OpSet::default();
         let mut at = vec![None; operations().len()];
-        let rel: Arc<str> = Arc::from(file);
+        let rel: Arc<str> = Arc::from(rel);
         for p in pats {
             let m = ops_matching(p.value.trim());
             if m.is_empty() {
@@ -376,10 +379,18 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
     for &i in &order {
         let (name, file, raw) = &raw_roles[i];
         let rel: Arc<str> = Arc::from(file.rel.as_str());
-        let (mut allow, mut allow_at) =
-            ctx.ops(&file.display, raw.allow.as_deref().unwrap_or(&[]), "allow");
-        let (mut deny, mut deny_at) =
-            ctx.ops(&file.display, raw.deny.as_deref().unwrap_or(&[]), "deny");
+        let (mut allow, mut allow_at) = ctx.ops(
+            &file.display,
+            &file.rel,
+            raw.allow.as_deref().unwrap_or(&[]),
+            "allow",
+        );
+        let (mut deny, mut deny_at) = ctx.ops(
+            &file.display,
+            &file.rel,
+            raw.deny.as_deref().unwrap_or(&[]),
+            "deny",
+        );
         let mut commands_allow = Vec::new();
         let mut commands_deny = Vec::new();
         if let Some(c) = &raw.commands {
@@ -481,7 +492,12 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             }
         }
         Some(list) => {
-            let (set, _) = ctx.ops(inputs.gateway_display, &list.value, "policy.blocked");
+            let (set, _) = ctx.ops(
+                inputs.gateway_display,
+                "gateway.yaml",
+                &list.value,
+                "policy.blocked",
+            );
             policy.blocked = set;
             policy.blocked_at = Some(RuleRef {
                 file: Arc::from("gateway.yaml"),
@@ -547,8 +563,12 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                     continue;
                 }
                 let grants = grants(&mut ctx, &policy, f, &u.value.grants, &inputs.racks);
-                let (deny, deny_at) =
-                    ctx.ops(&f.display, u.value.deny.as_deref().unwrap_or(&[]), "deny");
+                let (deny, deny_at) = ctx.ops(
+                    &f.display,
+                    &f.rel,
+                    u.value.deny.as_deref().unwrap_or(&[]),
+                    "deny",
+                );
                 policy.users.insert(
                     key.clone(),
                     Subject {
@@ -608,8 +628,12 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                     }
                 }
                 let grants = grants(&mut ctx, &policy, f, &c.value.grants, &inputs.racks);
-                let (deny, deny_at) =
-                    ctx.ops(&f.display, c.value.deny.as_deref().unwrap_or(&[]), "deny");
+                let (deny, deny_at) = ctx.ops(
+                    &f.display,
+                    &f.rel,
+                    c.value.deny.as_deref().unwrap_or(&[]),
+                    "deny",
+                );
                 policy.ci.insert(
                     name.clone(),
                     Subject {
