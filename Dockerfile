@@ -35,23 +35,36 @@ RUN apt-get update \
 WORKDIR /src
 
 # Dependencies first: compile them against stub sources, so this layer is
-# reused until Cargo.toml or Cargo.lock change. The stubs' own build outputs
-# are deleted so the real sources below are always recompiled (COPY keeps the
-# files' mtimes, which may be older than the stub build).
+# reused until Cargo.toml or Cargo.lock change. Cargo refuses a manifest whose
+# [[test]]/[[bench]]/[[example]] files are missing, so the awk below writes a
+# stub for each (`cargo build` never compiles them). The crate's own outputs
+# are then deleted so the real sources are always recompiled: COPY keeps
+# file mtimes, which may be older than the stub build. A build.rs would have
+# to be copied in before this step.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src tests/it \
-    && echo 'fn main() {}' > src/main.rs \
-    && : > src/lib.rs \
-    && echo 'fn main() {}' > tests/it/main.rs \
-    && cargo build --release --locked \
-    && rm -rf src \
+RUN set -eu; \
+    mkdir -p src; \
+    echo 'fn main() {}' > src/main.rs; \
+    : > src/lib.rs; \
+    awk 'function flush() { if (kind != "") print (path != "" ? path : dir[kind] "/" name ".rs"); kind = "" } \
+        BEGIN { dir["bench"] = "benches"; dir["test"] = "tests"; dir["example"] = "examples" } \
+        /^\[/ { flush(); if ($0 ~ /^\[\[(bench|test|example)\]\]/) { kind = $0; sub(/\]\].*/, "", kind); sub(/^\[\[/, "", kind); name = ""; path = "" } next } \
+        kind != "" && /^[ \t]*name[ \t]*=/ { name = $0; sub(/^[^"]*"/, "", name); sub(/".*/, "", name) } \
+        kind != "" && /^[ \t]*path[ \t]*=/ { path = $0; sub(/^[^"]*"/, "", path); sub(/".*/, "", path) } \
+        END { flush() }' Cargo.toml \
+    | while read -r stub; do mkdir -p "$(dirname "$stub")"; echo 'fn main() {}' > "$stub"; done; \
+    cargo build --release --locked; \
+    rm -rf src \
         target/release/rack-gateway \
         target/release/rack-gateway.d \
         target/release/.fingerprint/rack-gateway-* \
         target/release/deps/rack_gateway-* \
         target/release/deps/librack_gateway-*
 
-COPY src ./src
+# Then the sources, plus what they include_str! (roles/, *.yaml.example,
+# tests/example-policy.yaml): copying the whole context keeps that list out of
+# this file. .dockerignore keeps target/, .git/ and local secrets out.
+COPY . .
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked \
     && ./target/release/rack-gateway --version

@@ -172,8 +172,11 @@ pub enum Reject {
     /// A header that must be single-valued appears more than once.
     #[error("duplicate {0} header")]
     DuplicateHeader(&'static str),
-    /// Both framings at once: the classic request-smuggling setup.
-    #[error("both Content-Length and Transfer-Encoding are present")]
+    /// Both framings at once (or repeated `Content-Length`): the classic
+    /// request-smuggling setup.
+    #[error(
+        "ambiguous framing: Content-Length with Transfer-Encoding, or repeated Content-Length"
+    )]
     ContentLengthWithTransferEncoding,
     /// Any `Transfer-Encoding` other than exactly `chunked`.
     #[error("unsupported Transfer-Encoding (only chunked is accepted)")]
@@ -210,6 +213,15 @@ pub enum Reject {
 /// rules the gateway relies on.
 pub fn canonicalize(parts: &http::request::Parts) -> Result<Canonical, Reject> {
     let (segments, query) = canonical_target(&parts.uri)?;
+    // hyper keeps only one framing header of an ambiguous pair; the
+    // connection's raw-head observer (crate::sniff) marks such requests.
+    if parts
+        .extensions
+        .get::<crate::sniff::AmbiguousFraming>()
+        .is_some()
+    {
+        return Err(Reject::ContentLengthWithTransferEncoding);
+    }
     check_headers(&parts.headers)?;
     let upgrade = classify_upgrade(&parts.headers);
     if upgrade == Upgrade::Websocket {

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod sniff;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

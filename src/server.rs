@@ -56,13 +56,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let _done = done;
             match acceptor {
-                None => {
-                    serve_conn(TokioIo::new(stream), peer, gateway, header_read, shutdown).await
-                }
+                None => serve_conn(stream, peer, gateway, header_read, shutdown).await,
                 Some(acc) => match tokio::time::timeout(header_read, acc.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        serve_conn(TokioIo::new(tls), peer, gateway, header_read, shutdown).await
-                    }
+                    Ok(Ok(tls)) => serve_conn(tls, peer, gateway, header_read, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -80,7 +76,7 @@ pub async fn serve(
 }
 
 async fn serve_conn<I>(
-    io: TokioIo<I>,
+    io: I,
     peer: SocketAddr,
     gateway: Arc<Gateway>,
     header_read: Duration,
@@ -88,15 +84,20 @@ async fn serve_conn<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let (io, heads) = crate::sniff::Sniff::new(io);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if heads.next_ambiguous() {
+            req.extensions_mut().insert(crate::sniff::AmbiguousFraming);
+        }
         let gateway = gateway.clone();
         async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read)
+        .max_buf_size(crate::sniff::MAX_HEAD)
         .keep_alive(true)
-        .serve_connection(io, service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

@@ -492,17 +492,14 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             }
         }
         Some(list) => {
-            let (set, _) = ctx.ops(
+            let (set, at) = ctx.ops(
                 inputs.gateway_display,
                 "gateway.yaml",
                 &list.value,
                 "policy.blocked",
             );
             policy.blocked = set;
-            policy.blocked_at = Some(RuleRef {
-                file: Arc::from("gateway.yaml"),
-                line: list.referenced.line(),
-            });
+            policy.blocked_at = at;
         }
     }
     for e in section.exceptions.iter().flatten() {

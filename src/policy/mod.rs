@@ -198,7 +198,9 @@ pub struct Policy {
     pub users: HashMap<String, Subject>,
     pub ci: HashMap<String, Subject>,
     pub blocked: OpSet,
-    pub blocked_at: Option<RuleRef>,
+    /// Per operation: the entry of gateway.yaml's `policy.blocked` that
+    /// blocks it (empty for the built-in default list).
+    pub blocked_at: Vec<Option<RuleRef>>,
     pub exceptions: Vec<Exception>,
 }
 
@@ -340,7 +342,7 @@ impl Policy {
         };
         match self.decide_op(subject, "run", &facts) {
             Verdict::Allow(r) => {
-                Verdict::Allow(format!("{r} (cleanup of its own `convox run` process)"))
+                Verdict::Allow(format!("{r} (stopping a `convox run` placeholder process)"))
             }
             _ => direct,
         }
@@ -415,7 +417,8 @@ impl Policy {
             if !excepted {
                 let at = self
                     .blocked_at
-                    .as_ref()
+                    .get(i)
+                    .and_then(Option::as_ref)
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_else(|| " (built-in default)".into());
                 return Err(format!(
