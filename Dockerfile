@@ -8,7 +8,8 @@
 #     -v "$PWD/secrets:/run/secrets:ro" \
 #     --stop-timeout 45 rack-gateway
 #
-# The config directory holds gateway.yaml. Inside a container the gateway must
+# Mount the config repository (gateway.yaml, roles/, users.yaml, ci.yaml,
+# tests/) at /etc/rack-gateway. Inside a container the gateway must
 # listen on 0.0.0.0:8443 (the default 127.0.0.1:8443 is unreachable from
 # outside), which requires `tls: {cert_file, key_file}` or, behind a
 # TLS-terminating load balancer, `allow_plaintext: true`. Rack passwords come

@@ -263,7 +263,9 @@ log "nginx on 127.0.0.1:$NGINX_PORT"
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 
-mkdir -p "$TMP/gateway"
+# The config directory: gateway.yaml (listener, rack), a role allowing just
+# what is measured, and a CI identity holding the token's SHA-256.
+mkdir -p "$TMP/gateway/roles"
 cat >"$TMP/gateway/gateway.yaml" <<EOF
 listen: 127.0.0.1:$GATEWAY_PORT
 # Only the bench rack, whatever RACK_URL_* the caller has exported.
@@ -272,10 +274,21 @@ racks:
   bench:
     url: http://127.0.0.1:$RACK_PORT
     password_env: BENCH_RACK_PASSWORD
-tokens:
-  - name: bench
-    sha256: $TOKEN_SHA256
-    racks: [bench]
+EOF
+cat >"$TMP/gateway/roles/bench.yaml" <<EOF
+description: bench/load.sh - list apps and upload build sources.
+allow:
+  - apps
+  - objects store
+EOF
+cat >"$TMP/gateway/ci.yaml" <<EOF
+ci:
+  bench:
+    description: bench/load.sh
+    token_sha256: $TOKEN_SHA256
+    expires: $(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
+    grants:
+      - {role: bench, scope: "bench/*"}
 EOF
 BENCH_RACK_PASSWORD=$RACK_PASSWORD "$BIN" check "$TMP/gateway" >&2 || die "rack-gateway check rejected the bench config"
 log "rack-gateway on 127.0.0.1:$GATEWAY_PORT"
@@ -423,7 +436,16 @@ cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/
 wrk_version=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }' || true)
 nginx_version=$("$NGINX" -v 2>&1 | sed 's|^nginx version: ||')
 gateway_version=$("$BIN" --version 2>/dev/null || echo "rack-gateway (unknown version)")
-git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || true)
+if [[ -n ${RACK_GATEWAY_BIN:-} ]]; then
+    build_note="binary $RACK_GATEWAY_BIN"
+elif git_rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null); then
+    build_note="built from commit $git_rev"
+    if ! git -C "$REPO_ROOT" diff --quiet HEAD -- 2>/dev/null; then
+        build_note+=" plus uncommitted changes"
+    fi
+else
+    build_note="built from $REPO_ROOT"
+fi
 
 echo "### Benchmark: rack-gateway vs nginx vs direct"
 echo
@@ -433,7 +455,7 @@ echo "wrk --latency -t$THREADS -c$CONNECTIONS -d${DURATION}s -H \"Authorization:
 echo '```'
 echo
 echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPU(s)${cpu_model:+ ($cpu_model)}, $(uname -sr)"
-echo "- ${gateway_version}${git_rev:+ (commit $git_rev)}, wrk ${wrk_version:-?}, ${nginx_version}"
+echo "- ${gateway_version} (${build_note}), wrk ${wrk_version:-?}, ${nginx_version}"
 echo "- \`GET /apps\` against the mock rack (\`rack-gateway mock-rack\`), ${CONNECTIONS} keep-alive connections, ${THREADS} wrk threads, ${WARMUP} s warm-up then ${DURATION} s measured per target."
 echo "- rack-gateway logs at RACK_GATEWAY_LOG=${RACK_GATEWAY_LOG:-info} in JSON to a file (at info: one audit record per request)."
 echo "- wrk, the proxy under test and the mock rack share the same CPUs, so compare the rows with each other, not with other machines."

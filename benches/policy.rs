@@ -824,3 +824,58 @@ fn load_and_validate(bencher: Bencher) {
     let env = env();
     bencher.bench_local(|| config::load(black_box(&src), &env).expect("loads"));
 }
+
+mod tmp_steps {
+    use super::*;
+    use rack_gateway::policy::load::{compile, File, Inputs};
+
+    fn inputs(fx: &Fixture, tests: bool, users: bool) -> Inputs<'static> {
+        let f = |rel: &str| File {
+            rel: rel.to_string(),
+            display: rel.to_string(),
+            text: fx.files[rel].clone(),
+        };
+        Inputs {
+            gateway_display: "gateway.yaml",
+            policy_section: None,
+            roles: fx
+                .files
+                .keys()
+                .filter(|k| k.starts_with("roles/"))
+                .map(|k| f(k))
+                .collect(),
+            users: users.then(|| f("users.yaml")),
+            ci: Some(f("ci.yaml")),
+            tests: if tests {
+                vec![f("tests/generated.yaml")]
+            } else {
+                vec![]
+            },
+            racks: RACKS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[divan::bench(sample_count = 30)]
+    fn compile_all(b: Bencher) {
+        let fx = &*FIXTURE;
+        b.with_inputs(|| inputs(fx, true, true))
+            .bench_local_values(|i| compile(i).ok().unwrap().cases);
+    }
+    #[divan::bench(sample_count = 30)]
+    fn compile_no_tests(b: Bencher) {
+        let fx = &*FIXTURE;
+        b.with_inputs(|| inputs(fx, false, true))
+            .bench_local_values(|i| compile(i).ok().unwrap().cases);
+    }
+    #[divan::bench(sample_count = 30)]
+    fn compile_roles_ci_only(b: Bencher) {
+        let fx = &*FIXTURE;
+        b.with_inputs(|| inputs(fx, false, false))
+            .bench_local_values(|i| compile(i).ok().unwrap().cases);
+    }
+    #[divan::bench(sample_count = 30)]
+    fn clone_policy(b: Bencher) {
+        let fx = &*FIXTURE;
+        b.bench_local(|| fx.policy.clone());
+    }
+}

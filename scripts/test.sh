@@ -21,4 +21,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The OIDC login tests run against a real provider: the PyPI package
+# oidc-provider-mock, in a project-local virtualenv (pinned).
+venv=.venv-test
+if [ ! -x "$venv/bin/oidc-provider-mock" ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 python3-venv
+    else
+      echo "scripts/test.sh: python3 with venv is needed (sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "oidc-provider-mock==0.3.4"
+fi
+export RACK_GATEWAY_TEST_OIDC_MOCK="$PWD/$venv/bin/oidc-provider-mock"
+
 cargo test --locked --all-targets "$@"

@@ -66,8 +66,119 @@ pub enum AuthError {
     Malformed,
     #[error("invalid token")]
     Invalid,
-    #[error("token expired: ask for a new one")]
+    #[error("token expired: run `rack-gateway login` (or ask for a new CI token)")]
     Expired,
+    #[error("token revoked: run `rack-gateway login` again")]
+    Revoked,
+    #[error("not authorized for this gateway")]
+    NotAuthorized,
+}
+
+/// An authenticated caller, and until when the credential is valid.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub identity: Identity,
+    pub expires: Option<i64>,
+}
+
+/// What credentials the live config accepts; rebuilt on every reload so a
+/// removed key, user or CI identity stops working at once.
+pub struct Credentials {
+    pub ci_tokens: Vec<CiToken>,
+    pub federated: Vec<crate::policy::load::FederatedIdentity>,
+    /// The gateway's own token keys (after an OIDC login), and the issuer
+    /// its tokens carry (the gateway's public URL).
+    pub keys: Option<(crate::token::Keys, String)>,
+    /// Verified gateway tokens; per config snapshot, so a key removed from
+    /// the config can't be served from the cache.
+    pub cache: crate::token::VerifyCache,
+}
+
+/// Audience of the gateway's own tokens.
+pub const AUDIENCE: &str = "rack-gateway";
+
+impl Credentials {
+    /// Finds out who presents `token`, and checks it against the live
+    /// policy: a person must still be in users.yaml (or a domain rule), a
+    /// token must not predate their `tokens_valid_after`, a CI identity must
+    /// not be past its expiry.
+    pub async fn authenticate(
+        &self,
+        policy: &crate::policy::Policy,
+        federation: &crate::oidc::FederationVerifier,
+        token: &str,
+        now: i64,
+    ) -> Result<Authenticated, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Invalid);
+        }
+        if !token.contains('.') {
+            let t = match_static_token(&self.ci_tokens, token).ok_or(AuthError::Invalid)?;
+            if t.expires <= now {
+                return Err(AuthError::Expired);
+            }
+            policy
+                .subject(crate::policy::SubjectKind::Ci, &t.name)
+                .ok_or(AuthError::NotAuthorized)?;
+            return Ok(Authenticated {
+                identity: Identity {
+                    kind: IdentityKind::CiToken,
+                    name: t.name.clone(),
+                },
+                expires: Some(t.expires),
+            });
+        }
+        let issuer = crate::oidc::unverified_issuer(token).ok_or(AuthError::Invalid)?;
+        if let Some((keys, our_issuer)) = &self.keys {
+            if *our_issuer == issuer {
+                let claims = self.cache.verify(keys, token, now).map_err(|e| match e {
+                    crate::token::TokenError::Expired => AuthError::Expired,
+                    _ => AuthError::Invalid,
+                })?;
+                let person = policy.person(&claims.sub).ok_or(AuthError::NotAuthorized)?;
+                if person.valid_after.is_some_and(|after| claims.iat < after) {
+                    return Err(AuthError::Revoked);
+                }
+                return Ok(Authenticated {
+                    identity: Identity {
+                        kind: IdentityKind::Person,
+                        name: claims.sub,
+                    },
+                    expires: Some(claims.exp),
+                });
+            }
+        }
+        // Keyless CI: verify once per distinct audience of this issuer,
+        // then match the claim patterns of each identity.
+        let mut verified: Vec<(&str, serde_json::Map<String, serde_json::Value>)> = Vec::new();
+        for f in self.federated.iter().filter(|f| f.issuer == issuer) {
+            if !verified.iter().any(|(aud, _)| *aud == f.audience) {
+                match federation.verify(token, &f.issuer, &f.audience, now).await {
+                    Ok(claims) => verified.push((&f.audience, claims)),
+                    Err(e) => {
+                        tracing::debug!(issuer = %f.issuer, error = %e, "federated token refused");
+                        continue;
+                    }
+                }
+            }
+            let Some((_, claims)) = verified.iter().find(|(aud, _)| *aud == f.audience) else {
+                continue;
+            };
+            if f.matches(claims) {
+                if f.expires <= now {
+                    return Err(AuthError::Expired);
+                }
+                return Ok(Authenticated {
+                    identity: Identity {
+                        kind: IdentityKind::FederatedCi,
+                        name: f.name.clone(),
+                    },
+                    expires: claims.get("exp").and_then(|v| v.as_i64()),
+                });
+            }
+        }
+        Err(AuthError::Invalid)
+    }
 }
 
 /// Extracts the token from `Authorization: Basic base64(user:token)`,

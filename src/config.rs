@@ -139,6 +139,51 @@ struct RawGateway {
     discover_racks_from_env: Option<bool>,
     racks: Option<BTreeMap<String, Spanned<RawRack>>>,
     policy: Option<crate::policy::load::RawPolicySection>,
+    identity: Option<Spanned<RawIdentity>>,
+}
+
+/// Where a secret comes from: exactly one of an environment variable, a
+/// file, or a systemd credential (`$CREDENTIALS_DIRECTORY/<name>`).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    env: Option<String>,
+    file: Option<String>,
+    credential: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    url: String,
+    token_ttl: Option<Spanned<String>>,
+    signing_key: Option<RawSecretRef>,
+    signing_key_id: Option<String>,
+    #[serde(default)]
+    verification_keys: Vec<RawVerificationKey>,
+    oidc: Option<Spanned<RawOidc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerificationKey {
+    id: String,
+    #[serde(flatten)]
+    source: RawSecretRef,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOidc {
+    issuer: String,
+    client_id: RawSecretRef,
+    client_secret: Option<RawSecretRef>,
+    ca_file: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    allowed_domains: Vec<String>,
+    hosted_domain: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,6 +302,35 @@ pub struct RackConfig {
     pub defined_at: String,
 }
 
+/// The gateway's own identity settings: the tokens it mints after a login,
+/// and the OpenID Connect provider people log in with.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// Public base URL of the gateway (issuer of its tokens, base of the
+    /// login callback), without a trailing slash.
+    pub url: String,
+    pub token_ttl: Duration,
+    /// (key id, Ed25519 private key PEM); `None` when no key is configured
+    /// (then nobody can log in, and only CI identities work).
+    pub signing_key: Option<(Option<String>, Secret)>,
+    /// Older keys still accepted for verification (rotation): (id, PEM).
+    pub verification_keys: Vec<(String, Secret)>,
+    pub oidc: Option<OidcConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub scopes: Vec<String>,
+    /// Emails must be in one of these domains (empty: any).
+    pub allowed_domains: Vec<String>,
+    /// The ID token's `hd` claim must equal this (Google Workspace).
+    pub hosted_domain: Option<String>,
+}
+
 /// Everything in a valid config directory.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -267,10 +341,13 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub websocket: WebsocketLimits,
     pub racks: BTreeMap<String, RackConfig>,
+    pub identity: Option<IdentityConfig>,
     /// The access policy: roles, users, CI identities, blocked operations.
     pub policy: crate::policy::Policy,
     /// Static CI tokens from ci.yaml, stored only as SHA-256.
     pub ci_tokens: Vec<crate::policy::load::CiToken>,
+    /// CI identities that present their CI system's own OIDC token.
+    pub federated: Vec<crate::policy::load::FederatedIdentity>,
     /// How many policy test cases passed while loading.
     pub policy_cases: usize,
 }
@@ -647,6 +724,7 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let identity = raw.identity.and_then(|i| self.identity(i));
         let mut rack_names: Vec<String> = raw_rack_names;
         for r in racks.keys() {
             if !rack_names.contains(r) {
@@ -671,6 +749,7 @@ impl<'a> Validator<'a> {
                 timeouts,
                 websocket,
                 racks,
+                identity,
                 policy: loaded
                     .as_ref()
                     .map(|l| l.policy.clone())
@@ -679,11 +758,139 @@ impl<'a> Validator<'a> {
                     .as_ref()
                     .map(|l| l.ci_tokens.clone())
                     .unwrap_or_default(),
+                federated: loaded
+                    .as_ref()
+                    .map(|l| l.federated.clone())
+                    .unwrap_or_default(),
                 policy_cases: loaded.map(|l| l.cases).unwrap_or(0),
             })
         } else {
             Err(ConfigErrors(self.errors))
         }
+    }
+
+    /// Resolves a secret reference; `what` names it in errors.
+    fn secret(
+        &mut self,
+        r: &RawSecretRef,
+        what: &str,
+        loc: serde_saphyr::Location,
+    ) -> Option<Secret> {
+        let set = [&r.env, &r.file, &r.credential]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if set != 1 {
+            self.err_at(
+                Some(loc),
+                format!("{what}: set exactly one of env, file, credential (secrets never live in this file)"),
+            );
+            return None;
+        }
+        if self.env.secrets_optional {
+            return Some(Secret::new(""));
+        }
+        if let Some(var) = &r.env {
+            match self.env.get(var).filter(|v| !v.is_empty()) {
+                Some(v) => Some(Secret::new(v)),
+                None => {
+                    self.err_at(
+                        Some(loc),
+                        format!("{what}: environment variable {var} is not set"),
+                    );
+                    None
+                }
+            }
+        } else if let Some(f) = &r.file {
+            let path = self.resolve(f);
+            self.read_secret_file(what, &path, loc)
+        } else {
+            let c = r.credential.as_deref().unwrap_or_default();
+            match self.env.get("CREDENTIALS_DIRECTORY") {
+                Some(dir) if !c.contains('/') => {
+                    let path = Path::new(dir).join(c);
+                    self.read_secret_file(what, &path, loc)
+                }
+                _ => {
+                    self.err_at(
+                        Some(loc),
+                        format!("{what}: credential `{c}` needs systemd's CREDENTIALS_DIRECTORY (LoadCredential=) and a name without '/'"),
+                    );
+                    None
+                }
+            }
+        }
+    }
+
+    fn identity(&mut self, raw: Spanned<RawIdentity>) -> Option<IdentityConfig> {
+        let loc = raw.referenced;
+        let r = raw.value;
+        let before = self.errors.len();
+        let url = r.url.trim_end_matches('/').to_string();
+        match url.parse::<http::Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("https"))
+                    || (u.scheme_str() == Some("http")
+                        && u.host().is_some_and(is_loopback_host)) => {}
+            _ => self.err_at(
+                Some(loc),
+                format!(
+                    "identity.url `{}` must be the gateway's public https:// URL",
+                    r.url
+                ),
+            ),
+        }
+        let token_ttl = self.duration(&r.token_ttl, Duration::from_secs(30 * 86_400));
+        let signing_key = r
+            .signing_key
+            .as_ref()
+            .and_then(|k| self.secret(k, "identity.signing_key", loc))
+            .map(|k| (r.signing_key_id.clone(), k));
+        let mut verification_keys = Vec::new();
+        for k in &r.verification_keys {
+            if let Some(pem) = self.secret(
+                &k.source,
+                &format!("identity.verification_keys `{}`", k.id),
+                loc,
+            ) {
+                verification_keys.push((k.id.clone(), pem));
+            }
+        }
+        let oidc = r.oidc.and_then(|o| {
+            let oloc = o.referenced;
+            let o = o.value;
+            let client_id = self.secret(&o.client_id, "identity.oidc.client_id", oloc)?;
+            let client_secret = match &o.client_secret {
+                Some(s) => Some(self.secret(s, "identity.oidc.client_secret", oloc)?),
+                None => None,
+            };
+            if signing_key.is_none() {
+                self.err_at(Some(oloc), "identity.oidc needs identity.signing_key: the gateway signs the tokens it issues after login");
+            }
+            let issuer = o.issuer.trim_end_matches('/').to_string();
+            if !(issuer.starts_with("https://") || issuer.starts_with("http://127.0.0.1") || issuer.starts_with("http://localhost")) {
+                self.err_at(Some(oloc), format!("identity.oidc.issuer `{issuer}` must be an https:// URL"));
+            }
+            Some(OidcConfig {
+                issuer,
+                client_id: client_id.expose().to_string(),
+                client_secret,
+                ca_file: o.ca_file.as_deref().map(|f| self.resolve(f)),
+                scopes: o.scopes,
+                allowed_domains: o.allowed_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                hosted_domain: o.hosted_domain,
+            })
+        });
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(IdentityConfig {
+            url,
+            token_ttl,
+            signing_key,
+            verification_keys,
+            oidc,
+        })
     }
 
     fn rack(&mut self, name: &str, raw: Spanned<RawRack>) -> Option<RackConfig> {
@@ -725,12 +932,12 @@ impl<'a> Validator<'a> {
             }
         } else if let Some(f) = &r.password_file {
             let path = self.resolve(f);
-            self.read_secret_file(name, &path, loc)
+            self.read_secret_file(&format!("rack `{name}` password"), &path, loc)
         } else if let Some(c) = &r.password_credential {
             match self.env.get("CREDENTIALS_DIRECTORY") {
                 Some(dir) if !c.contains('/') => {
                     let path = Path::new(dir).join(c);
-                    self.read_secret_file(name, &path, loc)
+                    self.read_secret_file(&format!("rack `{name}` password"), &path, loc)
                 }
                 Some(_) => {
                     self.err_at(
@@ -799,7 +1006,7 @@ impl<'a> Validator<'a> {
 
     fn read_secret_file(
         &mut self,
-        rack: &str,
+        what: &str,
         path: &Path,
         loc: serde_saphyr::Location,
     ) -> Option<Secret> {
@@ -809,7 +1016,7 @@ impl<'a> Validator<'a> {
                 if s.is_empty() {
                     self.err_at(
                         Some(loc),
-                        format!("rack `{rack}`: password file {} is empty", path.display()),
+                        format!("{what}: file {} is empty", path.display()),
                     );
                     None
                 } else {
@@ -819,10 +1026,7 @@ impl<'a> Validator<'a> {
             Err(e) => {
                 self.err_at(
                     Some(loc),
-                    format!(
-                        "rack `{rack}`: cannot read password file {}: {e}",
-                        path.display()
-                    ),
+                    format!("{what}: cannot read {}: {e}", path.display()),
                 );
                 None
             }

@@ -26,7 +26,6 @@ use crate::auth::{self, Identity, IdentityKind};
 use crate::body::{self, Body, Idle};
 use crate::canon::{self, Upgrade};
 use crate::config::{Config, ConfigError, ConfigErrors, Timeouts, WebsocketLimits};
-use crate::policy::load::CiToken;
 use crate::policy::{Facts, Policy, Process, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS};
 use crate::routes::{self, RouteMatch, RouteMethod, Stream};
 use crate::tunnel;
@@ -83,7 +82,8 @@ static CONVOX_ACTOR: HeaderName = HeaderName::from_static("convox-actor");
 pub struct Runtime {
     pub racks: BTreeMap<String, Arc<Rack>>,
     pub policy: Policy,
-    pub ci_tokens: Vec<CiToken>,
+    pub credentials: auth::Credentials,
+    pub identity: Option<crate::config::IdentityConfig>,
     pub timeouts: Timeouts,
     pub websocket: WebsocketLimits,
 }
@@ -107,13 +107,38 @@ impl Runtime {
                 }),
             }
         }
+        let keys = match &cfg.identity {
+            Some(id) => match token_keys(id) {
+                Ok(k) => k,
+                Err(message) => {
+                    errors.push(ConfigError {
+                        file: cfg
+                            .dir
+                            .join(crate::config::GATEWAY_FILE)
+                            .display()
+                            .to_string(),
+                        line: None,
+                        column: None,
+                        message,
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Runtime {
             racks,
             policy: cfg.policy.clone(),
-            ci_tokens: cfg.ci_tokens.clone(),
+            credentials: auth::Credentials {
+                ci_tokens: cfg.ci_tokens.clone(),
+                federated: cfg.federated.clone(),
+                keys,
+                cache: crate::token::VerifyCache::new(10_000),
+            },
+            identity: cfg.identity.clone(),
             timeouts: cfg.timeouts,
             websocket: cfg.websocket,
         })
@@ -129,10 +154,42 @@ impl Runtime {
     }
 }
 
+/// The gateway's token keys from the identity settings: the signing key
+/// (its id defaults to one derived from the key) and older verification keys.
+fn token_keys(
+    id: &crate::config::IdentityConfig,
+) -> Result<Option<(crate::token::Keys, String)>, String> {
+    if id.signing_key.is_none() && id.verification_keys.is_empty() {
+        return Ok(None);
+    }
+    let signing = match &id.signing_key {
+        Some((kid, pem)) => {
+            let kid = match kid {
+                Some(k) => k.clone(),
+                None => crate::token::key_id(pem.expose())
+                    .map_err(|e| format!("identity.signing_key: {e}"))?,
+            };
+            Some((kid, pem.expose().to_string()))
+        }
+        None => None,
+    };
+    let verifying = id
+        .verification_keys
+        .iter()
+        .map(|(kid, pem)| (kid.clone(), pem.expose().to_string()))
+        .collect();
+    crate::token::Keys::new(&id.url, auth::AUDIENCE, signing, verifying)
+        .map(|k| Some((k, id.url.clone())))
+        .map_err(|e| format!("identity keys: {e}"))
+}
+
 /// The gateway: the live runtime plus process-wide state.
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Login bookkeeping: redeemed one-time codes, the discovered provider.
+    pub login: crate::login::LoginStore,
+    federation: std::sync::OnceLock<crate::oidc::FederationVerifier>,
 }
 
 impl Gateway {
@@ -140,6 +197,8 @@ impl Gateway {
         Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             shutdown,
+            login: Default::default(),
+            federation: std::sync::OnceLock::new(),
         })
     }
 
@@ -150,6 +209,16 @@ impl Gateway {
 
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// Verifier of CI systems' own OIDC tokens (JWKS cached per issuer).
+    pub fn federation(&self) -> &crate::oidc::FederationVerifier {
+        self.federation.get_or_init(|| {
+            crate::oidc::FederationVerifier::new(
+                crate::oidc::IdpHttp::new(None)
+                    .expect("an HTTP client with the bundled roots builds"),
+            )
+        })
     }
 
     /// Handles one request end to end. Never fails: every outcome is a
@@ -189,11 +258,27 @@ impl Gateway {
         };
         ctx.path = canon.path_from(0);
 
+        let rt = self.runtime.load_full();
         if canon.segments.first().map(String::as_str) == Some(GATEWAY_PREFIX) {
-            return ctx.own_endpoint(&canon.segments[1..]);
+            if canon.upgrade != Upgrade::None {
+                return ctx.refuse(
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    Decision::Reject,
+                    "gateway: bad request: gateway endpoints do not upgrade",
+                );
+            }
+            let call = crate::gateway_api::Call {
+                method: &parts.method,
+                rest: &canon.segments[1..],
+                query: canon.query.as_deref(),
+                headers: &parts.headers,
+                request_id: &ctx.request_id,
+                peer,
+            };
+            return crate::gateway_api::handle(&self, &rt, call, body).await;
         }
 
-        let rt = self.runtime.load_full();
         let (rack, offset) = match canon.segments.as_slice() {
             [first, name, rest @ ..] if first == "racks" && !rest.is_empty() => {
                 match rt.racks.get(name.as_str()) {
@@ -297,33 +382,35 @@ impl Gateway {
                 )
             }
         };
-        let Some(tok) = auth::match_static_token(&rt.ci_tokens, &token) else {
-            return ctx.refuse(
-                socket,
-                StatusCode::UNAUTHORIZED,
-                Decision::Deny,
-                &format!("gateway: {}", auth::AuthError::Invalid),
-            );
-        };
+        let who = rt
+            .credentials
+            .authenticate(&rt.policy, self.federation(), &token, unix_now())
+            .await;
         drop(token);
-        ctx.identity = Some(Identity {
-            kind: IdentityKind::CiToken,
-            name: tok.name.clone(),
-        });
-        if tok.expires <= unix_now() {
+        let who = match who {
+            Ok(w) => w,
+            Err(e) => {
+                return ctx.refuse(
+                    socket,
+                    StatusCode::UNAUTHORIZED,
+                    Decision::Deny,
+                    &format!("gateway: {e}"),
+                )
+            }
+        };
+        let subject = match who.identity.kind {
+            IdentityKind::Person => rt.policy.person(&who.identity.name),
+            IdentityKind::CiToken | IdentityKind::FederatedCi => {
+                rt.policy.subject(SubjectKind::Ci, &who.identity.name)
+            }
+        };
+        ctx.identity = Some(who.identity);
+        let Some(subject) = subject else {
             return ctx.refuse(
                 socket,
                 StatusCode::UNAUTHORIZED,
                 Decision::Deny,
-                &format!("gateway: {}", auth::AuthError::Expired),
-            );
-        }
-        let Some(subject) = rt.policy.subject(SubjectKind::Ci, &tok.name) else {
-            return ctx.refuse(
-                socket,
-                StatusCode::UNAUTHORIZED,
-                Decision::Deny,
-                "gateway: identity is not configured",
+                &format!("gateway: {}", auth::AuthError::NotAuthorized),
             );
         };
 
@@ -827,26 +914,6 @@ impl Ctx {
         self.audit(Decision::Error, &msg, 502, None);
         json_error(StatusCode::BAD_GATEWAY, &msg, &self.request_id)
     }
-
-    fn own_endpoint(&self, rest: &[String]) -> Response<Body> {
-        match rest {
-            [p] if p == "healthz" && self.method == Method::GET => {
-                let mut r = Response::new(body::full("{\"status\":\"ok\"}\n"));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r.headers_mut()
-                    .insert(REQUEST_ID.clone(), self.request_id_value());
-                r
-            }
-            _ => json_error(
-                StatusCode::NOT_FOUND,
-                "gateway: unknown gateway endpoint",
-                &self.request_id,
-            ),
-        }
-    }
 }
 
 /// A JSON error the stock CLI prints as `ERROR: <msg>`.
@@ -973,7 +1040,8 @@ fn new_request_id() -> String {
         .collect()
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

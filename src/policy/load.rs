@@ -75,6 +75,8 @@ struct RawGrant {
 #[serde(deny_unknown_fields)]
 struct RawUsersFile {
     users: Option<BTreeMap<String, Spanned<RawUser>>>,
+    /// Anyone with a verified email in the domain, with these grants.
+    domains: Option<BTreeMap<String, Spanned<RawUser>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +86,9 @@ struct RawUser {
     name: Option<String>,
     grants: Vec<Spanned<RawGrant>>,
     deny: Option<Vec<Spanned<String>>>,
+    /// Tokens issued before this time are refused (revocation without a
+    /// database): a date or UTC time.
+    tokens_valid_after: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -98,9 +103,20 @@ struct RawCi {
     #[allow(dead_code)]
     description: Option<String>,
     token_sha256: Option<String>,
+    federated: Option<RawFederated>,
     expires: Spanned<String>,
     grants: Vec<Spanned<RawGrant>>,
     deny: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederated {
+    issuer: String,
+    audience: String,
+    /// Claim name → glob the claim's string value must match.
+    #[serde(default)]
+    claims: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +160,29 @@ pub struct CiToken {
     pub expires: i64,
 }
 
+/// A CI identity that authenticates with its CI system's own OIDC token.
+#[derive(Debug, Clone)]
+pub struct FederatedIdentity {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Every listed claim must be a string matching its glob.
+    pub claims: Vec<(String, Glob)>,
+    pub expires: i64,
+}
+
+impl FederatedIdentity {
+    /// Whether verified token claims satisfy every claim pattern.
+    pub fn matches(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        self.claims.iter().all(|(name, glob)| {
+            claims
+                .get(name)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| glob.matches(v))
+        })
+    }
+}
+
 /// A file's text, as read from a config source.
 pub struct File {
     /// Path relative to the config root (`roles/deployer.yaml`).
@@ -168,6 +207,7 @@ pub struct Inputs<'a> {
 pub struct Loaded {
     pub policy: Policy,
     pub ci_tokens: Vec<CiToken>,
+    pub federated: Vec<FederatedIdentity>,
     /// How many policy test cases ran.
     pub cases: usize,
 }
@@ -539,11 +579,10 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
         if let Some(raw) = parse::<RawUsersFile>(&mut ctx, f) {
             for (email, u) in raw.users.unwrap_or_default() {
                 let key = email.trim().to_ascii_lowercase();
-                if !key.contains('@')
-                    || key.starts_with('@')
-                    || key.ends_with('@')
-                    || key.contains(char::is_whitespace)
-                {
+                let valid = key.split_once('@').is_some_and(|(local, domain)| {
+                    !local.is_empty() && domain.contains('.') && !domain.contains('@')
+                }) && !key.contains(char::is_whitespace);
+                if !valid {
                     ctx.err(
                         &f.display,
                         Some(u.referenced),
@@ -559,31 +598,38 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                     );
                     continue;
                 }
-                let grants = grants(&mut ctx, &policy, f, &u.value.grants, &inputs.racks);
-                let (deny, deny_at) = ctx.ops(
-                    &f.display,
-                    &f.rel,
-                    u.value.deny.as_deref().unwrap_or(&[]),
-                    "deny",
-                );
-                policy.users.insert(
-                    key.clone(),
-                    Subject {
-                        kind: SubjectKind::User,
-                        name: key,
-                        grants,
-                        deny,
-                        deny_at,
-                        at: RuleRef {
-                            file: Arc::from(f.rel.as_str()),
-                            line: u.referenced.line(),
-                        },
-                    },
-                );
+                let subject = person(&mut ctx, &policy, f, &key, &u, &inputs.racks);
+                policy.users.insert(key, subject);
+            }
+            for (domain, u) in raw.domains.unwrap_or_default() {
+                let key = domain.trim().to_ascii_lowercase();
+                if key.is_empty()
+                    || key.contains('@')
+                    || !key.contains('.')
+                    || key.contains(char::is_whitespace)
+                {
+                    ctx.err(
+                        &f.display,
+                        Some(u.referenced),
+                        format!("domain `{domain}` is not a domain name (e.g. example.com)"),
+                    );
+                    continue;
+                }
+                if policy.domains.contains_key(&key) {
+                    ctx.err(
+                        &f.display,
+                        Some(u.referenced),
+                        format!("duplicate domain `{domain}`"),
+                    );
+                    continue;
+                }
+                let subject = person(&mut ctx, &policy, f, &format!("*@{key}"), &u, &inputs.racks);
+                policy.domains.insert(key, subject);
             }
         }
     }
     let mut ci_tokens: Vec<CiToken> = Vec::new();
+    let mut federated: Vec<FederatedIdentity> = Vec::new();
     if let Some(f) = &inputs.ci {
         if let Some(raw) = parse::<RawCiFile>(&mut ctx, f) {
             for (name, c) in raw.ci.unwrap_or_default() {
@@ -613,16 +659,69 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                     );
                     continue;
                 };
+                if c.value.token_sha256.is_none() && c.value.federated.is_none() {
+                    ctx.err(
+                        &f.display,
+                        Some(c.referenced),
+                        format!("CI identity `{name}` needs token_sha256 (a static token) or federated (its CI system's OIDC token)"),
+                    );
+                }
                 if let Some(h) = &c.value.token_sha256 {
                     match crate::config::parse_hex32(h) {
-                        None => ctx.err(&f.display, Some(c.referenced), format!("CI identity `{name}`: token_sha256 must be 64 hex digits (see `rack-gateway token generate`)")),
+                        None => ctx.err(
+                            &f.display,
+                            Some(c.referenced),
+                            format!("CI identity `{name}`: token_sha256 must be 64 hex digits (see `rack-gateway token generate`)"),
+                        ),
                         Some(sha256) => {
                             if ci_tokens.iter().any(|t| t.sha256 == sha256) {
-                                ctx.err(&f.display, Some(c.referenced), format!("CI identity `{name}` has the same token hash as another identity"));
+                                ctx.err(
+                                    &f.display,
+                                    Some(c.referenced),
+                                    format!("CI identity `{name}` has the same token hash as another identity"),
+                                );
                             }
                             ci_tokens.push(CiToken { name: name.clone(), sha256, expires });
                         }
                     }
+                }
+                if let Some(fed) = &c.value.federated {
+                    if !fed.issuer.starts_with("https://")
+                        && !fed.issuer.starts_with("http://127.0.0.1")
+                    {
+                        ctx.err(
+                            &f.display,
+                            Some(c.referenced),
+                            format!(
+                                "CI identity `{name}`: federated.issuer must be an https:// URL"
+                            ),
+                        );
+                    }
+                    if fed.audience.trim().is_empty() {
+                        ctx.err(
+                            &f.display,
+                            Some(c.referenced),
+                            format!("CI identity `{name}`: federated.audience must not be empty"),
+                        );
+                    }
+                    if fed.claims.is_empty() {
+                        ctx.err(
+                            &f.display,
+                            Some(c.referenced),
+                            format!("CI identity `{name}`: federated.claims must pin at least one claim (e.g. repository), or every token of that issuer would match"),
+                        );
+                    }
+                    federated.push(FederatedIdentity {
+                        name: name.clone(),
+                        issuer: fed.issuer.trim_end_matches('/').to_string(),
+                        audience: fed.audience.clone(),
+                        claims: fed
+                            .claims
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Glob::new(v)))
+                            .collect(),
+                        expires,
+                    });
                 }
                 let grants = grants(&mut ctx, &policy, f, &c.value.grants, &inputs.racks);
                 let (deny, deny_at) = ctx.ops(
@@ -639,6 +738,7 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                         grants,
                         deny,
                         deny_at,
+                        valid_after: None,
                         at: RuleRef {
                             file: Arc::from(f.rel.as_str()),
                             line: c.referenced.line(),
@@ -688,8 +788,50 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
     Ok(Loaded {
         policy,
         ci_tokens,
+        federated,
         cases,
     })
+}
+
+/// A person (or domain rule) from users.yaml.
+fn person(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    f: &File,
+    name: &str,
+    u: &Spanned<RawUser>,
+    racks: &[String],
+) -> Subject {
+    let grants = grants(ctx, policy, f, &u.value.grants, racks);
+    let (deny, deny_at) = ctx.ops(
+        &f.display,
+        &f.rel,
+        u.value.deny.as_deref().unwrap_or(&[]),
+        "deny",
+    );
+    let valid_after = u.value.tokens_valid_after.as_ref().and_then(|t| {
+        let parsed = parse_time(&t.value);
+        if parsed.is_none() {
+            ctx.err(
+                &f.display,
+                Some(t.referenced),
+                "tokens_valid_after must be a date (2026-11-01) or UTC time (2026-11-01T12:00:00Z)",
+            );
+        }
+        parsed
+    });
+    Subject {
+        kind: SubjectKind::User,
+        name: name.to_string(),
+        grants,
+        deny,
+        deny_at,
+        valid_after,
+        at: RuleRef {
+            file: Arc::from(f.rel.as_str()),
+            line: u.referenced.line(),
+        },
+    }
 }
 
 fn grants(

@@ -178,6 +178,8 @@ pub struct Subject {
     pub grants: Vec<Grant>,
     pub deny: OpSet,
     pub deny_at: Vec<Option<RuleRef>>,
+    /// Gateway tokens issued before this (unix seconds) are refused.
+    pub valid_after: Option<i64>,
     pub at: RuleRef,
 }
 
@@ -196,6 +198,9 @@ pub struct Policy {
     pub role_index: HashMap<String, usize>,
     /// Users by lower-cased email.
     pub users: HashMap<String, Subject>,
+    /// Domain rules by lower-cased domain: anyone with a verified email
+    /// there, when not listed in `users`.
+    pub domains: HashMap<String, Subject>,
     pub ci: HashMap<String, Subject>,
     pub blocked: OpSet,
     /// Per operation: the entry of gateway.yaml's `policy.blocked` that
@@ -272,9 +277,19 @@ impl Policy {
         }
     }
 
+    /// The person an email belongs to: the user entry, else the rule of
+    /// the email's domain.
+    pub fn person(&self, email: &str) -> Option<&Subject> {
+        let email = email.to_ascii_lowercase();
+        self.users.get(&email).or_else(|| {
+            let (_, domain) = email.rsplit_once('@')?;
+            self.domains.get(domain)
+        })
+    }
+
     /// Looks an identity up by name: a user email first, then a CI name.
     pub fn find_subject(&self, name: &str) -> Option<&Subject> {
-        self.subject(SubjectKind::User, name)
+        self.person(name)
             .or_else(|| self.subject(SubjectKind::Ci, name))
     }
 

@@ -839,6 +839,7 @@ mod properties {
                             grants,
                             deny: user_deny,
                             deny_at: vec![Some(at()); n],
+                            valid_after: None,
                             at: at(),
                         },
                     }

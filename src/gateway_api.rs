@@ -1,0 +1,341 @@
+//! The gateway's own endpoints, under `/_gateway/` (no rack route starts
+//! with an underscore): health, the browser login, the token exchange for
+//! the CLI, and `whoami`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::audit::{self, Decision};
+use crate::auth;
+use crate::body::{self, Body};
+use crate::login::{self, LoginError};
+use crate::oidc::{IdpHttp, Provider, ProviderConfig};
+use crate::proxy::{json_error, unix_now, Gateway, Runtime};
+use crate::seal::Sealer;
+
+/// Largest body accepted by the gateway's own endpoints.
+const MAX_BODY: usize = 16 * 1024;
+
+/// One request to `/_gateway/<rest>`.
+pub struct Call<'a> {
+    pub method: &'a Method,
+    pub rest: &'a [String],
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub request_id: &'a str,
+    pub peer: SocketAddr,
+}
+
+pub async fn handle(gw: &Gateway, rt: &Runtime, call: Call<'_>, body: Incoming) -> Response<Body> {
+    let rest: Vec<&str> = call.rest.iter().map(String::as_str).collect();
+    let mut resp = match (call.method, rest.as_slice()) {
+        (&Method::GET, ["healthz"]) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        (&Method::GET, ["login", "start"]) => login_start(gw, rt, &call).await,
+        (&Method::GET, ["login", "callback"]) => login_callback(gw, rt, &call).await,
+        (&Method::POST, ["login", "token"]) => login_token(gw, rt, &call, body).await,
+        (&Method::GET, ["whoami"]) => whoami(gw, rt, &call).await,
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "gateway: unknown gateway endpoint",
+            call.request_id,
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(call.request_id) {
+        resp.headers_mut().insert("request-id", v);
+    }
+    resp
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(body::full(v.to_string() + "\n"));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn audit_login(
+    call: &Call<'_>,
+    identity: Option<&auth::Identity>,
+    decision: Decision,
+    reason: &str,
+    status: u16,
+) {
+    audit::emit(&audit::Record {
+        event: "login",
+        request_id: call.request_id,
+        identity,
+        client_ip: Some(call.peer.ip()),
+        method: call.method.as_str(),
+        path: "/_gateway/login",
+        decision: Some(decision),
+        reason,
+        status,
+        ..Default::default()
+    });
+}
+
+/// The sealer and the discovered provider, or why login is unavailable.
+async fn provider(
+    gw: &Gateway,
+    rt: &Runtime,
+) -> Result<(std::sync::Arc<Provider>, Sealer), LoginError> {
+    let id = rt.identity.as_ref().ok_or(LoginError::NotConfigured)?;
+    let oidc = id.oidc.as_ref().ok_or(LoginError::NotConfigured)?;
+    let Some((_, pem)) = &id.signing_key else {
+        return Err(LoginError::NotConfigured);
+    };
+    let sealer = Sealer::new(pem.expose().as_bytes());
+    let key = format!("{}|{}|{}", oidc.issuer, oidc.client_id, id.url);
+    let mut slot = gw.login.provider.lock().await;
+    if let Some((k, p)) = slot.as_ref() {
+        if *k == key {
+            return Ok((p.clone(), sealer));
+        }
+    }
+    let http =
+        IdpHttp::new(oidc.ca_file.as_deref()).map_err(|e| LoginError::Provider(e.to_string()))?;
+    let cfg = ProviderConfig {
+        issuer: oidc.issuer.clone(),
+        client_id: oidc.client_id.clone(),
+        client_secret: oidc.client_secret.as_ref().map(|s| s.expose().to_string()),
+        redirect_url: format!("{}/_gateway/login/callback", id.url),
+        scopes: oidc.scopes.clone(),
+    };
+    let p = std::sync::Arc::new(
+        Provider::discover(cfg, http)
+            .await
+            .map_err(|e| LoginError::Provider(e.to_string()))?,
+    );
+    *slot = Some((key, p.clone()));
+    Ok((p, sealer))
+}
+
+fn redirect(to: &str) -> Response<Body> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::FOUND;
+    match HeaderValue::from_str(to) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+async fn login_start(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
+    let pairs = login::query_pairs(call.query.unwrap_or(""));
+    let result = async {
+        let cli = login::single(&pairs, "cli")?.unwrap_or("");
+        let redirect_to = login::single(&pairs, "redirect")?;
+        let (provider, sealer) = provider(gw, rt).await?;
+        login::start(&provider, &sealer, cli, redirect_to, unix_now())
+    }
+    .await;
+    match result {
+        Ok(url) => redirect(&url),
+        Err(e) => login::error_page(&e),
+    }
+}
+
+async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
+    let pairs = login::query_pairs(call.query.unwrap_or(""));
+    let now = unix_now();
+    let result = async {
+        if let Some(err) = login::single(&pairs, "error")? {
+            let desc = login::single(&pairs, "error_description")?.unwrap_or("");
+            return Err(LoginError::NotAuthorized(format!(
+                "the identity provider said: {err} {desc}"
+            )));
+        }
+        let code = login::single(&pairs, "code")?
+            .ok_or_else(|| LoginError::BadRequest("missing code".into()))?;
+        let state = login::single(&pairs, "state")?
+            .ok_or_else(|| LoginError::BadRequest("missing state".into()))?;
+        let (provider, sealer) = provider(gw, rt).await?;
+        let st: login::LoginState = sealer
+            .open(crate::seal::Purpose::LoginState, state, now)
+            .map_err(|_| {
+                LoginError::BadRequest(
+                    "this login link is invalid or expired: run `rack-gateway login` again".into(),
+                )
+            })?;
+        let claims = provider
+            .exchange(code, &st.pkce, &st.nonce)
+            .await
+            .map_err(|e| LoginError::Provider(e.to_string()))?;
+        let id = rt.identity.as_ref().ok_or(LoginError::NotConfigured)?;
+        let email = login::admit(id, &rt.policy, &claims)?;
+        Ok((
+            login::code_for(&sealer, &st, &email, &claims, now),
+            st,
+            email,
+        ))
+    }
+    .await;
+    match result {
+        Ok((code, st, email)) => {
+            let who = auth::Identity {
+                kind: auth::IdentityKind::Person,
+                name: email.clone(),
+            };
+            audit_login(
+                call,
+                Some(&who),
+                Decision::Allow,
+                "identity provider login",
+                200,
+            );
+            match &st.redirect {
+                Some(to) => redirect(&format!("{to}?code={code}")),
+                None => login::code_page(&email, &code),
+            }
+        }
+        Err(e) => {
+            let status = login::error_page(&e).status().as_u16();
+            audit_login(call, None, Decision::Deny, &e.to_string(), status);
+            login::error_page(&e)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenRequest {
+    code: String,
+    verifier: String,
+}
+
+async fn login_token(
+    gw: &Gateway,
+    rt: &Runtime,
+    call: &Call<'_>,
+    body: Incoming,
+) -> Response<Body> {
+    let fail = |status: StatusCode, msg: &str| {
+        audit_login(call, None, Decision::Deny, msg, status.as_u16());
+        json_error(status, &format!("gateway: {msg}"), call.request_id)
+    };
+    let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => return fail(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let Ok(req) = serde_json::from_slice::<TokenRequest>(&bytes) else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "expected JSON {\"code\": ..., \"verifier\": ...}",
+        );
+    };
+    let Some(id) = rt.identity.as_ref() else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            &LoginError::NotConfigured.to_string(),
+        );
+    };
+    let (Some((_, pem)), Some((keys, _))) = (&id.signing_key, rt.credentials.keys.as_ref()) else {
+        return fail(
+            StatusCode::NOT_FOUND,
+            &LoginError::NotConfigured.to_string(),
+        );
+    };
+    let sealer = Sealer::new(pem.expose().as_bytes());
+    let now = unix_now();
+    let code = match login::redeem(&sealer, &gw.login.redeemed, &req.code, &req.verifier, now) {
+        Ok(c) => c,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    // The config may have changed since the browser step.
+    if rt.policy.person(&code.email).is_none() {
+        return fail(
+            StatusCode::FORBIDDEN,
+            &format!("{} is not authorized for this gateway", code.email),
+        );
+    }
+    match keys.mint(&code.email, code.amr, code.auth_time, id.token_ttl, now) {
+        Ok((token, claims)) => {
+            let who = auth::Identity {
+                kind: auth::IdentityKind::Person,
+                name: code.email.clone(),
+            };
+            audit_login(call, Some(&who), Decision::Allow, "token issued", 200);
+            json(
+                StatusCode::OK,
+                serde_json::json!({"token": token, "email": claims.sub, "expires_at": claims.exp}),
+            )
+        }
+        Err(e) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot mint a token: {e}"),
+        ),
+    }
+}
+
+async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
+    let token = match auth::basic_token(call.headers) {
+        Ok(t) => t,
+        Err(e) => {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                &format!("gateway: {e}"),
+                call.request_id,
+            )
+        }
+    };
+    let who = match rt
+        .credentials
+        .authenticate(&rt.policy, gw.federation(), &token, unix_now())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                &format!("gateway: {e}"),
+                call.request_id,
+            )
+        }
+    };
+    let subject = match who.identity.kind {
+        auth::IdentityKind::Person => rt.policy.person(&who.identity.name),
+        _ => rt
+            .policy
+            .subject(crate::policy::SubjectKind::Ci, &who.identity.name),
+    };
+    let grants: Vec<serde_json::Value> = subject
+        .map(|s| {
+            s.grants
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "role": rt.policy.roles[g.role].name,
+                        "scope": g.scope(),
+                        "racks": rt.racks.keys().filter(|r| g.rack.matches(r)).collect::<Vec<_>>(),
+                        "defined_at": g.at.to_string(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "identity": who.identity.name,
+            "kind": who.identity.kind.as_str(),
+            "expires_at": who.expires,
+            "grants": grants,
+        }),
+    )
+}
