@@ -127,7 +127,8 @@ pub enum TokenCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Dropped at the end of main, after everything logged is written.
+    let _log = init_logging(cli.log_format);
     crate::tls::install_crypto_provider();
     match cli.command {
         Command::Serve { config } => serve(config),
@@ -193,16 +194,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime starts")
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> crate::logsink::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RACK_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (sink, guard) = crate::logsink::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(sink);
     let _ = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 fn print_config_errors(errors: &config::ConfigErrors) {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway_api;
 pub mod login;
+pub mod logsink;
 pub mod mock_rack;
 pub mod oidc;
 pub mod policy;

@@ -1945,7 +1945,6 @@ mod tests {
     /// Some IdPs send `"email_verified": "true"`. `openidconnect` only parses
     /// that with its `accept-string-booleans` feature.
     #[tokio::test]
-    #[ignore = "needs openidconnect feature accept-string-booleans"]
     async fn exchange_accepts_string_email_verified() {
         let idp = TestIdp::start().await;
         let key = TestKey::es256("k1");
@@ -1962,6 +1961,10 @@ mod tests {
     #[tokio::test]
     async fn exchange_future_is_send() {
         fn assert_send<T: Send>(_: &T) {}
+        fn assert_shareable<T: Send + Sync>() {}
+        assert_shareable::<Provider>();
+        assert_shareable::<FederationVerifier>();
+        assert_shareable::<IdpHttp>();
         let idp = TestIdp::start().await;
         idp.set_keys(&[&TestKey::es256("k1")]);
         let provider = Provider::discover(login_config(&idp, None), http())

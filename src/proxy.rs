@@ -1028,16 +1028,33 @@ fn rack_list(rt: &Runtime) -> String {
     rt.racks.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
-/// 12 random characters, like the rack's own request ids.
+/// 12 characters like the rack's own request ids: a random per-process
+/// prefix and a counter, so ids are unique without a syscall per request.
 fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 12];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("system randomness is available");
-    bytes
-        .iter()
-        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
-        .collect()
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+            .expect("system randomness is available");
+        u64::from_le_bytes(b)
+    });
+    // 4 characters of process prefix, 8 of counter (36^8 ≈ 2.8e12 ids).
+    let mut n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut p = prefix;
+    let mut out = [0u8; 12];
+    for slot in out[..4].iter_mut() {
+        *slot = ALPHABET[(p % 36) as usize];
+        p /= 36;
+    }
+    for slot in out[4..].iter_mut().rev() {
+        *slot = ALPHABET[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8(out.to_vec()).expect("ASCII")
 }
 
 /// Seconds since the Unix epoch.

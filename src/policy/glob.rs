@@ -43,28 +43,37 @@ impl Glob {
 }
 
 /// Iterative glob match with single-star backtracking: O(len(p) * len(s))
-/// worst case, no recursion, no allocation.
+/// worst case, no recursion. ASCII input (every name in practice) is
+/// matched byte by byte without allocating; other input by `char`.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    if pattern.is_ascii() && text.is_ascii() {
+        match_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?')
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        match_units(&p, &t, '*', '?')
+    }
+}
+
+fn match_units<T: PartialEq + Copy>(p: &[T], t: &[T], star: T, one: T) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
+    let mut backtrack: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) && p[pi] != '*' {
+        if pi < p.len() && p[pi] != star && (p[pi] == one || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
+        } else if pi < p.len() && p[pi] == star {
+            backtrack = Some((pi, ti));
             pi += 1;
-        } else if let Some((sp, st)) = star {
+        } else if let Some((sp, st)) = backtrack {
             pi = sp + 1;
             ti = st + 1;
-            star = Some((sp, st + 1));
+            backtrack = Some((sp, st + 1));
         } else {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == star {
         pi += 1;
     }
     pi == p.len()
@@ -88,5 +97,8 @@ mod tests {
         assert!(!glob_match("staging", "staging2"));
         assert!(Glob::new("*").matches("anything"));
         assert!(Glob::new("billing").matches("billing"));
+        assert!(glob_match("caf?", "café"));
+        assert!(glob_match("*é", "café"));
+        assert!(!glob_match("caf?", "cafés"));
     }
 }

@@ -272,7 +272,7 @@ fn quote(cmd: &str) -> String {
 impl Policy {
     pub fn subject(&self, kind: SubjectKind, name: &str) -> Option<&Subject> {
         match kind {
-            SubjectKind::User => self.users.get(&name.to_ascii_lowercase()),
+            SubjectKind::User => self.person(name),
             SubjectKind::Ci => self.ci.get(name),
         }
     }
@@ -280,8 +280,15 @@ impl Policy {
     /// The person an email belongs to: the user entry, else the rule of
     /// the email's domain.
     pub fn person(&self, email: &str) -> Option<&Subject> {
-        let email = email.to_ascii_lowercase();
-        self.users.get(&email).or_else(|| {
+        // Token subjects are already lower-case: skip the allocation then.
+        let lower;
+        let email = if email.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = email.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            email
+        };
+        self.users.get(email).or_else(|| {
             let (_, domain) = email.rsplit_once('@')?;
             self.domains.get(domain)
         })
@@ -406,7 +413,8 @@ impl Policy {
         op: &str,
         f: &Facts<'_>,
     ) -> Result<(usize, Vec<&'p Grant>, Vec<&'p Grant>), String> {
-        let scope = match f.app {
+        // Only denials name the scope; don't format it on the allow path.
+        let scope = || match f.app {
             Some(app) => format!("{}/{}", f.rack, app),
             None => f.rack.to_string(),
         };
@@ -420,7 +428,11 @@ impl Policy {
         }
         let grants = self.applicable(subject, f, op);
         if grants.is_empty() {
-            return Err(format!("denied: {} has no grant on {scope}", subject.name));
+            return Err(format!(
+                "denied: {} has no grant on {}",
+                subject.name,
+                scope()
+            ));
         }
         if self.blocked.contains(i) {
             let excepted = grants.iter().any(|g| {
@@ -466,8 +478,9 @@ impl Policy {
                 .collect();
             names.dedup();
             return Err(format!(
-                "denied: {} may not \"{op}\" on {scope} (granted there: {})",
+                "denied: {} may not \"{op}\" on {} (granted there: {})",
                 subject.name,
+                scope(),
                 names.join(", ")
             ));
         }

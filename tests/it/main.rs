@@ -6,6 +6,7 @@ mod support;
 mod binary;
 mod canon_table;
 mod flows;
+mod identity;
 mod policy;
 mod streaming;
 mod tls_upstream;
