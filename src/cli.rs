@@ -300,7 +300,7 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
         service: q.service.clone().unwrap_or_default(),
         command: q.process_command.unwrap_or_else(|| "-".into()),
     };
-    let mut facts = crate::policy::Facts {
+    let facts = crate::policy::Facts {
         rack: &rack,
         operation: &operation,
         app: q.app.as_deref(),
@@ -309,11 +309,7 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
         process: None,
         run_headers: &[],
     };
-    let mut verdict = policy.decide(subject, &facts);
-    if verdict == crate::policy::Verdict::NeedProcess {
-        facts.process = Some(&process);
-        verdict = policy.decide(subject, &facts);
-    }
+    let verdict = policy.decide_assuming(subject, &facts, &process);
     match verdict {
         crate::policy::Verdict::Allow(r) => {
             println!("allow: {r}");

@@ -38,6 +38,7 @@ pub async fn handle(gw: &Gateway, rt: &Runtime, call: Call<'_>, body: Incoming) 
         (&Method::GET, ["login", "callback"]) => login_callback(gw, rt, &call).await,
         (&Method::POST, ["login", "token"]) => login_token(gw, rt, &call, body).await,
         (&Method::GET, ["whoami"]) => whoami(gw, rt, &call).await,
+        (&Method::POST, ["can"]) => can(gw, rt, &call, body).await,
         _ => json_error(
             StatusCode::NOT_FOUND,
             "gateway: unknown gateway endpoint",
@@ -283,36 +284,116 @@ async fn login_token(
     }
 }
 
-async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
-    let token = match auth::basic_token(call.headers) {
-        Ok(t) => t,
-        Err(e) => {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                &format!("gateway: {e}"),
-                call.request_id,
-            )
-        }
+/// The caller of a gateway endpoint, authenticated like a proxied request.
+async fn caller<'r>(
+    gw: &Gateway,
+    rt: &'r Runtime,
+    call: &Call<'_>,
+) -> Result<(auth::Authenticated, Option<&'r crate::policy::Subject>), Response<Body>> {
+    let unauthorized = |e: auth::AuthError| {
+        json_error(
+            StatusCode::UNAUTHORIZED,
+            &format!("gateway: {e}"),
+            call.request_id,
+        )
     };
-    let who = match rt
+    let token = auth::basic_token(call.headers).map_err(unauthorized)?;
+    let who = rt
         .credentials
         .authenticate(&rt.policy, gw.federation(), &token, unix_now())
         .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                &format!("gateway: {e}"),
-                call.request_id,
-            )
-        }
-    };
+        .map_err(unauthorized)?;
     let subject = match who.identity.kind {
         auth::IdentityKind::Person => rt.policy.person(&who.identity.name),
         _ => rt
             .policy
             .subject(crate::policy::SubjectKind::Ci, &who.identity.name),
+    };
+    Ok((who, subject))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanRequest {
+    operation: String,
+    rack: String,
+    app: Option<String>,
+    service: Option<String>,
+    command: Option<String>,
+    /// For exec / ps stop: the target process's command (`sleep 3600`
+    /// for an attached run's process).
+    process_command: Option<String>,
+}
+
+/// `rack-gateway can` for the logged-in identity: the same engine that
+/// decides requests, answering a hypothetical one.
+async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Response<Body> {
+    let (who, subject) = match caller(gw, rt, call).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "gateway: request body too large",
+                call.request_id,
+            )
+        }
+    };
+    let q: CanRequest = match serde_json::from_slice(&bytes) {
+        Ok(q) => q,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("gateway: bad can request: {e}"),
+                call.request_id,
+            )
+        }
+    };
+    if crate::policy::op_index(&q.operation).is_none() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("gateway: unknown operation `{}`", q.operation),
+            call.request_id,
+        );
+    }
+    let Some(subject) = subject else {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "gateway: not authorized for this gateway",
+            call.request_id,
+        );
+    };
+    let process = crate::policy::Process {
+        service: q.service.clone().unwrap_or_default(),
+        command: q.process_command.clone().unwrap_or_else(|| "-".into()),
+    };
+    let facts = crate::policy::Facts {
+        rack: &q.rack,
+        operation: &q.operation,
+        app: q.app.as_deref(),
+        service: q.service.as_deref(),
+        command: q.command.as_deref(),
+        process: None,
+        run_headers: &[],
+    };
+    let verdict = rt.policy.decide_assuming(subject, &facts, &process);
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "identity": who.identity.name,
+            "allowed": verdict.is_allow(),
+            "reason": verdict.reason(),
+        }),
+    )
+}
+
+async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
+    let (who, subject) = match caller(gw, rt, call).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let grants: Vec<serde_json::Value> = subject
         .map(|s| {

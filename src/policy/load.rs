@@ -13,7 +13,7 @@ use super::command::CommandPattern;
 use super::glob::Glob;
 use super::{
     op_index, operations, ops_matching, CommandRule, Exception, Facts, Grant, OpSet, Policy,
-    Process, Role, RuleRef, Subject, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS,
+    Process, Role, RuleRef, Subject, SubjectKind, RESTRICTED_RUN_HEADERS,
 };
 use crate::config::{parse_yaml, ConfigError};
 
@@ -902,7 +902,7 @@ fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
     });
     let headers: Vec<String> = c.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-    let mut facts = Facts {
+    let facts = Facts {
         rack: &c.rack,
         operation: &c.operation,
         app: c.app.as_deref(),
@@ -911,18 +911,13 @@ fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
         process: process.as_ref(),
         run_headers: &header_refs,
     };
-    let fallback;
-    let mut verdict = policy.decide(subject, &facts);
-    if verdict == Verdict::NeedProcess {
-        // A case without process_command describes an ordinary process of
-        // the named service.
-        fallback = Process {
-            service: c.service.clone().unwrap_or_default(),
-            command: "-".into(),
-        };
-        facts.process = Some(&fallback);
-        verdict = policy.decide(subject, &facts);
-    }
+    // A case without process_command describes an ordinary process of the
+    // named service.
+    let ordinary = Process {
+        service: c.service.clone().unwrap_or_default(),
+        command: "-".into(),
+    };
+    let verdict = policy.decide_assuming(subject, &facts, &ordinary);
     let got = if verdict.is_allow() {
         Expect::Allow
     } else {

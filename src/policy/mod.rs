@@ -309,6 +309,27 @@ impl Policy {
         }
     }
 
+    /// Decides a hypothetical request (`can`, policy tests): when the
+    /// engine needs the target process, `process` stands in for what the
+    /// rack would report.
+    pub fn decide_assuming(
+        &self,
+        subject: &Subject,
+        facts: &Facts<'_>,
+        process: &Process,
+    ) -> Verdict {
+        match self.decide(subject, facts) {
+            Verdict::NeedProcess => self.decide(
+                subject,
+                &Facts {
+                    process: Some(process),
+                    ..*facts
+                },
+            ),
+            v => v,
+        }
+    }
+
     /// Exec on a `sleep N` placeholder is the second half of an attached
     /// `convox run`, so `run` permission covers it; otherwise `exec`.
     fn decide_exec(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
