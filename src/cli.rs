@@ -115,6 +115,13 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
+    /// Write a new Ed25519 signing key for the gateway's own tokens (PKCS#8
+    /// PEM, mode 0600) and print its key id and public key.
+    Keygen {
+        /// Where to write the private key; refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print a new random token once, and the gateway.yaml snippet holding only its hash.
     Generate {
         #[arg(long)]
@@ -168,6 +175,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Token { command } => match command {
+            TokenCommand::Keygen { out } => keygen(&out),
             TokenCommand::Generate { name, racks } => {
                 let token = crate::auth::generate_token("rgw_");
                 let hash = config::hex(&crate::auth::token_sha256(&token));
@@ -185,6 +193,36 @@ pub fn main() -> ExitCode {
             password_env,
         } => runtime().block_on(mock_rack(listen, password_env)),
     }
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pem = crate::token::generate_private_pem();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out);
+    let written = file.and_then(|mut f| f.write_all(pem.as_bytes()).and_then(|_| f.sync_all()));
+    if let Err(e) = written {
+        eprintln!(
+            "rack-gateway token keygen: cannot write {}: {e}",
+            out.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let (Ok(kid), Ok(public)) = (crate::token::key_id(&pem), crate::token::public_pem(&pem)) else {
+        eprintln!("rack-gateway token keygen: the generated key is unusable (a bug)");
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "wrote {} (keep it out of Git; give it to the gateway as identity.signing_key)",
+        out.display()
+    );
+    println!("key id: {kid}");
+    print!("{public}");
+    ExitCode::SUCCESS
 }
 
 fn runtime() -> tokio::runtime::Runtime {
