@@ -39,4 +39,14 @@ if [ ! -x "$venv/bin/oidc-provider-mock" ]; then
 fi
 export RACK_GATEWAY_TEST_OIDC_MOCK="$PWD/$venv/bin/oidc-provider-mock"
 
-cargo test --locked --all-targets "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --all-targets "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line summing every test binary's result (benches run last in
+# test mode and print no summary of their own).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -1,12 +1,15 @@
 //! The command line: `serve`, `check`, `demo`, `routes`, `token`, and the
-//! `mock-rack` used by the benchmark. Parsing is clap derive; each command
-//! is a small function returning an exit code.
+//! `mock-rack` used by the benchmark for operators; `login`, `racks`,
+//! `whoami`, `env`, `can` and any convox command for people (see
+//! [`crate::client`]). Parsing is clap derive; each command is a small
+//! function returning an exit code.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Env};
 
@@ -19,12 +22,21 @@ pub const EXIT_CONFIG: u8 = 64;
     name = "rack-gateway",
     version,
     about = "Access gateway for Convox racks: per-person identity, least-privilege roles, \
-             command allowlists, rate limits and an audit trail, transparent to the stock convox CLI."
+             command allowlists, rate limits and an audit trail, transparent to the stock convox CLI.",
+    arg_required_else_help = true,
+    after_help = "Any other command runs the stock convox CLI against the selected rack through \
+                  its gateway, e.g. `rack-gateway apps`, `rack-gateway --rack staging ps -a myapp`. \
+                  The rack is --rack, else RACK_GATEWAY_RACK, else the file .rack-gateway/rack in \
+                  this directory or a parent, else the current rack (`rack-gateway switch`)."
 )]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RACK_GATEWAY_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// The rack to use [default: RACK_GATEWAY_RACK, .rack-gateway/rack,
+    /// the current rack]; before a convox command: `--rack staging apps`.
+    #[arg(long, short = 'r', global = true, value_name = "RACK")]
+    pub rack: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,16 +71,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
     },
-    /// Ask the policy whether an identity may do something, like
-    /// `kubectl auth can-i`: prints allow/deny and the reason (exit 0/1).
+    /// Ask whether something is allowed, like `kubectl auth can-i`: prints
+    /// allow/deny and the reason (exit 0 allow, 1 deny, 2 error).
+    ///
+    /// `can <operation> [--rack R] [--app A] ...` (one word) asks the gateway
+    /// for you, as logged in to the rack. `can <identity> <operation> --rack R`
+    /// and `can <identity> --list` read the policy offline from a config
+    /// directory, for anyone: two words, --list, or a config directory
+    /// (--config or RACK_GATEWAY_CONFIG) select the offline form.
     Can {
-        /// A user email (users.yaml) or CI identity name (ci.yaml).
-        identity: String,
-        /// The operation, as in `rack-gateway routes` (e.g. "releases promote", run, exec).
-        #[arg(required_unless_present = "list")]
-        operation: Option<String>,
-        #[arg(long, required_unless_present = "list")]
-        rack: Option<String>,
+        /// The operation as in `rack-gateway routes` (e.g. "releases promote",
+        /// run, exec); or, offline, the identity: a user email (users.yaml)
+        /// or CI identity name (ci.yaml).
+        #[arg(value_name = "OPERATION|IDENTITY")]
+        first: String,
+        /// Offline form: the operation.
+        #[arg(value_name = "OPERATION")]
+        second: Option<String>,
         #[arg(long)]
         app: Option<String>,
         /// The service (for run), or the target process's service (for exec, ps stop).
@@ -81,12 +100,12 @@ pub enum Command {
         /// "sleep 3600" for the process an attached `convox run` created).
         #[arg(long)]
         process_command: Option<String>,
-        /// Print everything the identity may do, per rack and app.
+        /// Offline form: print everything the identity may do, per rack and app.
         #[arg(long)]
         list: bool,
-        /// The config directory.
-        #[arg(long, short, default_value = ".", env = "RACK_GATEWAY_CONFIG")]
-        config: PathBuf,
+        /// Offline form: the config directory [default: .]
+        #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Run a self-contained demo: mock racks plus the gateway on loopback.
     Demo {
@@ -111,6 +130,58 @@ pub enum Command {
         #[arg(long, default_value = "MOCK_RACK_PASSWORD")]
         password_env: String,
     },
+    /// Log in to a rack through its gateway in the browser (single sign-on)
+    /// and make it the current rack.
+    Login {
+        /// The rack's name at the gateway, e.g. staging.
+        #[arg(value_name = "RACK")]
+        rack_name: String,
+        /// The gateway's address, e.g. https://gateway.example.com (https is
+        /// assumed; plain http only for 127.0.0.1 and localhost).
+        #[arg(value_name = "GATEWAY_URL")]
+        gateway: String,
+        /// Don't open a browser or listen on 127.0.0.1: print the login link
+        /// and read the one-time code the gateway shows from stdin (SSH
+        /// sessions, a browser on another machine).
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Remove the token for a rack from this machine (the selected rack by
+    /// default).
+    Logout {
+        #[arg(value_name = "RACK")]
+        rack_name: Option<String>,
+    },
+    /// List the racks you have logged in to; `*` marks the current one.
+    Racks,
+    /// Make a rack you have logged in to the current one.
+    Switch {
+        #[arg(value_name = "RACK")]
+        rack_name: String,
+    },
+    /// Ask the gateway who you are on the selected rack: identity, grants,
+    /// token expiry.
+    Whoami,
+    /// Print `export RACK_URL=...` for the selected rack, for
+    /// `eval "$(rack-gateway env)"`: plain `convox` then goes through the
+    /// gateway. With arguments it is convox's own `env` command
+    /// (`rack-gateway env set A=1 -a myapp`).
+    Env {
+        /// Arguments for `convox env` (then this runs `convox env ...`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CONVOX_ENV_ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `rack-gateway man | man -l -`.
+    Man,
+    /// Any other command: the stock convox CLI through the gateway.
+    #[command(external_subcommand)]
+    Convox(Vec<OsString>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,9 +212,27 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { dir, format } => check(dir, format),
         Command::Can {
-            identity,
-            operation,
-            rack,
+            first,
+            second: None,
+            app,
+            service,
+            command,
+            process_command,
+            list: false,
+            config: None,
+        } => crate::client::can(
+            cli.rack.as_deref(),
+            crate::client::CanQuery {
+                operation: first,
+                app,
+                service,
+                command,
+                process_command,
+            },
+        ),
+        Command::Can {
+            first,
+            second,
             app,
             service,
             command,
@@ -151,11 +240,11 @@ pub fn main() -> ExitCode {
             list,
             config,
         } => can(
-            &config,
-            &identity,
+            &config.unwrap_or_else(|| PathBuf::from(".")),
+            &first,
             CanQuery {
-                operation,
-                rack,
+                operation: second,
+                rack: cli.rack,
                 app,
                 service,
                 command,
@@ -192,6 +281,41 @@ pub fn main() -> ExitCode {
             listen,
             password_env,
         } => runtime().block_on(mock_rack(listen, password_env)),
+        Command::Login {
+            rack_name,
+            gateway,
+            no_browser,
+        } => crate::client::login(&rack_name, &gateway, no_browser),
+        Command::Logout { rack_name } => {
+            crate::client::logout(cli.rack.as_deref(), rack_name.as_deref())
+        }
+        Command::Racks => crate::client::racks(),
+        Command::Switch { rack_name } => crate::client::switch(&rack_name),
+        Command::Whoami => crate::client::whoami(cli.rack.as_deref()),
+        Command::Env { args } if args.is_empty() => crate::client::env(cli.rack.as_deref()),
+        Command::Env { mut args } => {
+            args.insert(0, "env".into());
+            crate::client::passthrough(cli.rack.as_deref(), args)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "rack-gateway",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rack-gateway man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Convox(args) => crate::client::passthrough(cli.rack.as_deref(), args),
     }
 }
 
@@ -327,7 +451,10 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let (Some(operation), Some(rack)) = (q.operation, q.rack) else {
-        eprintln!("rack-gateway can: give an operation and --rack, or --list");
+        eprintln!(
+            "rack-gateway can: the offline form needs `can <identity> <operation> --rack R` or \
+             `can <identity> --list` (`can <operation>` alone asks the gateway)"
+        );
         return ExitCode::from(2);
     };
     if crate::policy::op_index(&operation).is_none() {

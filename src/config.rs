@@ -867,7 +867,8 @@ impl<'a> Validator<'a> {
             if signing_key.is_none() {
                 self.err_at(Some(oloc), "identity.oidc needs identity.signing_key: the gateway signs the tokens it issues after login");
             }
-            let issuer = o.issuer.trim_end_matches('/').to_string();
+            // Issuers compare as exact strings (OIDC Discovery §4.3): keep any trailing `/`.
+            let issuer = o.issuer.clone();
             if !(issuer.starts_with("https://") || issuer.starts_with("http://127.0.0.1") || issuer.starts_with("http://localhost")) {
                 self.err_at(Some(oloc), format!("identity.oidc.issuer `{issuer}` must be an https:// URL"));
             }

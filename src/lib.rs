@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod canon;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod gateway_api;

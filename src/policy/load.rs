@@ -713,7 +713,7 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                     }
                     federated.push(FederatedIdentity {
                         name: name.clone(),
-                        issuer: fed.issuer.trim_end_matches('/').to_string(),
+                        issuer: fed.issuer.clone(),
                         audience: fed.audience.clone(),
                         claims: fed
                             .claims
