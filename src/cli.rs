@@ -298,17 +298,14 @@ pub fn main() -> ExitCode {
             crate::client::passthrough(cli.rack.as_deref(), args)
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "rack-gateway",
-                &mut std::io::stdout(),
-            );
-            ExitCode::SUCCESS
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rack-gateway", &mut out);
+            print_generated(&out)
         }
         Command::Man => {
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => print_generated(&out),
                 Err(e) => {
                     eprintln!("rack-gateway man: {e}");
                     ExitCode::FAILURE
@@ -347,6 +344,20 @@ fn keygen(out: &std::path::Path) -> ExitCode {
     println!("key id: {kid}");
     print!("{public}");
     ExitCode::SUCCESS
+}
+
+/// Writes generated text to stdout; a reader that stops early
+/// (`rack-gateway man | head`) is not an error.
+fn print_generated(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("rack-gateway: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -157,14 +157,8 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
     let pairs = login::query_pairs(call.query.unwrap_or(""));
     let now = unix_now();
     let result = async {
-        if let Some(err) = login::single(&pairs, "error")? {
-            let desc = login::single(&pairs, "error_description")?.unwrap_or("");
-            return Err(LoginError::NotAuthorized(format!(
-                "the identity provider said: {err} {desc}"
-            )));
-        }
-        let code = login::single(&pairs, "code")?
-            .ok_or_else(|| LoginError::BadRequest("missing code".into()))?;
+        // The state is checked before anything else is shown, so a crafted
+        // link can't make the gateway display text of someone's choosing.
         let state = login::single(&pairs, "state")?
             .ok_or_else(|| LoginError::BadRequest("missing state".into()))?;
         let (provider, sealer) = provider(gw, rt).await?;
@@ -175,10 +169,28 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
                     "this login link is invalid or expired: run `rack-gateway login` again".into(),
                 )
             })?;
+        if let Some(err) = login::single(&pairs, "error")? {
+            let desc = login::single(&pairs, "error_description")?.unwrap_or("");
+            return Err(LoginError::NotAuthorized(format!(
+                "the identity provider said: {err} {desc}"
+            )));
+        }
+        let code = login::single(&pairs, "code")?
+            .ok_or_else(|| LoginError::BadRequest("missing code".into()))?;
         let claims = provider
             .exchange(code, &st.pkce, &st.nonce)
             .await
-            .map_err(|e| LoginError::Provider(e.to_string()))?;
+            .map_err(|e| {
+                use crate::oidc::OidcError as E;
+                match e {
+                    // The browser brought a code or token that doesn't belong to
+                    // this login: the request's fault, not an outage.
+                    E::TokenRejected(_) | E::IdToken(_) | E::NoIdToken => LoginError::BadRequest(
+                        format!("login refused: {e}; run `rack-gateway login` again"),
+                    ),
+                    _ => LoginError::Provider(e.to_string()),
+                }
+            })?;
         let id = rt.identity.as_ref().ok_or(LoginError::NotConfigured)?;
         let email = login::admit(id, &rt.policy, &claims)?;
         Ok((

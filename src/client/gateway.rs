@@ -209,14 +209,19 @@ impl Gateway {
                 reason: e.to_string(),
             })?;
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| GatewayError::Unreachable {
+            let resp = self.client.request(req).await.map_err(|e| {
+                let mut reason = chain(&e);
+                if reason.contains("certificate") {
+                    reason.push_str(
+                        " (for a gateway with a private CA, set RACK_GATEWAY_CA_FILE \
+                             to its PEM bundle)",
+                    );
+                }
+                GatewayError::Unreachable {
                     url: self.url.base(),
-                    reason: chain(&e),
-                })?;
+                    reason,
+                }
+            })?;
             let status = resp.status();
             let bytes = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()

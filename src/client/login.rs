@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::gateway::{Gateway, GatewayUrl};
+use super::gateway::{Gateway, GatewayError, GatewayUrl};
 use super::ClientError;
 use crate::body::Body;
 
@@ -52,6 +52,20 @@ pub fn token_is_url_safe(token: &str) -> bool {
 /// Runs the whole login and returns the issued token.
 pub async fn login(rack: &str, url: &GatewayUrl, no_browser: bool) -> Result<Issued, ClientError> {
     let gateway = Gateway::new(url.clone())?;
+    // A wrong address or an untrusted certificate shows here, not as a
+    // browser error followed by a five-minute wait.
+    match gateway
+        .call::<serde_json::Value>(Method::GET, "/_gateway/healthz", None, None)
+        .await
+    {
+        Err(GatewayError::Refused { status, message }) => {
+            return Err(ClientError::Login(format!(
+                "{} does not answer like a rack-gateway (HTTP {status}: {message})",
+                url.base()
+            )))
+        }
+        other => other?,
+    };
     let verifier = crate::seal::random_token(32);
     let start = format!(
         "{}/_gateway/login/start?cli={}",

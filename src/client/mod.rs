@@ -163,13 +163,15 @@ pub fn login(rack: &str, gateway: &str, no_browser: bool) -> ExitCode {
             });
         }
         let url = GatewayUrl::parse(gateway)?;
-        // Loaded first: a corrupt file stops the login before the browser.
-        let mut store = Store::load()?;
+        // A corrupt file stops the login before the browser opens; the file
+        // is read again afterwards, as other logins may have finished since.
+        Store::load()?;
         let issued = block_on(async {
             let issued = login::login(rack, &url, no_browser).await?;
             warn_if_no_grant(&url, rack, &issued.token).await;
             Ok::<_, ClientError>(issued)
         })?;
+        let mut store = Store::load()?;
         store.logins.racks.insert(
             rack.to_string(),
             RackLogin {

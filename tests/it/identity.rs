@@ -162,7 +162,7 @@ struct OidcMock {
     url: String,
     child: Child,
     /// Its log, shown when it fails to start.
-    _log: tempfile::NamedTempFile,
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for OidcMock {
@@ -216,7 +216,7 @@ impl OidcMock {
             let mut mock = OidcMock {
                 url: format!("http://127.0.0.1:{port}"),
                 child: cmd.spawn().expect("oidc-provider-mock starts"),
-                _log: log,
+                log,
             };
             let discovery = format!("{}/.well-known/openid-configuration", mock.url);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -230,13 +230,13 @@ impl OidcMock {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "oidc-provider-mock did not come up:\n{}",
-                    read(mock._log.path())
+                    read(mock.log.path())
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             eprintln!(
                 "oidc-provider-mock exited, retrying:\n{}",
-                read(mock._log.path())
+                read(mock.log.path())
             );
         }
         panic!("oidc-provider-mock failed to start three times");
@@ -393,6 +393,7 @@ struct Fx {
     gw: String,
     /// The signing key PEM, exactly as the gateway loads it.
     pem: String,
+    /// The private half of the retired key, to mint tokens it signed.
     retired_pem: String,
 }
 
@@ -1478,7 +1479,6 @@ async fn demotion_and_removal_apply_on_the_next_request() {
 /// in `/` (Auth0 `https://<tenant>.auth0.com/`, Entra ID v1
 /// `https://sts.windows.net/<tenant>/`): their tokens carry the slash.
 #[tokio::test]
-
 async fn federated_issuer_with_a_trailing_slash_is_matched_exactly() {
     let fx = Fx::start().await;
     let claims = fx.slash_ci.claims("acme/app", "refs/heads/main");
@@ -1499,7 +1499,6 @@ async fn federated_issuer_with_a_trailing_slash_is_matched_exactly() {
 /// The same for the login provider: discovery must find the issuer it was
 /// configured with, spelled exactly.
 #[tokio::test]
-
 async fn login_provider_issuer_with_a_trailing_slash_is_discovered() {
     let fx = Fx::start().await;
     let gateway_yaml = fx.dir.path().join("gateway.yaml");

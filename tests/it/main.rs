@@ -5,6 +5,7 @@ mod support;
 
 mod binary;
 mod canon_table;
+mod client;
 mod flows;
 mod identity;
 mod policy;

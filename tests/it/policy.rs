@@ -890,7 +890,7 @@ async fn the_example_config_passes_check() {
         .count();
     assert!(
         stdout.contains(&format!(
-            "4 role(s), 3 user(s), 1 CI identity, {cases} policy test(s) passed"
+            "4 role(s), 4 user(s), 2 CI identities, {cases} policy test(s) passed"
         )),
         "{stdout}"
     );
