@@ -1,7 +1,7 @@
 //! A non-blocking log writer: events are formatted on the request's thread
 //! and handed to one background thread that writes them in batches, so the
 //! hot path never waits on a write syscall to stderr (journald under
-//! systemd). The channel is bounded and sending blocks when it is full:
+//! systemd), and it wakes at most every 2 ms under load. The channel is bounded and sending blocks when it is full:
 //! under overload logging slows requests down rather than dropping audit
 //! records.
 
@@ -69,6 +69,10 @@ fn write_loop<W: Write>(rx: Receiver<Msg>, out: W) {
             handle(next, &mut out);
         }
         let _ = out.flush();
+        // Let records accumulate: a sender only wakes the thread (a futex
+        // syscall) when it is blocked in recv, so under load this turns a
+        // wake-up per record into one per batch. Costs at most 2 ms latency.
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let _ = out.flush();
 }

@@ -99,8 +99,9 @@ pub async fn login(rack: &str, url: &GatewayUrl, no_browser: bool) -> Result<Iss
     eprintln!(
         "Log in to rack `{rack}` at {} in your browser. If it doesn't open, visit this link \
          in a browser on this machine:\n\n  {link}\n\n\
-         (Browser on another machine? Use `rack-gateway login --no-browser`.)\n\
+         (Browser on another machine? Use `rack-gateway login {rack} {} --no-browser`.)\n\
          Waiting up to 5 minutes for the login to finish...",
+        url.base(),
         url.base()
     );
     if !open_browser(&link) {

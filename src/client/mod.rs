@@ -155,41 +155,43 @@ pub fn describe_expiry(exp: i64) -> String {
 
 /// `rack-gateway login <rack> <gateway-url> [--no-browser]`.
 pub fn login(rack: &str, gateway: &str, no_browser: bool) -> ExitCode {
-    report((|| {
-        if !crate::config::valid_rack_name(rack) {
-            return Err(ClientError::BadRackName {
-                name: rack.to_string(),
-                origin: "the login command".into(),
-            });
-        }
-        let url = GatewayUrl::parse(gateway)?;
-        // A corrupt file stops the login before the browser opens; the file
-        // is read again afterwards, as other logins may have finished since.
-        Store::load()?;
-        let issued = block_on(async {
-            let issued = login::login(rack, &url, no_browser).await?;
-            warn_if_no_grant(&url, rack, &issued.token).await;
-            Ok::<_, ClientError>(issued)
-        })?;
-        let mut store = Store::load()?;
-        store.logins.racks.insert(
-            rack.to_string(),
-            RackLogin {
-                gateway: url.base(),
-                token: Some(issued.token),
-                email: Some(issued.email.clone()),
-                expires_at: Some(issued.expires_at),
-            },
-        );
-        store.logins.current = Some(rack.to_string());
-        store.save()?;
-        println!(
-            "Logged in to rack `{rack}` as {} (until {}); `{rack}` is now the current rack.",
-            issued.email,
-            utc(issued.expires_at)
-        );
-        Ok(ExitCode::SUCCESS)
-    })())
+    report(do_login(rack, gateway, no_browser))
+}
+
+fn do_login(rack: &str, gateway: &str, no_browser: bool) -> Result<ExitCode, ClientError> {
+    if !crate::config::valid_rack_name(rack) {
+        return Err(ClientError::BadRackName {
+            name: rack.to_string(),
+            origin: "the login command".into(),
+        });
+    }
+    let url = GatewayUrl::parse(gateway)?;
+    // A corrupt file stops the login before the browser opens; the file
+    // is read again afterwards, as other logins may have finished since.
+    Store::load()?;
+    let issued = block_on(async {
+        let issued = login::login(rack, &url, no_browser).await?;
+        warn_if_no_grant(&url, rack, &issued.token).await;
+        Ok::<_, ClientError>(issued)
+    })?;
+    let mut store = Store::load()?;
+    store.logins.racks.insert(
+        rack.to_string(),
+        RackLogin {
+            gateway: url.base(),
+            token: Some(issued.token),
+            email: Some(issued.email.clone()),
+            expires_at: Some(issued.expires_at),
+        },
+    );
+    store.logins.current = Some(rack.to_string());
+    store.save()?;
+    println!(
+        "Logged in to rack `{rack}` as {} (until {}); `{rack}` is now the current rack.",
+        issued.email,
+        utc(issued.expires_at)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A typo in the rack name would otherwise only show at the first command.
@@ -222,98 +224,104 @@ async fn warn_if_no_grant(url: &GatewayUrl, rack: &str, token: &str) {
 /// `rack-gateway logout [<rack>]`: forgets the token. Gateway tokens are
 /// stateless, so the gateway keeps accepting a copy until it expires.
 pub fn logout(flag: Option<&str>, rack: Option<&str>) -> ExitCode {
-    report((|| {
-        let mut store = Store::load()?;
-        let rack = match rack {
-            Some(r) => r.to_string(),
-            None => select::rack(flag, &store)?.0,
-        };
-        let Some(login) = store
-            .logins
-            .racks
-            .get_mut(&rack)
-            .filter(|l| l.token.is_some())
-        else {
-            eprintln!("rack-gateway: not logged in to rack `{rack}`");
-            return Ok(ExitCode::SUCCESS);
-        };
-        login.token = None;
-        let expired = login.expires_at.take();
-        store.save()?;
-        match expired.filter(|e| *e > now()) {
-            Some(exp) => println!(
-                "Logged out of rack `{rack}`: the token is removed from this machine (a copy \
-                 elsewhere would keep working until {}).",
-                utc(exp)
-            ),
-            None => println!("Logged out of rack `{rack}`."),
-        }
-        Ok(ExitCode::SUCCESS)
-    })())
+    report(do_logout(flag, rack))
+}
+
+fn do_logout(flag: Option<&str>, rack: Option<&str>) -> Result<ExitCode, ClientError> {
+    let mut store = Store::load()?;
+    let rack = match rack {
+        Some(r) => r.to_string(),
+        None => select::rack(flag, &store)?.0,
+    };
+    let Some(login) = store
+        .logins
+        .racks
+        .get_mut(&rack)
+        .filter(|l| l.token.is_some())
+    else {
+        eprintln!("rack-gateway: not logged in to rack `{rack}`");
+        return Ok(ExitCode::SUCCESS);
+    };
+    login.token = None;
+    let expired = login.expires_at.take();
+    store.save()?;
+    match expired.filter(|e| *e > now()) {
+        Some(exp) => println!(
+            "Logged out of rack `{rack}`: the token is removed from this machine (a copy \
+             elsewhere would keep working until {}).",
+            utc(exp)
+        ),
+        None => println!("Logged out of rack `{rack}`."),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rack-gateway racks`: the racks in the config file, `*` for the current.
 pub fn racks() -> ExitCode {
-    report((|| {
-        let store = Store::load()?;
-        let racks = &store.logins.racks;
-        if racks.is_empty() {
-            eprintln!("No racks yet: log in with `rack-gateway login <rack> <gateway-url>`.");
-            return Ok(ExitCode::SUCCESS);
-        }
-        let width = |f: &dyn Fn(&RackLogin) -> usize| racks.values().map(f).max().unwrap_or(0);
-        let name_w = racks.keys().map(String::len).max().unwrap_or(0);
-        let email_w = width(&|l| l.email.as_deref().unwrap_or("-").len());
-        let gw_w = width(&|l| l.gateway.len());
-        for (name, l) in racks {
-            let marker = if store.logins.current.as_deref() == Some(name) {
-                '*'
-            } else {
-                ' '
-            };
-            let status = match (&l.token, l.expires_at) {
-                (None, _) => "logged out".to_string(),
-                (Some(_), Some(exp)) if exp <= now() => format!("expired {}", utc(exp)),
-                (Some(_), Some(exp)) => format!("expires {}", utc(exp)),
-                (Some(_), None) => "logged in".to_string(),
-            };
-            println!(
-                "{marker} {name:<name_w$}  {:<email_w$}  {:<gw_w$}  {status}",
-                l.email.as_deref().unwrap_or("-"),
-                l.gateway
-            );
-        }
-        Ok(ExitCode::SUCCESS)
-    })())
+    report(do_racks())
+}
+
+fn do_racks() -> Result<ExitCode, ClientError> {
+    let store = Store::load()?;
+    let racks = &store.logins.racks;
+    if racks.is_empty() {
+        eprintln!("No racks yet: log in with `rack-gateway login <rack> <gateway-url>`.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = |f: &dyn Fn(&RackLogin) -> usize| racks.values().map(f).max().unwrap_or(0);
+    let name_w = racks.keys().map(String::len).max().unwrap_or(0);
+    let email_w = width(&|l| l.email.as_deref().unwrap_or("-").len());
+    let gw_w = width(&|l| l.gateway.len());
+    for (name, l) in racks {
+        let marker = if store.logins.current.as_deref() == Some(name) {
+            '*'
+        } else {
+            ' '
+        };
+        let status = match (&l.token, l.expires_at) {
+            (None, _) => "logged out".to_string(),
+            (Some(_), Some(exp)) if exp <= now() => format!("expired {}", utc(exp)),
+            (Some(_), Some(exp)) => format!("expires {}", utc(exp)),
+            (Some(_), None) => "logged in".to_string(),
+        };
+        println!(
+            "{marker} {name:<name_w$}  {:<email_w$}  {:<gw_w$}  {status}",
+            l.email.as_deref().unwrap_or("-"),
+            l.gateway
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rack-gateway switch <rack>`.
 pub fn switch(rack: &str) -> ExitCode {
-    report((|| {
-        let mut store = Store::load()?;
-        let Some(login) = store.logins.racks.get(rack) else {
-            return Err(ClientError::NotLoggedIn {
-                rack: rack.to_string(),
-                gateway: "<gateway-url>".into(),
-            });
-        };
-        let logged_out = login.token.is_none();
-        store.logins.current = Some(rack.to_string());
-        store.save()?;
-        println!("Current rack: {rack}");
-        if logged_out {
-            eprintln!(
-                "rack-gateway: not logged in to rack `{rack}`: run `rack-gateway login {rack} {}`",
-                store.logins.racks[rack].gateway
-            );
+    report(do_switch(rack))
+}
+
+fn do_switch(rack: &str) -> Result<ExitCode, ClientError> {
+    let mut store = Store::load()?;
+    let Some(login) = store.logins.racks.get(rack) else {
+        return Err(ClientError::NotLoggedIn {
+            rack: rack.to_string(),
+            gateway: "<gateway-url>".into(),
+        });
+    };
+    let logged_out = login.token.is_none();
+    store.logins.current = Some(rack.to_string());
+    store.save()?;
+    println!("Current rack: {rack}");
+    if logged_out {
+        eprintln!(
+            "rack-gateway: not logged in to rack `{rack}`: run `rack-gateway login {rack} {}`",
+            store.logins.racks[rack].gateway
+        );
+    }
+    if let Ok((other, origin)) = select::rack(None, &store) {
+        if other != rack {
+            eprintln!("rack-gateway: note: {origin} still selects rack `{other}` here");
         }
-        if let Ok((other, origin)) = select::rack(None, &store) {
-            if other != rack {
-                eprintln!("rack-gateway: note: {origin} still selects rack `{other}` here");
-            }
-        }
-        Ok(ExitCode::SUCCESS)
-    })())
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Deserialize)]
@@ -359,35 +367,37 @@ async fn call_as<T: serde::de::DeserializeOwned>(
 /// `rack-gateway whoami`: asks the gateway, so it shows what the gateway
 /// thinks now (grants change without a new login).
 pub fn whoami(flag: Option<&str>) -> ExitCode {
-    report((|| {
-        let store = Store::load()?;
-        let (rack, _) = select::rack(flag, &store)?;
-        let session = select::session(&store, &rack)?;
-        session.remind();
-        let me: Whoami = block_on(call_as(&session, Method::GET, "/_gateway/whoami", None))?;
-        println!("{} ({})", me.identity, me.kind);
-        println!("rack:    {} via {}", session.rack, session.gateway.base());
-        if let Some(exp) = me.expires_at {
-            println!("expires: {}", describe_expiry(exp));
+    report(do_whoami(flag))
+}
+
+fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
+    let store = Store::load()?;
+    let (rack, _) = select::rack(flag, &store)?;
+    let session = select::session(&store, &rack)?;
+    session.remind();
+    let me: Whoami = block_on(call_as(&session, Method::GET, "/_gateway/whoami", None))?;
+    println!("{} ({})", me.identity, me.kind);
+    println!("rack:    {} via {}", session.rack, session.gateway.base());
+    if let Some(exp) = me.expires_at {
+        println!("expires: {}", describe_expiry(exp));
+    }
+    if me.grants.is_empty() {
+        println!("grants:  none");
+    } else {
+        println!("grants:");
+        for g in &me.grants {
+            let racks = if g.racks.is_empty() {
+                "no rack".to_string()
+            } else {
+                g.racks.join(", ")
+            };
+            println!(
+                "  {} on {} (racks: {racks}; {})",
+                g.role, g.scope, g.defined_at
+            );
         }
-        if me.grants.is_empty() {
-            println!("grants:  none");
-        } else {
-            println!("grants:");
-            for g in &me.grants {
-                let racks = if g.racks.is_empty() {
-                    "no rack".to_string()
-                } else {
-                    g.racks.join(", ")
-                };
-                println!(
-                    "  {} on {} (racks: {racks}; {})",
-                    g.role, g.scope, g.defined_at
-                );
-            }
-        }
-        Ok(ExitCode::SUCCESS)
-    })())
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What the client form of `can` asks.
@@ -408,26 +418,7 @@ struct CanAnswer {
 /// `rack-gateway can <operation>`: the gateway decides for the logged-in
 /// identity; exit 0 allow, 1 deny, 2 could not ask.
 pub fn can(flag: Option<&str>, q: CanQuery) -> ExitCode {
-    let asked = (|| {
-        let store = Store::load()?;
-        let (rack, _) = select::rack(flag, &store)?;
-        let session = select::session(&store, &rack)?;
-        let body = serde_json::json!({
-            "operation": q.operation,
-            "rack": session.rack,
-            "app": q.app,
-            "service": q.service,
-            "command": q.command,
-            "process_command": q.process_command,
-        });
-        block_on(call_as::<CanAnswer>(
-            &session,
-            Method::POST,
-            "/_gateway/can",
-            Some(&body),
-        ))
-    })();
-    match asked {
+    match ask(flag, q) {
         Ok(a) if a.allowed => {
             println!("allow: {}", a.reason);
             ExitCode::SUCCESS
@@ -441,6 +432,26 @@ pub fn can(flag: Option<&str>, q: CanQuery) -> ExitCode {
             ExitCode::from(EXIT_CAN_ERROR)
         }
     }
+}
+
+fn ask(flag: Option<&str>, q: CanQuery) -> Result<CanAnswer, ClientError> {
+    let store = Store::load()?;
+    let (rack, _) = select::rack(flag, &store)?;
+    let session = select::session(&store, &rack)?;
+    let body = serde_json::json!({
+        "operation": q.operation,
+        "rack": session.rack,
+        "app": q.app,
+        "service": q.service,
+        "command": q.command,
+        "process_command": q.process_command,
+    });
+    block_on(call_as::<CanAnswer>(
+        &session,
+        Method::POST,
+        "/_gateway/can",
+        Some(&body),
+    ))
 }
 
 /// `rack-gateway env`.
