@@ -557,7 +557,7 @@ impl Gateway {
         {
             h.insert(CONVOX_ACTOR.clone(), v);
         }
-        let resp = match tokio::time::timeout(rt.timeouts.idle, rack.client.request(req)).await {
+        let resp = match tokio::time::timeout(rt.timeouts.idle, rack.client().request(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(Lookup::Unavailable(describe_client_error(&e))),
             Err(_) => {
@@ -635,7 +635,7 @@ impl Gateway {
             tokio::time::sleep(idle).await;
         };
         let resp = tokio::select! {
-            r = rack.client.request(up) => match r {
+            r = rack.client().request(up) => match r {
                 Ok(r) => r,
                 Err(e) => return ctx.upstream_failed(&describe_client_error(&e)),
             },
@@ -779,7 +779,7 @@ impl Gateway {
         *up.uri_mut() = uri;
         *up.version_mut() = Version::HTTP_11;
         *up.headers_mut() = headers;
-        match tokio::time::timeout(rt.timeouts.idle, rack.client.request(up)).await {
+        match tokio::time::timeout(rt.timeouts.idle, rack.client().request(up)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(describe_client_error(&e)),
             Err(_) => Err("no response within the idle timeout".into()),

@@ -113,6 +113,20 @@ async fn serve_conn<I>(
     }
 }
 
+/// Binds with SO_REUSEPORT so each worker thread can own a listener on the
+/// same address.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// A gateway serving on a bound listener; what `serve`, `demo` and the
 /// integration tests run.
 pub struct Running {
@@ -145,12 +159,10 @@ impl Running {
             ),
             None => None,
         };
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let listener = bind(cfg.listen).map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: cfg.listen,
             source,
@@ -169,7 +181,48 @@ impl Running {
             header_read_timeout: cfg.timeouts.header_read,
             shutdown_grace: cfg.timeouts.shutdown_grace,
         };
-        let task = tokio::spawn(serve(listener, settings, gateway.clone(), rx));
+        // One single-threaded runtime per core, each with its own
+        // SO_REUSEPORT listener: a request and its upstream connection stay
+        // on one thread, so no cross-thread wake-ups on the hot path.
+        let workers = crate::upstream::workers();
+        let mut done = Vec::new();
+        let mut first = Some(listener);
+        for i in 0..workers {
+            let l = match first.take() {
+                Some(l) => l,
+                None => bind(addr).map_err(|source| StartError::Bind { addr, source })?,
+            };
+            let l = l
+                .into_std()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            done.push(done_rx);
+            let settings = settings.clone();
+            let gateway = gateway.clone();
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("gateway-{i}"))
+                .spawn(move || {
+                    crate::upstream::set_worker(i);
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("worker runtime starts");
+                    rt.block_on(async move {
+                        match TcpListener::from_std(l) {
+                            Ok(l) => serve(l, settings, gateway, rx).await,
+                            Err(e) => tracing::error!(error = %e, "worker listener failed"),
+                        }
+                    });
+                    let _ = done_tx.send(());
+                })
+                .expect("worker thread starts");
+        }
+        let task = tokio::spawn(async move {
+            for d in done {
+                let _ = d.await;
+            }
+        });
         Ok(Running {
             addr,
             gateway,

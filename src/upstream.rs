@@ -51,7 +51,26 @@ pub struct Rack {
     pub origin: HeaderValue,
     /// `Basic base64(convox:<rack password>)`, marked sensitive.
     pub authorization: HeaderValue,
-    pub client: HttpsClient,
+    /// One pooled client per worker thread, so a request and the upstream
+    /// connection serving it run on the same thread.
+    clients: Vec<HttpsClient>,
+}
+
+thread_local! {
+    /// The worker thread's index into [`Rack`]'s clients (0 elsewhere).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `i` (see [`Rack::client`]).
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// How many worker threads serve requests.
+pub fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 impl std::fmt::Debug for Rack {
@@ -84,8 +103,16 @@ impl Rack {
             host,
             origin,
             authorization,
-            client: client(&cfg.tls, timeouts)?,
+            clients: (0..workers())
+                .map(|_| client(&cfg.tls, timeouts))
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// This worker thread's pooled client.
+    pub fn client(&self) -> &HttpsClient {
+        let i = WORKER.with(|w| w.get());
+        &self.clients[i % self.clients.len()]
     }
 
     /// The upstream URI for a canonical path-and-query.
