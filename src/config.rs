@@ -905,62 +905,14 @@ impl<'a> Validator<'a> {
             );
         }
         let url = self.rack_url(name, &r.url, r.allow_plaintext, Some(loc));
-        let sources = [&r.password_env, &r.password_file, &r.password_credential]
-            .iter()
-            .filter(|s| s.is_some())
-            .count();
-        let password = if sources != 1 {
-            self.err_at(
-                Some(loc),
-                format!(
-                    "rack `{name}`: set exactly one of password_env, password_file, \
-                     password_credential (the rack password never lives in this file)"
-                ),
-            );
-            None
-        } else if self.env.secrets_optional {
-            Some(Secret::new(""))
-        } else if let Some(var) = &r.password_env {
-            match self.env.get(var).filter(|v| !v.is_empty()) {
-                Some(v) => Some(Secret::new(v)),
-                None => {
-                    self.err_at(
-                        Some(loc),
-                        format!("rack `{name}`: environment variable {var} is not set"),
-                    );
-                    None
-                }
-            }
-        } else if let Some(f) = &r.password_file {
-            let path = self.resolve(f);
-            self.read_secret_file(&format!("rack `{name}` password"), &path, loc)
-        } else if let Some(c) = &r.password_credential {
-            match self.env.get("CREDENTIALS_DIRECTORY") {
-                Some(dir) if !c.contains('/') => {
-                    let path = Path::new(dir).join(c);
-                    self.read_secret_file(&format!("rack `{name}` password"), &path, loc)
-                }
-                Some(_) => {
-                    self.err_at(
-                        Some(loc),
-                        format!("rack `{name}`: credential name `{c}` must not contain '/'"),
-                    );
-                    None
-                }
-                None => {
-                    self.err_at(
-                        Some(loc),
-                        format!(
-                            "rack `{name}`: password_credential needs systemd's \
-                             CREDENTIALS_DIRECTORY (LoadCredential=); it is not set"
-                        ),
-                    );
-                    None
-                }
-            }
-        } else {
-            None
+        // The rack's flat password_* keys are the same secret reference as
+        // identity's {env|file|credential}.
+        let reference = RawSecretRef {
+            env: r.password_env.clone(),
+            file: r.password_file.clone(),
+            credential: r.password_credential.clone(),
         };
+        let password = self.secret(&reference, &format!("rack `{name}` password"), loc);
         let set = [
             r.ca_file.is_some(),
             r.pin_sha256.is_some(),

@@ -641,22 +641,12 @@ impl Gateway {
             },
             _ = response_deadline => return ctx.upstream_failed("no response within the idle timeout"),
         };
-        let (mut rparts, rbody) = resp.into_parts();
+        let (rparts, rbody) = resp.into_parts();
         if rparts.status == StatusCode::UNAUTHORIZED {
             tracing::error!(rack = %rack.name, "the rack refused the gateway's credentials; check its password");
             return ctx.upstream_failed("the rack refused the gateway's credentials");
         }
-        filter_response_headers(&mut rparts.headers);
-        rparts
-            .headers
-            .insert(REQUEST_ID.clone(), ctx.request_id_value());
-        ctx.audit(
-            Decision::Allow,
-            "",
-            rparts.status.as_u16(),
-            Some(rparts.status.as_u16()),
-        );
-        Response::from_parts(rparts, body::boxed(Idle::new(rbody, idle)))
+        ctx.relay(rparts, rbody, idle)
     }
 
     async fn forward_socket(
@@ -719,18 +709,8 @@ impl Gateway {
             Err(msg) => return ctx.upstream_failed(&msg),
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (mut rparts, rbody) = resp.into_parts();
-            filter_response_headers(&mut rparts.headers);
-            rparts
-                .headers
-                .insert(REQUEST_ID.clone(), ctx.request_id_value());
-            ctx.audit(
-                Decision::Allow,
-                "",
-                rparts.status.as_u16(),
-                Some(rparts.status.as_u16()),
-            );
-            return Response::from_parts(rparts, body::boxed(Idle::new(rbody, rt.timeouts.idle)));
+            let (rparts, rbody) = resp.into_parts();
+            return ctx.relay(rparts, rbody, rt.timeouts.idle);
         }
         let client_resp = switching_response(&resp, &ctx);
         ctx.audit(Decision::Allow, &ctx.reason, 101, Some(101));
@@ -906,6 +886,24 @@ impl Ctx {
             Some(s) => s.refuse(self, msg),
             None => json_error(status, msg, &self.request_id),
         }
+    }
+
+    /// Passes the rack's answer to an allowed request back to the client:
+    /// hop-by-hop headers dropped, our request id set, audited with the rule
+    /// that allowed it; the body streams with the idle timeout.
+    fn relay(
+        &self,
+        mut rparts: http::response::Parts,
+        rbody: Incoming,
+        idle: Duration,
+    ) -> Response<Body> {
+        filter_response_headers(&mut rparts.headers);
+        rparts
+            .headers
+            .insert(REQUEST_ID.clone(), self.request_id_value());
+        let status = rparts.status.as_u16();
+        self.audit(Decision::Allow, &self.reason, status, Some(status));
+        Response::from_parts(rparts, body::boxed(Idle::new(rbody, idle)))
     }
 
     fn upstream_failed(&self, detail: &str) -> Response<Body> {
