@@ -195,11 +195,18 @@ pub enum TokenCommand {
     },
     /// Print a new random token once, and the gateway.yaml snippet holding only its hash.
     Generate {
+        /// The CI identity's name (lower-case letters, digits, - or _).
         #[arg(long)]
         name: String,
-        /// Racks the token may use (comma-separated; `*` for all).
-        #[arg(long, value_delimiter = ',', default_value = "*")]
-        racks: Vec<String>,
+        /// The role to grant in the snippet.
+        #[arg(long, default_value = "deployer")]
+        role: String,
+        /// The scope of the grant: `<rack glob>/<app glob>`.
+        #[arg(long, default_value = "staging/*")]
+        scope: String,
+        /// Expiry (mandatory in ci.yaml): a date like 2027-06-30.
+        #[arg(long)]
+        expires: Option<String>,
     },
 }
 
@@ -263,20 +270,39 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Token { command } => match command {
-            TokenCommand::Keygen { out } => keygen(&out),
-            TokenCommand::Generate { name, racks } => {
-                let token = crate::auth::generate_token("rgw_");
-                let hash = config::hex(&crate::auth::token_sha256(&token));
-                println!("token (shown once, store it in your CI secret store):\n  {token}\n");
-                println!("gateway.yaml snippet (holds only the hash):");
-                println!(
-                    "tokens:\n  - name: {name}\n    sha256: {hash}\n    racks: [{}]",
-                    racks.join(", ")
+        Command::Token { command } => {
+            match command {
+                TokenCommand::Keygen { out } => keygen(&out),
+                TokenCommand::Generate {
+                    name,
+                    role,
+                    scope,
+                    expires,
+                } => {
+                    let expires = match expires {
+                        Some(e) if crate::policy::load::parse_time(&e).is_some() => e,
+                        Some(e) => {
+                            eprintln!("rack-gateway token generate: --expires `{e}` is not a date like 2027-06-30");
+                            return ExitCode::from(2);
+                        }
+                        // A year from now, as a date.
+                        None => crate::client::utc(crate::proxy::unix_now() + 365 * 86_400)
+                            .split(' ')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    };
+                    let token = crate::auth::generate_token("rgw_");
+                    let hash = config::hex(&crate::auth::token_sha256(&token));
+                    println!("token (shown once; store it in your CI system's secret store):\n  {token}\n");
+                    println!("ci.yaml entry (holds only the hash):");
+                    println!(
+                    "ci:\n  {name}:\n    token_sha256: {hash}\n    expires: {expires}\n    grants:\n      - role: {role}\n        scope: \"{scope}\""
                 );
-                ExitCode::SUCCESS
+                    ExitCode::SUCCESS
+                }
             }
-        },
+        }
         Command::MockRack {
             listen,
             password_env,

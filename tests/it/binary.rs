@@ -288,3 +288,53 @@ async fn demo_serves_what_it_prints() {
     assert_eq!(r.status, 401);
     child.kill().await.unwrap();
 }
+
+/// `token generate` prints a token once and a ci.yaml entry holding only its
+/// hash; the entry loads as printed and the token then authenticates.
+#[tokio::test]
+async fn generated_token_snippet_works_as_printed() {
+    let (code, stdout, stderr) = run(
+        &[
+            "token",
+            "generate",
+            "--name",
+            "deploy-bot",
+            "--role",
+            "admin",
+            "--scope",
+            "*",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let token = stdout.lines().nth(1).unwrap().trim().to_string();
+    assert!(token.starts_with("rgw_"), "{stdout}");
+    let snippet = stdout
+        .split("ci.yaml entry (holds only the hash):\n")
+        .nth(1)
+        .unwrap();
+    assert!(!snippet.contains(&token));
+    init();
+    let rack = mock().await;
+    let dir = write_repo(
+        &format!(
+            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+            rack.url()
+        ),
+        &[],
+    );
+    std::fs::write(dir.path().join("ci.yaml"), snippet).unwrap();
+    let cfg = rack_gateway::config::load_dir(
+        dir.path(),
+        &rack_gateway::config::Env::from_pairs([("RACK_PW", RACK_PASSWORD)]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let gw = rack_gateway::server::Running::start(&cfg).await.unwrap();
+    let r = get(&format!("http://{}/apps?", gw.addr), Some(&token)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        rack.requests()[0].header("convox-actor").as_deref(),
+        Some("deploy-bot")
+    );
+}
