@@ -718,6 +718,8 @@ mod properties {
                     } else {
                         Vec::new()
                     },
+                    permissions: Vec::new(),
+                    env_keys: None,
                 }
             })
     }
