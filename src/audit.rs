@@ -55,6 +55,9 @@ pub struct Record<'a> {
     pub pid: Option<&'a str>,
     pub decision: Option<Decision>,
     pub reason: &'a str,
+    /// Env key names a release creation added, changed or removed (never
+    /// values): `add:A change:B remove:C kept:D`.
+    pub env_changes: Option<&'a str>,
     pub status: u16,
     pub upstream_status: Option<u16>,
     pub duration_ms: u64,
@@ -77,6 +80,7 @@ pub fn emit(r: &Record<'_>) {
         pid = r.pid,
         decision = r.decision.map(Decision::as_str),
         reason = r.reason,
+        env_changes = r.env_changes,
         status = r.status,
         upstream_status = r.upstream_status,
         duration_ms = r.duration_ms,

@@ -3,7 +3,9 @@
 //!
 //! Bodies are never collected: request bodies go to the rack frame by frame
 //! and response bodies come back the same way, so backpressure holds and a
-//! multi-hundred-MB upload costs no more memory than a small one.
+//! multi-hundred-MB upload costs no more memory than a small one. The only
+//! exceptions are the few small, capped form requests and JSON responses
+//! that carry secrets (see `secrets.rs`).
 
 use std::future::Future;
 use std::pin::Pin;

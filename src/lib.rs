@@ -24,6 +24,7 @@ pub mod policy;
 pub mod proxy;
 pub mod routes;
 pub mod seal;
+pub mod secrets;
 pub mod server;
 pub mod sniff;
 pub mod tls;

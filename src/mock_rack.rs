@@ -1177,6 +1177,11 @@ fn system() -> System {
 
 /// What the mock answers for a path the rack serves but the mock does not
 /// model.
+/// What `POST /instances/keyroll` answers: the new instance key pair's
+/// private half, which only identities with `secrets read` may see.
+pub const MOCK_PRIVATE_KEY: &str =
+    "-----BEGIN RSA PRIVATE KEY-----\nmock-private-key-material\n-----END RSA PRIVATE KEY-----";
+
 fn generic(method: &Method) -> Resp {
     match *method {
         Method::GET => json(&serde_json::json!({})),
@@ -1198,6 +1203,10 @@ fn rest(shared: &Shared, req: &Req<'_>) -> ApiResult {
             StatusCode::NOT_IMPLEMENTED,
             "direct rack doesn't support update, make sure you are not using RACK_URL environment variable",
         )),
+        (&Method::POST, ["instances", "keyroll"]) => Ok(json(&serde_json::json!({
+            "name": "convox-keyroll",
+            "private-key": MOCK_PRIVATE_KEY,
+        }))),
         (&Method::POST, ["system", "jwt", "token"]) => Ok(json(&serde_json::json!({
             "token": format!("mock.{}", shared.ids.string(ALNUM, 32)),
         }))),

@@ -28,6 +28,7 @@ use crate::canon::{self, Upgrade};
 use crate::config::{Config, ConfigError, ConfigErrors, Timeouts, WebsocketLimits};
 use crate::policy::{Facts, Policy, Process, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS};
 use crate::routes::{self, RouteMatch, RouteMethod, Stream};
+use crate::secrets::{self, Masking};
 use crate::tunnel;
 use crate::upstream::Rack;
 
@@ -242,6 +243,7 @@ impl Gateway {
             route: None,
             identity: None,
             reason: String::new(),
+            env_changes: None,
         };
 
         let canon = match canon::canonicalize(&parts) {
@@ -441,9 +443,20 @@ impl Gateway {
             }
         };
         ctx.reason = reason;
+        let op = ctx.operation().unwrap_or_default();
+        let access = rt.policy.secret_access(
+            subject,
+            &Facts {
+                rack: &rack.name,
+                operation: op,
+                app: ctx.param("app"),
+                ..Default::default()
+            },
+        );
+        let masking = Masking::for_operation(op).map(|m| (m, access.read));
 
         let target = canon.target_from(offset);
-        let upstream_headers = forward_headers(&parts.headers, &rack, &ctx);
+        let mut upstream_headers = forward_headers(&parts.headers, &rack, &ctx);
         let raw_upgrade = match (&socket, parts.headers.get(header::UPGRADE), on_upgrade) {
             (None, Some(p), Some(up)) if canon.upgrade != Upgrade::None => Some((p.clone(), up)),
             _ => None,
@@ -458,6 +471,26 @@ impl Gateway {
                     .await
             }
             (None, None) => {
+                let body = if matches!(op, "build" | "releases create") {
+                    let form = FormRequest {
+                        headers: &parts.headers,
+                        query: canon.query.as_deref(),
+                        access: &access,
+                    };
+                    match self.checked_form(&mut ctx, &rt, &rack, form, body).await {
+                        Ok(b) => {
+                            upstream_headers.insert(header::CONTENT_LENGTH, b.len().into());
+                            body::full(b)
+                        }
+                        Err(resp) => return resp,
+                    }
+                } else {
+                    body::boxed(body)
+                };
+                if masking.is_some() {
+                    // The rack must answer in plain JSON for it to be masked.
+                    upstream_headers.remove(header::ACCEPT_ENCODING);
+                }
                 self.forward_rest(
                     ctx,
                     &rt,
@@ -466,6 +499,7 @@ impl Gateway {
                     &target,
                     upstream_headers,
                     body,
+                    masking,
                 )
                 .await
             }
@@ -534,44 +568,8 @@ impl Gateway {
         app: &str,
         pid: &str,
     ) -> Result<Process, Lookup> {
-        let target = crate::canon::Canonical {
-            segments: vec!["apps".into(), app.into(), "processes".into(), pid.into()],
-            query: None,
-            upgrade: Upgrade::None,
-        }
-        .path_from(0);
-        let uri = rack
-            .uri(&target)
-            .map_err(|_| Lookup::Refused("invalid process id".into()))?;
-        let mut req = Request::new(body::empty());
-        *req.uri_mut() = uri;
-        let h = req.headers_mut();
-        h.insert(header::HOST, rack.host.clone());
-        h.insert(header::AUTHORIZATION, rack.authorization.clone());
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        h.insert(REQUEST_ID.clone(), ctx.request_id_value());
-        if let Some(v) = ctx
-            .identity
-            .as_ref()
-            .and_then(|i| HeaderValue::from_str(&i.name).ok())
-        {
-            h.insert(CONVOX_ACTOR.clone(), v);
-        }
-        let resp = match tokio::time::timeout(rt.timeouts.idle, rack.client().request(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(Lookup::Unavailable(describe_client_error(&e))),
-            Err(_) => {
-                return Err(Lookup::Unavailable(
-                    "no response within the idle timeout".into(),
-                ))
-            }
-        };
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), 256 * 1024)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let target = rack_path(&["apps", app, "processes", pid], None);
+        let (status, body) = self.rack_get(rt, rack, ctx, &target).await?;
         if status == StatusCode::NOT_FOUND {
             return Err(Lookup::Refused(format!(
                 "process {pid} not found in app {app}"
@@ -607,7 +605,8 @@ impl Gateway {
         method: Method,
         target: &str,
         headers: HeaderMap,
-        body: Incoming,
+        body: Body,
+        masking: Option<(Masking, bool)>,
     ) -> Response<Body> {
         let idle = rt.timeouts.idle;
         let Ok(uri) = rack.uri(target) else {
@@ -646,7 +645,295 @@ impl Gateway {
             tracing::error!(rack = %rack.name, "the rack refused the gateway's credentials; check its password");
             return ctx.upstream_failed("the rack refused the gateway's credentials");
         }
-        ctx.relay(rparts, rbody, idle)
+        let Some((kind, reveal)) = masking else {
+            return ctx.relay(rparts, rbody, idle);
+        };
+        let mut rparts = rparts;
+        filter_response_headers(&mut rparts.headers);
+        rparts
+            .headers
+            .insert(REQUEST_ID.clone(), ctx.request_id_value());
+        let limited =
+            http_body_util::Limited::new(Idle::new(rbody, idle), secrets::MAX_MASKED_RESPONSE);
+        let bytes = match limited.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return ctx
+                    .upstream_failed("the response is too large to mask its secrets (over 4 MiB)")
+            }
+            Err(_) => return ctx.upstream_failed("the response body failed"),
+        };
+        let masked = if rparts.status.is_success() {
+            match secrets::mask_body(kind, &bytes, reveal, rack.password()) {
+                Ok(b) => b,
+                Err(e) => return ctx.upstream_failed(&e.to_string()),
+            }
+        } else {
+            secrets::scrub(&String::from_utf8_lossy(&bytes), rack.password()).into_bytes()
+        };
+        rparts.headers.remove(header::CONTENT_ENCODING);
+        rparts
+            .headers
+            .insert(header::CONTENT_LENGTH, masked.len().into());
+        let status = rparts.status.as_u16();
+        ctx.audit(Decision::Allow, &ctx.reason, status, Some(status));
+        Response::from_parts(rparts, body::full(masked))
+    }
+
+    /// Reads, checks and (for `releases create`) rewrites a small form body:
+    /// build source URLs and external builds (from the body and the query,
+    /// which the rack reads too), and the env round-trip. Refusals come
+    /// back as the response to send.
+    async fn checked_form(
+        &self,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+        rack: &Rack,
+        form: FormRequest<'_>,
+        body: Incoming,
+    ) -> Result<Bytes, Response<Body>> {
+        let query = secrets::parse_form(form.query.unwrap_or_default());
+        let limited =
+            http_body_util::Limited::new(Idle::new(body, rt.timeouts.idle), secrets::MAX_FORM_BODY);
+        let raw = match limited.collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ctx.refuse(
+                    None,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Decision::Reject,
+                    "gateway: bad request: the form body is larger than 1 MiB",
+                ))
+            }
+            Err(_) => {
+                return Err(ctx.refuse(
+                    None,
+                    StatusCode::BAD_REQUEST,
+                    Decision::Reject,
+                    "gateway: bad request: the request body could not be read",
+                ))
+            }
+        };
+        let bad = |ctx: &Ctx, status: StatusCode, msg: &str| {
+            let decision = if status == StatusCode::FORBIDDEN {
+                Decision::Deny
+            } else {
+                Decision::Reject
+            };
+            let prefix = if decision == Decision::Deny {
+                "denied"
+            } else {
+                "bad request"
+            };
+            ctx.refuse(None, status, decision, &format!("gateway: {prefix}: {msg}"))
+        };
+        let content_type = form
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if !raw.is_empty() && !secrets::is_form(content_type) {
+            return Err(bad(
+                ctx,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "this route accepts only an application/x-www-form-urlencoded body",
+            ));
+        }
+        let Ok(text) = std::str::from_utf8(&raw) else {
+            return Err(bad(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "the form body is not UTF-8",
+            ));
+        };
+        let fields = secrets::parse_form(text);
+        let app = ctx.param("app").unwrap_or_default().to_string();
+        if ctx.operation() == Some("build") {
+            let all: Vec<(String, String)> = fields.iter().chain(&query).cloned().collect();
+            let build = secrets::check_build(&app, &all)
+                .map_err(|msg| bad(ctx, StatusCode::FORBIDDEN, &msg))?;
+            if build.external && !form.access.builds_external {
+                return Err(bad(
+                    ctx,
+                    StatusCode::FORBIDDEN,
+                    "external builds (external=true) need the `builds external` permission",
+                ));
+            }
+            return Ok(raw);
+        }
+        // releases create: the env round-trip.
+        let sensitive = ["env", "parent-release"];
+        if query.iter().any(|(k, _)| sensitive.contains(&k.as_str())) {
+            return Err(bad(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "env and parent-release must be sent in the form body, not the query string",
+            ));
+        }
+        for name in sensitive {
+            if fields.iter().filter(|(k, _)| k == name).count() > 1 {
+                return Err(bad(
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    &format!("the form field {name} appears more than once"),
+                ));
+            }
+        }
+        let Some(posted) = fields
+            .iter()
+            .find(|(k, _)| k == "env")
+            .map(|(_, v)| v.clone())
+        else {
+            return Ok(raw);
+        };
+        let parent_id = fields
+            .iter()
+            .find(|(k, _)| k == "parent-release")
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty());
+        let parent_env = match self.parent_env(rt, rack, ctx, &app, parent_id).await {
+            Ok(e) => e,
+            Err(Lookup::Refused(msg)) => return Err(bad(ctx, StatusCode::FORBIDDEN, &msg)),
+            Err(Lookup::Unavailable(msg)) => return Err(ctx.upstream_failed(&msg)),
+        };
+        let policy = &rt.policy;
+        let protected = |k: &str| policy.is_protected_env(&rack.name, &app, k);
+        let globs = form.access.env_keys.clone();
+        let allowed_fn = |k: &str| globs.iter().flatten().any(|g| g.matches(k));
+        let allowed_desc = globs
+            .iter()
+            .flatten()
+            .map(|g| g.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rules = secrets::EnvRules {
+            protected: &protected,
+            may_change_protected: form.access.env_protected,
+            allowed_key: globs
+                .is_some()
+                .then_some(&allowed_fn as &dyn Fn(&str) -> bool),
+        };
+        let (env, changes) = match secrets::merge_env(&posted, &parent_env, &rules, &allowed_desc) {
+            Ok(x) => x,
+            Err(
+                e @ (secrets::EnvError::Protected(_) | secrets::EnvError::KeyNotAllowed { .. }),
+            ) => return Err(bad(ctx, StatusCode::FORBIDDEN, &e.to_string())),
+            Err(e) => return Err(bad(ctx, StatusCode::BAD_REQUEST, &e.to_string())),
+        };
+        ctx.env_changes = Some(changes.summary());
+        let rewritten: Vec<(String, String)> = fields
+            .into_iter()
+            .map(|(k, v)| if k == "env" { (k, env.clone()) } else { (k, v) })
+            .collect();
+        Ok(Bytes::from(secrets::encode_form(&rewritten)))
+    }
+
+    /// The env of the parent release: `parent-release`, else the latest
+    /// release (`GET /apps/{app}/releases?limit=1`); empty when the app has
+    /// no release yet.
+    async fn parent_env(
+        &self,
+        rt: &Runtime,
+        rack: &Rack,
+        ctx: &Ctx,
+        app: &str,
+        parent: Option<String>,
+    ) -> Result<String, Lookup> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            id: String,
+            #[serde(default)]
+            env: String,
+        }
+        let id = match parent {
+            Some(id) => id,
+            None => {
+                let list = rack_path(&["apps", app, "releases"], Some("limit=1"));
+                let (status, body) = self.rack_get(rt, rack, ctx, &list).await?;
+                if !status.is_success() {
+                    return Err(Lookup::Unavailable(format!(
+                        "cannot read the latest release of {app} (rack answered {})",
+                        status.as_u16()
+                    )));
+                }
+                let list: Vec<R> = serde_json::from_slice(&body).map_err(|_| {
+                    Lookup::Unavailable("the rack's release list is not JSON".into())
+                })?;
+                match list.into_iter().next() {
+                    Some(r) => r.id,
+                    None => return Ok(String::new()),
+                }
+            }
+        };
+        let (status, body) = self
+            .rack_get(
+                rt,
+                rack,
+                ctx,
+                &rack_path(&["apps", app, "releases", &id], None),
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(Lookup::Refused(format!(
+                "release {id} not found in app {app}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(Lookup::Unavailable(format!(
+                "cannot read release {id} (rack answered {})",
+                status.as_u16()
+            )));
+        }
+        let r: R = serde_json::from_slice(&body)
+            .map_err(|_| Lookup::Unavailable(format!("release {id} is not JSON")))?;
+        Ok(r.env)
+    }
+
+    /// A small GET to the rack with the gateway's credential, on behalf of
+    /// the request's identity: status and body (capped at 4 MiB).
+    async fn rack_get(
+        &self,
+        rt: &Runtime,
+        rack: &Rack,
+        ctx: &Ctx,
+        target: &str,
+    ) -> Result<(StatusCode, Bytes), Lookup> {
+        let uri = rack
+            .uri(target)
+            .map_err(|_| Lookup::Refused("invalid path".into()))?;
+        let mut req = Request::new(body::empty());
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(header::HOST, rack.host.clone());
+        h.insert(header::AUTHORIZATION, rack.authorization.clone());
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        h.insert(REQUEST_ID.clone(), ctx.request_id_value());
+        if let Some(v) = ctx
+            .identity
+            .as_ref()
+            .and_then(|i| HeaderValue::from_str(&i.name).ok())
+        {
+            h.insert(CONVOX_ACTOR.clone(), v);
+        }
+        let resp = match tokio::time::timeout(rt.timeouts.idle, rack.client().request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(Lookup::Unavailable(describe_client_error(&e))),
+            Err(_) => {
+                return Err(Lookup::Unavailable(
+                    "no response within the idle timeout".into(),
+                ))
+            }
+        };
+        let status = resp.status();
+        let limited = http_body_util::Limited::new(
+            Idle::new(resp.into_body(), rt.timeouts.idle),
+            secrets::MAX_MASKED_RESPONSE,
+        );
+        let body = limited
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|_| Lookup::Unavailable("the rack's answer could not be read".into()))?;
+        Ok((status, body))
     }
 
     async fn forward_socket(
@@ -775,6 +1062,24 @@ async fn wait_shutdown(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// What the form checks of a request need besides its body.
+struct FormRequest<'a> {
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    access: &'a crate::policy::SecretAccess,
+}
+
+/// A canonical rack path (segments escaped as the canonicalizer does) with
+/// an optional query.
+fn rack_path(segments: &[&str], query: Option<&str>) -> String {
+    crate::canon::Canonical {
+        segments: segments.iter().map(|s| s.to_string()).collect(),
+        query: query.map(str::to_string),
+        upgrade: Upgrade::None,
+    }
+    .target_from(0)
+}
+
 /// Why the target process could not be established: policy-relevant
 /// (refuse with 403) or the rack being unavailable (502).
 enum Lookup {
@@ -822,6 +1127,8 @@ struct Ctx {
     identity: Option<Identity>,
     /// Why the request was allowed (the rule that allowed it).
     reason: String,
+    /// Env key names a release creation changes (audit only).
+    env_changes: Option<String>,
 }
 
 impl Ctx {
@@ -863,6 +1170,7 @@ impl Ctx {
             pid: self.param("pid"),
             decision: Some(decision),
             reason,
+            env_changes: self.env_changes.as_deref(),
             status,
             upstream_status: upstream,
             duration_ms: self.started.elapsed().as_millis() as u64,

@@ -51,6 +51,8 @@ pub struct Rack {
     pub origin: HeaderValue,
     /// `Basic base64(convox:<rack password>)`, marked sensitive.
     pub authorization: HeaderValue,
+    /// The rack password itself, so responses can be scrubbed of it.
+    password: String,
     /// One pooled client per worker thread, so a request and the upstream
     /// connection serving it run on the same thread.
     clients: Vec<HttpsClient>,
@@ -103,10 +105,16 @@ impl Rack {
             host,
             origin,
             authorization,
+            password: cfg.password.expose().to_string(),
             clients: (0..workers())
                 .map(|_| client(&cfg.tls, timeouts))
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The rack password (never logged: [`Rack`]'s Debug leaves it out).
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// This worker thread's pooled client.

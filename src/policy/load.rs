@@ -13,7 +13,8 @@ use super::command::CommandPattern;
 use super::glob::Glob;
 use super::{
     op_index, operations, ops_matching, CommandRule, Exception, Facts, Grant, OpSet, Policy,
-    Process, Role, RuleRef, Subject, SubjectKind, RESTRICTED_RUN_HEADERS,
+    Process, ProtectedEnv, Role, RuleRef, Subject, SubjectKind, PERMISSIONS,
+    RESTRICTED_RUN_HEADERS,
 };
 use crate::config::{parse_yaml, ConfigError};
 
@@ -37,6 +38,8 @@ pub const DEFAULT_BLOCKED: &[&str] = &[
 pub struct RawPolicySection {
     blocked: Option<Spanned<Vec<Spanned<String>>>>,
     exceptions: Option<Vec<Spanned<RawException>>>,
+    /// `"<rack glob>/<app glob>": [KEY globs]`.
+    protected_env: Option<BTreeMap<String, Spanned<Vec<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +58,8 @@ struct RawRole {
     deny: Option<Vec<Spanned<String>>>,
     commands: Option<RawCommands>,
     run_headers: Option<Vec<Spanned<String>>>,
+    permissions: Option<Vec<Spanned<String>>>,
+    env_keys: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -485,6 +490,50 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                 },
             ));
         }
+        let mut permissions: Vec<(&'static str, RuleRef)> = Vec::new();
+        for p in raw.permissions.iter().flatten() {
+            let name = p.value.trim();
+            match PERMISSIONS.iter().find(|k| **k == name) {
+                Some(k) => permissions.push((
+                    k,
+                    RuleRef {
+                        file: rel.clone(),
+                        line: p.referenced.line(),
+                    },
+                )),
+                None => ctx.err(
+                    &file.display,
+                    Some(p.referenced),
+                    format!(
+                        "permissions: `{}` is not a permission (one of {})",
+                        p.value,
+                        PERMISSIONS.join(", ")
+                    ),
+                ),
+            }
+        }
+        let mut env_keys: Option<Vec<(Glob, RuleRef)>> = raw.env_keys.as_ref().map(|list| {
+            list.iter()
+                .map(|k| {
+                    (
+                        Glob::new(k.value.trim()),
+                        RuleRef {
+                            file: rel.clone(),
+                            line: k.referenced.line(),
+                        },
+                    )
+                })
+                .collect()
+        });
+        for k in raw.env_keys.iter().flatten() {
+            if k.value.trim().is_empty() || k.value.contains(['=', '\n']) {
+                ctx.err(
+                    &file.display,
+                    Some(k.referenced),
+                    format!("env_keys: `{}` is not an env key pattern", k.value),
+                );
+            }
+        }
         for p in raw.inherits.iter().flatten() {
             let Some(parent) = names.get(&p.value).and_then(|&j| compiled[j].clone()) else {
                 continue;
@@ -502,6 +551,16 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             commands_allow.extend(parent.commands_allow.iter().cloned());
             commands_deny.extend(parent.commands_deny.iter().cloned());
             run_headers.extend(parent.run_headers.iter().cloned());
+            for perm in &parent.permissions {
+                if !permissions.iter().any(|(n, _)| *n == perm.0) {
+                    permissions.push(perm.clone());
+                }
+            }
+            if let Some(pk) = &parent.env_keys {
+                env_keys
+                    .get_or_insert_with(Vec::new)
+                    .extend(pk.iter().cloned());
+            }
         }
         compiled[i] = Some(Role {
             name: name.clone(),
@@ -514,6 +573,8 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             commands_allow,
             commands_deny,
             run_headers,
+            permissions,
+            env_keys,
         });
     }
     for role in compiled.into_iter().flatten() {
@@ -569,6 +630,37 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             at: RuleRef {
                 file: Arc::from("gateway.yaml"),
                 line: e.referenced.line(),
+            },
+        });
+    }
+
+    for (scope, keys) in section.protected_env.iter().flatten() {
+        let Some((rack, app)) = scope.split_once('/') else {
+            ctx.err(
+                inputs.gateway_display,
+                Some(keys.referenced),
+                format!("policy.protected_env: `{scope}` is not <rack glob>/<app glob>"),
+            );
+            continue;
+        };
+        if keys
+            .value
+            .iter()
+            .any(|k| k.trim().is_empty() || k.contains('='))
+        {
+            ctx.err(
+                inputs.gateway_display,
+                Some(keys.referenced),
+                format!("policy.protected_env: `{scope}` lists an empty key or one with `=`"),
+            );
+        }
+        policy.protected_env.push(ProtectedEnv {
+            rack: Glob::new(rack),
+            app: Glob::new(app),
+            keys: keys.value.iter().map(|k| Glob::new(k.trim())).collect(),
+            at: RuleRef {
+                file: Arc::from("gateway.yaml"),
+                line: keys.referenced.line(),
             },
         });
     }

@@ -114,6 +114,34 @@ pub const RESTRICTED_RUN_HEADERS: &[&str] = &[
     "system-critical",
 ];
 
+/// Permissions that are not operations, granted with a role's
+/// `permissions:` list: `secrets read` (see secret values in release env,
+/// resource URLs and key rolls instead of placeholders), `env protected`
+/// (change or remove protected env keys), `builds external` (external
+/// builds, whose flow hands the client a registry credential).
+pub const PERMISSIONS: &[&str] = &["secrets read", "env protected", "builds external"];
+
+/// Env keys of matching apps that only identities with `env protected` may
+/// change or remove (gateway.yaml `policy.protected_env`).
+#[derive(Debug, Clone)]
+pub struct ProtectedEnv {
+    pub rack: Glob,
+    pub app: Glob,
+    pub keys: Vec<Glob>,
+    pub at: RuleRef,
+}
+
+/// What an identity may do with secrets for one request, from the roles
+/// that allow its operation on the request's scope.
+#[derive(Debug, Clone, Default)]
+pub struct SecretAccess {
+    pub read: bool,
+    pub env_protected: bool,
+    pub builds_external: bool,
+    /// Env key patterns the identity may change; `None` is any key.
+    pub env_keys: Option<Vec<Glob>>,
+}
+
 /// A command rule: service glob + command pattern, and where it is written.
 #[derive(Debug, Clone)]
 pub struct CommandRule {
@@ -137,6 +165,11 @@ pub struct Role {
     pub commands_deny: Vec<CommandRule>,
     /// Restricted run headers (lower-case) this role may send.
     pub run_headers: Vec<(String, RuleRef)>,
+    /// Permissions beyond operations ([`PERMISSIONS`]).
+    pub permissions: Vec<(&'static str, RuleRef)>,
+    /// Env key patterns this role may change on `releases create`; `None`
+    /// is any key.
+    pub env_keys: Option<Vec<(Glob, RuleRef)>>,
 }
 
 impl Role {
@@ -207,6 +240,7 @@ pub struct Policy {
     /// blocks it (empty for the built-in default list).
     pub blocked_at: Vec<Option<RuleRef>>,
     pub exceptions: Vec<Exception>,
+    pub protected_env: Vec<ProtectedEnv>,
 }
 
 /// The process an exec or stop targets, as the rack reports it
@@ -602,6 +636,40 @@ impl Policy {
         }
     }
 
+    /// The secret permissions of `subject` for an allowed operation: the
+    /// union over the grants covering the request whose role allows `op`.
+    pub fn secret_access(&self, subject: &Subject, f: &Facts<'_>) -> SecretAccess {
+        let mut out = SecretAccess::default();
+        let Some(i) = op_index(f.operation) else {
+            return out;
+        };
+        let mut any_unrestricted = false;
+        let mut keys = Vec::new();
+        for g in self.applicable(subject, f, f.operation) {
+            let role = &self.roles[g.role];
+            if !role.allow.contains(i) {
+                continue;
+            }
+            let has = |p: &str| role.permissions.iter().any(|(n, _)| *n == p);
+            out.read |= has("secrets read");
+            out.env_protected |= has("env protected");
+            out.builds_external |= has("builds external");
+            match &role.env_keys {
+                None => any_unrestricted = true,
+                Some(k) => keys.extend(k.iter().map(|(g, _)| g.clone())),
+            }
+        }
+        out.env_keys = (!any_unrestricted).then_some(keys);
+        out
+    }
+
+    /// Whether `key` is a protected env key of `rack`/`app`.
+    pub fn is_protected_env(&self, rack: &str, app: &str, key: &str) -> bool {
+        self.protected_env.iter().any(|p| {
+            p.rack.matches(rack) && p.app.matches(app) && p.keys.iter().any(|k| k.matches(key))
+        })
+    }
+
     /// Everything a subject may do, per grant, for `can --list`.
     pub fn describe(&self, subject: &Subject) -> Vec<String> {
         let mut out = Vec::new();
@@ -617,6 +685,14 @@ impl Policy {
             out.push(format!("{} as {} ({}):", g.scope(), role.name, g.at));
             let list: Vec<&str> = ops.iter().collect();
             out.push(format!("  operations: {}", list.join(", ")));
+            if !role.permissions.is_empty() {
+                let p: Vec<&str> = role.permissions.iter().map(|(n, _)| *n).collect();
+                out.push(format!("  permissions: {}", p.join(", ")));
+            }
+            if let Some(k) = &role.env_keys {
+                let k: Vec<&str> = k.iter().map(|(g, _)| g.as_str()).collect();
+                out.push(format!("  env keys: {}", k.join(", ")));
+            }
             if ops.contains(op_index("run").unwrap_or(0))
                 || ops.contains(op_index("exec").unwrap_or(0))
             {

@@ -314,6 +314,76 @@ fn rack_and_app_globs() {
 }
 
 // ---------------------------------------------------------------------------
+// Secret permissions, env key patterns, protected env keys
+
+#[test]
+fn secret_permissions_are_inherited_and_scoped_to_the_allowing_roles() {
+    let gw = GATEWAY.to_string() + "policy:\n  protected_env:\n    \"staging/my*\": [DATABASE_*]\n";
+    let p = shipped(&[
+        ("gateway.yaml", &gw),
+        (
+            "roles/featurer.yaml",
+            "inherits: [deployer]\nenv_keys: [FEATURE_*]\n",
+        ),
+        ("roles/child.yaml", "inherits: [featurer]\nenv_keys: [OTHER]\n"),
+        (
+            "users.yaml",
+            "users:\n  a@x.com:\n    grants:\n      - role: admin\n        scope: staging/*\n      - role: viewer\n        scope: production/*\n  f@x.com:\n    grants:\n      - role: child\n        scope: staging/*\n",
+        ),
+    ]);
+    let a = user(&p, "a@x.com");
+    let on_staging = p.secret_access(a, &op("staging", Some("myapp"), "releases info"));
+    assert!(on_staging.read && on_staging.env_protected && on_staging.builds_external);
+    assert!(on_staging.env_keys.is_none());
+    let on_prod = p.secret_access(a, &op("production", Some("myapp"), "releases info"));
+    assert!(!on_prod.read && !on_prod.env_protected && !on_prod.builds_external);
+
+    let f = user(&p, "f@x.com");
+    let access = p.secret_access(f, &op("staging", Some("myapp"), "releases create"));
+    assert!(!access.read);
+    let keys: Vec<&str> = access
+        .env_keys
+        .iter()
+        .flatten()
+        .map(|g| g.as_str())
+        .collect();
+    assert_eq!(keys, ["OTHER", "FEATURE_*"]);
+
+    assert!(p.is_protected_env("staging", "myapp", "DATABASE_URL"));
+    assert!(!p.is_protected_env("staging", "myapp", "SECRET_KEY"));
+    assert!(!p.is_protected_env("production", "myapp", "DATABASE_URL"));
+}
+
+#[test]
+fn unknown_permissions_and_bad_protected_scopes_are_load_errors() {
+    let errors = load_errors(&[
+        (
+            "roles/r.yaml",
+            "permissions: [secrets write]\nenv_keys: [\"A=B\"]\n",
+        ),
+        (
+            "gateway.yaml",
+            &(GATEWAY.to_string() + "policy:\n  protected_env:\n    staging: [X]\n"),
+        ),
+    ]);
+    let text: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+    assert!(
+        text.iter()
+            .any(|m| m.contains("`secrets write` is not a permission")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|m| m.contains("env_keys: `A=B`")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|m| m.contains("`staging` is not <rack glob>/<app glob>")),
+        "{text:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Inheritance
 
 #[test]
@@ -718,6 +788,8 @@ mod properties {
                     } else {
                         Vec::new()
                     },
+                    permissions: Vec::new(),
+                    env_keys: None,
                 }
             })
     }

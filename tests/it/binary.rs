@@ -88,13 +88,42 @@ async fn check_command_reports_and_exits_nonzero() {
 }
 
 /// A running `rack-gateway serve` whose stderr is captured.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-async fn spawn_serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+impl Proc {
+    /// SIGTERM, wait for a clean exit, and return everything it logged
+    /// (stderr and stdout).
+    pub(crate) async fn stop(self) -> String {
+        let Proc { mut child, log, .. } = self;
+        let pid = child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let logs = log.lock().unwrap().clone();
+        logs + &stdout
+    }
+}
+
+pub(crate) async fn spawn_serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(bin())
         .args(["serve", "--config", dir.to_str().unwrap()])
         .env_clear()

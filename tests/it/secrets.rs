@@ -1,0 +1,572 @@
+//! Secrets and side doors through the real server: masked reads for
+//! identities without `secrets read`, the env round-trip of `convox env
+//! set/unset` (placeholders kept, protected keys, per-role key patterns),
+//! the build side doors, and no secret value in responses or logs.
+
+use std::time::Duration;
+
+use rack_gateway::config::{self, Env};
+use rack_gateway::mock_rack::{MockRack, Recorded, MOCK_PRIVATE_KEY};
+use rack_gateway::secrets::parse_form;
+use rack_gateway::server::Running;
+
+use crate::support::*;
+
+/// Secret values the mock rack holds for `myapp` (release env, resource
+/// URL) and the rack password.
+const SECRETS: &[&str] = &[
+    "s3cr3t",
+    "dbsecret",
+    "dbpass",
+    RACK_PASSWORD,
+    "mock-private-key-material",
+];
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// Roles added to the shipped ones.
+const ROLES: &[(&str, &str)] = &[
+    ("featurer", "inherits: [deployer]\nenv_keys: [FEATURE_*]\n"),
+    (
+        "keeper",
+        "inherits: [deployer]\npermissions: [env protected]\n",
+    ),
+    (
+        "external",
+        "inherits: [deployer]\npermissions: [builds external]\n",
+    ),
+    ("reader", "allow: [resources info, instances keyroll]\n"),
+];
+
+const GATEWAY_POLICY: &str = "policy:\n  protected_env:\n    \"staging/myapp\": [DATABASE_URL]\n  exceptions:\n    - {role: reader, operations: [instances keyroll]}\n    - {role: admin, operations: [instances keyroll]}\n";
+
+struct Setup {
+    rack: MockRack,
+    running: Running,
+    _dir: tempfile::TempDir,
+}
+
+fn token(role: &str) -> String {
+    format!("tok-{role}-0123456789abcdefghijklmnop")
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        init();
+        let rack = mock().await;
+        let yaml = format!(
+            "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n{GATEWAY_POLICY}",
+            rack.url()
+        );
+        let roles = [
+            "viewer", "deployer", "ops", "admin", "featurer", "keeper", "external", "reader",
+        ];
+        let tokens: Vec<String> = roles.iter().map(|r| token(r)).collect();
+        let ci: Vec<(&str, &str, &str, &str)> = roles
+            .iter()
+            .zip(&tokens)
+            .map(|(r, t)| (*r, t.as_str(), *r, "staging/*"))
+            .collect();
+        let dir = write_repo(&yaml, &ci);
+        for (name, text) in ROLES {
+            std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
+        }
+        let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let running = Running::start(&cfg).await.expect("gateway starts");
+        Setup {
+            rack,
+            running,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.addr, path)
+    }
+
+    async fn get(&self, role: &str, path: &str) -> Resp {
+        get(&self.url(path), Some(&token(role))).await
+    }
+
+    async fn post_form(&self, role: &str, path: &str, form: &[(&str, &str)]) -> Resp {
+        let pairs: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let body = rack_gateway::secrets::encode_form(&pairs);
+        send("POST", &self.url(path), Some(&token(role)), &[FORM], body).await
+    }
+
+    /// Requests the rack received whose path starts with `prefix`.
+    fn received(&self, method: &str, prefix: &str) -> Vec<Recorded> {
+        self.rack
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.target.starts_with(prefix))
+            .collect()
+    }
+
+    /// The `env` the rack received on the last release creation.
+    fn forwarded_env(&self) -> String {
+        let posts = self.received("POST", "/apps/myapp/releases");
+        let last = posts.last().expect("a release creation reached the rack");
+        let form = parse_form(std::str::from_utf8(&last.body).unwrap());
+        form.iter()
+            .find(|(k, _)| k == "env")
+            .map(|(_, v)| v.clone())
+            .expect("an env field was forwarded")
+    }
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for s in SECRETS {
+        assert!(!text.contains(s), "{what} leaks {s:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn releases_are_masked_without_secrets_read() {
+    let s = Setup::start().await;
+    for role in ["viewer", "deployer"] {
+        for path in [
+            "/apps/myapp/releases/RMYAPPRELAB",
+            "/apps/myapp/releases?limit=10",
+        ] {
+            let r = s.get(role, path).await;
+            assert_eq!(r.status, 200, "{role} {path}: {}", r.text());
+            let text = r.text();
+            assert!(
+                text.contains(r"DATABASE_URL=******\nSECRET_KEY=******\nFEATURE_X=******"),
+                "{role} {path}: {text}"
+            );
+            assert_no_secret(&format!("{role} {path}"), &text);
+            assert_eq!(
+                r.headers["content-length"].to_str().unwrap(),
+                r.body.len().to_string()
+            );
+        }
+    }
+    let r = s.get("admin", "/apps/myapp/releases/RMYAPPRELAB").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("SECRET_KEY=s3cr3t"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn resources_and_keyroll_are_masked_without_secrets_read() {
+    let s = Setup::start().await;
+    let r = s.get("viewer", "/apps/myapp/resources").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()[0]["url"],
+        "postgres://app:******@db.myapp.mock:5432/app"
+    );
+    assert_no_secret("viewer resources", &r.text());
+
+    let r = s.get("reader", "/apps/myapp/resources/db").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["url"],
+        "postgres://app:******@db.myapp.mock:5432/app"
+    );
+    let r = s.get("admin", "/apps/myapp/resources/db").await;
+    assert_eq!(
+        r.json()["url"],
+        "postgres://app:dbpass@db.myapp.mock:5432/app"
+    );
+
+    let r = send(
+        "POST",
+        &s.url("/instances/keyroll"),
+        Some(&token("reader")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["private-key"], "******");
+    assert_eq!(r.json()["name"], "convox-keyroll");
+    let r = send(
+        "POST",
+        &s.url("/instances/keyroll"),
+        Some(&token("admin")),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["private-key"], MOCK_PRIVATE_KEY);
+}
+
+#[tokio::test]
+async fn external_builds_need_permission_and_never_show_the_rack_password() {
+    let s = Setup::start().await;
+    let r = s
+        .post_form("deployer", "/apps/myapp/builds", &[("external", "true")])
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error().contains("`builds external` permission"),
+        "{}",
+        r.text()
+    );
+    let r = send(
+        "POST",
+        &s.url("/apps/myapp/builds?external=1"),
+        Some(&token("deployer")),
+        &[FORM],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "query: {}", r.text());
+    assert!(s.received("POST", "/apps/myapp/builds").is_empty());
+
+    for role in ["external", "admin"] {
+        let r = s
+            .post_form(role, "/apps/myapp/builds", &[("external", "true")])
+            .await;
+        assert_eq!(r.status, 200, "{role}: {}", r.text());
+        assert_eq!(
+            r.json()["repository"],
+            "https://convox:******@api.mock/myapp"
+        );
+        assert_no_secret(role, &r.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let r = s.get(role, &format!("/apps/myapp/builds/{id}")).await;
+        assert_no_secret("build info", &r.text());
+        let r = s.get(role, "/apps/myapp/builds").await;
+        assert_no_secret("build list", &r.text());
+    }
+}
+
+#[tokio::test]
+async fn placeholders_keep_values_and_unset_removes() {
+    let s = Setup::start().await;
+    // `convox env set FEATURE_X=2` after a masked read.
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[("env", "DATABASE_URL=******\nFEATURE_X=2\nSECRET_KEY=******")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_no_secret("release create response", &r.text());
+    assert_eq!(
+        s.forwarded_env(),
+        "DATABASE_URL=postgres://u:dbsecret@db:5432/x\nFEATURE_X=2\nSECRET_KEY=s3cr3t"
+    );
+    // The parent was looked up as the CLI does: the latest release, then it.
+    assert_eq!(s.received("GET", "/apps/myapp/releases?limit=1").len(), 1);
+
+    // `convox env unset SECRET_KEY`.
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[("env", "DATABASE_URL=******\nFEATURE_X=******")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.forwarded_env(),
+        "DATABASE_URL=postgres://u:dbsecret@db:5432/x\nFEATURE_X=2"
+    );
+
+    // `--release`: the placeholders come from the named parent.
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[
+                ("env", "DATABASE_URL=******\nSECRET_KEY=******"),
+                ("parent-release", "RMYAPPRELAA"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.forwarded_env(),
+        "DATABASE_URL=postgres://u:dbsecret@db:5432/x\nSECRET_KEY=s3cr3t"
+    );
+    let last = s.received("POST", "/apps/myapp/releases").pop().unwrap();
+    assert_eq!(
+        last.header("content-length").unwrap(),
+        last.body.len().to_string()
+    );
+
+    // A placeholder for a key the parent lacks is refused.
+    let before = s.received("POST", "/apps/myapp/releases").len();
+    let r = s
+        .post_form("deployer", "/apps/myapp/releases", &[("env", "NEW=******")])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // env in the query string (the rack reads it there too) is refused.
+    let r = send(
+        "POST",
+        &s.url("/apps/myapp/releases?env=SECRET_KEY%3Dx"),
+        Some(&token("deployer")),
+        &[FORM],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("form body"), "{}", r.text());
+    assert_eq!(s.received("POST", "/apps/myapp/releases").len(), before);
+}
+
+#[tokio::test]
+async fn protected_keys_are_kept_unless_permitted() {
+    let s = Setup::start().await;
+    // Removing a protected key without permission keeps it.
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[("env", "FEATURE_X=******\nSECRET_KEY=******")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        s.forwarded_env()
+            .contains("DATABASE_URL=postgres://u:dbsecret@db:5432/x"),
+        "{}",
+        s.forwarded_env()
+    );
+    // Changing it is refused, and nothing is forwarded.
+    let before = s.received("POST", "/apps/myapp/releases").len();
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[(
+                "env",
+                "DATABASE_URL=postgres://evil\nFEATURE_X=******\nSECRET_KEY=******",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error().contains("DATABASE_URL is protected"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.received("POST", "/apps/myapp/releases").len(), before);
+
+    // keeper has `env protected`: change, then remove.
+    let r = s
+        .post_form(
+            "keeper",
+            "/apps/myapp/releases",
+            &[(
+                "env",
+                "DATABASE_URL=postgres://new\nFEATURE_X=******\nSECRET_KEY=******",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(s
+        .forwarded_env()
+        .starts_with("DATABASE_URL=postgres://new\n"));
+    let r = s
+        .post_form(
+            "keeper",
+            "/apps/myapp/releases",
+            &[("env", "FEATURE_X=******\nSECRET_KEY=******")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!s.forwarded_env().contains("DATABASE_URL"));
+
+    // Other apps have no protected keys.
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/billing/releases",
+            &[("env", "FEATURE_X=******\nSTRIPE_KEY=******")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn env_key_patterns_limit_what_a_role_changes() {
+    let s = Setup::start().await;
+    let r = s
+        .post_form(
+            "featurer",
+            "/apps/myapp/releases",
+            &[(
+                "env",
+                "DATABASE_URL=******\nFEATURE_X=0\nFEATURE_Y=1\nSECRET_KEY=******",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(s.forwarded_env().contains("FEATURE_Y=1"));
+    let before = s.received("POST", "/apps/myapp/releases").len();
+    for env in [
+        "DATABASE_URL=******\nFEATURE_X=0\nSECRET_KEY=other",
+        "DATABASE_URL=******\nFEATURE_X=0\nFEATURE_Y=1",
+    ] {
+        let r = s
+            .post_form("featurer", "/apps/myapp/releases", &[("env", env)])
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(
+            r.error(),
+            "gateway: denied: env key SECRET_KEY may not be changed by this identity (it may change only FEATURE_*)"
+        );
+    }
+    assert_eq!(s.received("POST", "/apps/myapp/releases").len(), before);
+}
+
+#[tokio::test]
+async fn build_side_doors_are_refused_and_not_forwarded() {
+    let s = Setup::start().await;
+    for (url, query) in [
+        ("dir:///etc", false),
+        ("object://billing/tmp/x.tgz", false),
+        ("https://example.com/x.tgz", false),
+        ("object://myapp.evil/x", false),
+        ("dir:///etc", true),
+        ("object://billing/tmp/x.tgz", true),
+    ] {
+        let r = if query {
+            let q = rack_gateway::secrets::encode_form(&[("url".into(), url.into())]);
+            s.post_form(
+                "admin",
+                &format!("/apps/myapp/builds?{q}"),
+                &[("url", "object://myapp/tmp/ok.tgz")],
+            )
+            .await
+        } else {
+            s.post_form("admin", "/apps/myapp/builds", &[("url", url)])
+                .await
+        };
+        assert_eq!(r.status, 403, "{url} (query {query}): {}", r.text());
+        assert!(
+            r.error().contains("must be object://myapp/<key>"),
+            "{}",
+            r.text()
+        );
+    }
+    let r = send(
+        "POST",
+        &s.url("/apps/myapp/builds"),
+        Some(&token("admin")),
+        &[("Content-Type", "multipart/form-data; boundary=x")],
+        "--x\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\ndir:///etc\r\n--x--\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(s.received("POST", "/apps/myapp/builds").is_empty());
+
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/builds",
+            &[("url", "object://myapp/tmp/ok.tgz")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.received("POST", "/apps/myapp/builds").len(), 1);
+
+    let r = send(
+        "POST",
+        &s.url("/apps/myapp/services/build/processes"),
+        Some(&token("admin")),
+        &[("Command", "sh")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.error().contains("build service"), "{}", r.text());
+    assert!(s.received("POST", "/apps/myapp/services/build").is_empty());
+}
+
+#[tokio::test]
+async fn tcp_proxy_is_refused_for_non_admin_roles() {
+    let s = Setup::start().await;
+    for role in ["viewer", "deployer", "ops"] {
+        let mut c = rack_gateway::ws::client_connect(
+            s.running.addr,
+            "/proxy/db.myapp.mock/5432",
+            &[("Authorization", &basic(&token(role)))],
+        )
+        .await
+        .unwrap();
+        let mut text = String::new();
+        while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+            text.push_str(&String::from_utf8_lossy(&f.payload));
+            if f.opcode == rack_gateway::ws::Opcode::Close {
+                break;
+            }
+        }
+        assert!(
+            text.contains("ERROR: gateway: denied:") && text.contains("\"proxy\""),
+            "{role}: {text}"
+        );
+    }
+    assert!(s
+        .rack
+        .requests()
+        .iter()
+        .all(|r| !r.target.starts_with("/proxy")));
+}
+
+#[tokio::test]
+async fn no_secret_reaches_a_viewer_or_the_logs() {
+    init();
+    let rack = mock().await;
+    let dir = write_repo(
+        &format!(
+            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n{GATEWAY_POLICY}",
+            rack.url()
+        ),
+        &[
+            ("viewer", &token("viewer"), "viewer", "staging/*"),
+            ("deployer", &token("deployer"), "deployer", "staging/*"),
+        ],
+    );
+    for (name, text) in ROLES {
+        std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
+    }
+    let p = crate::binary::spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
+    let base = format!("http://{}", p.addr);
+    let mut bodies = String::new();
+    for path in [
+        "/apps/myapp/releases/RMYAPPRELAB",
+        "/apps/myapp/releases",
+        "/apps/myapp/resources",
+        "/apps/myapp/builds",
+    ] {
+        for role in ["viewer", "deployer"] {
+            let r = get(&format!("{base}{path}"), Some(&token(role))).await;
+            assert_eq!(r.status, 200, "{role} {path}: {}", r.text());
+            bodies.push_str(&r.text());
+        }
+    }
+    let env = rack_gateway::secrets::encode_form(&[(
+        "env".into(),
+        "DATABASE_URL=******\nFEATURE_X=9\nNEW_KEY=v\nSECRET_KEY=******".into(),
+    )]);
+    let r = send(
+        "POST",
+        &format!("{base}/apps/myapp/releases"),
+        Some(&token("deployer")),
+        &[FORM],
+        env,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    bodies.push_str(&r.text());
+    assert_no_secret("responses", &bodies);
+
+    let logs = p.stop().await;
+    assert!(logs.matches("decision").count() >= 9, "{logs}");
+    assert_no_secret("logs", &logs);
+    assert!(
+        logs.contains("add:NEW_KEY change:FEATURE_X"),
+        "the audit names the changed keys: {logs}"
+    );
+}
