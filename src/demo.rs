@@ -127,7 +127,9 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
     println!("  curl -s -u convox:{deployer} {base}/racks/staging/apps");
     println!("  # refused (403): the deployer has no grant on production");
     println!("  curl -s -u convox:{deployer} {base}/racks/production/apps");
-    println!("  # refused (403): viewers never read release env (secrets)");
+    println!(
+        "  # masked: viewers read releases, but env values arrive as ****** (no `secrets read`)"
+    );
     println!("  curl -s -u convox:{viewer} {base}/racks/staging/apps/myapp/releases/RMYAPPRELAB");
     println!("  # refused (403): `rack update` is blocked for everyone, admins included");
     println!("  curl -s -u convox:{admin} -X PUT {base}/racks/staging/system");
