@@ -443,6 +443,23 @@ impl Gateway {
             }
         };
         ctx.reason = reason;
+        if ctx.operation() == Some("proxy") {
+            match self.check_proxy_target(&rt, &rack, &ctx, subject).await {
+                Ok(()) => {}
+                Err(Lookup::Refused(msg)) => {
+                    return ctx.refuse(
+                        socket,
+                        StatusCode::FORBIDDEN,
+                        Decision::Deny,
+                        &format!("gateway: denied: {msg}"),
+                    )
+                }
+                Err(Lookup::Unavailable(msg)) => {
+                    let msg = format!("gateway: rack `{}` unavailable: {msg}", rack.name);
+                    return ctx.refuse(socket, StatusCode::BAD_GATEWAY, Decision::Error, &msg);
+                }
+            }
+        }
         let op = ctx.operation().unwrap_or_default();
         let access = rt.policy.secret_access(
             subject,
@@ -556,6 +573,79 @@ impl Gateway {
             Verdict::NeedProcess => Err(Lookup::Refused("the target process is unknown".into())),
             v => Ok(v),
         }
+    }
+
+    /// The rack tunnels `/proxy/{host}/{port}` to anything it can reach
+    /// (other apps' databases, the cluster's internals), so a `proxy` the
+    /// policy allows must still name the host and port of a resource `url`
+    /// of an app the identity may `resources info` — which is what `convox
+    /// resources proxy` opens. Anything not found that way is refused.
+    async fn check_proxy_target(
+        &self,
+        rt: &Runtime,
+        rack: &Rack,
+        ctx: &Ctx,
+        subject: &crate::policy::Subject,
+    ) -> Result<(), Lookup> {
+        let (Some(host), Some(port)) = (ctx.param("host"), ctx.param("port")) else {
+            return Err(Lookup::Refused("the proxy target is unknown".into()));
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| Lookup::Refused(format!("invalid proxy port `{port}`")))?;
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+            #[serde(default)]
+            url: String,
+        }
+        let (status, body) = self
+            .rack_get(rt, rack, ctx, &rack_path(&["apps"], None))
+            .await?;
+        if !status.is_success() {
+            return Err(Lookup::Unavailable(format!(
+                "cannot list apps (rack answered {})",
+                status.as_u16()
+            )));
+        }
+        let apps: Vec<Named> = serde_json::from_slice(&body)
+            .map_err(|_| Lookup::Unavailable("cannot list apps".into()))?;
+        let visible: Vec<String> = apps
+            .into_iter()
+            .map(|a| a.name)
+            .filter(|app| {
+                let facts = Facts {
+                    rack: &rack.name,
+                    operation: "resources info",
+                    app: Some(app.as_str()),
+                    ..Default::default()
+                };
+                matches!(rt.policy.decide(subject, &facts), Verdict::Allow(_))
+            })
+            .collect();
+        for app in visible.iter().take(MAX_PROXY_APPS) {
+            let target = rack_path(&["apps", app, "resources"], None);
+            let (status, body) = self.rack_get(rt, rack, ctx, &target).await?;
+            if !status.is_success() {
+                continue;
+            }
+            let resources: Vec<Named> = serde_json::from_slice(&body).unwrap_or_default();
+            let found = resources.iter().any(|r| {
+                resource_endpoint(&r.url)
+                    .is_some_and(|(h, p)| p == port && h.eq_ignore_ascii_case(host))
+            });
+            if found {
+                return Ok(());
+            }
+        }
+        let searched = if visible.len() > MAX_PROXY_APPS {
+            format!(" (searched the first {MAX_PROXY_APPS} apps only)")
+        } else {
+            String::new()
+        };
+        Err(Lookup::Refused(format!(
+            "{host}:{port} is not a resource of an app you may `resources info`{searched}"
+        )))
     }
 
     /// `GET /apps/{app}/processes/{pid}` on the rack: the process's service
@@ -1080,6 +1170,31 @@ fn rack_path(segments: &[&str], query: Option<&str>) -> String {
     .target_from(0)
 }
 
+/// Most apps whose resources are listed to vet one `proxy` target: the
+/// lookup runs on every tunnelled connection, so it must stay bounded; a
+/// target past the cap is refused rather than searched for.
+const MAX_PROXY_APPS: usize = 50;
+
+/// Host and explicit port of a resource URL such as
+/// `postgres://user:pass@db.example:5432/app`; `None` without a port, since
+/// the proxy target always names one.
+fn resource_endpoint(url: &str) -> Option<(&str, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit('@').next()?;
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':')?)
+        }
+        None => host_port.rsplit_once(':')?,
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
 /// Why the target process could not be established: policy-relevant
 /// (refuse with 403) or the rack being unavailable (502).
 enum Lookup {
@@ -1369,4 +1484,29 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resource_endpoint;
+
+    #[test]
+    fn resource_endpoint_takes_host_and_port_past_the_credentials() {
+        assert_eq!(
+            resource_endpoint("postgres://app:p@ss@db.myapp.mock:5432/app"),
+            Some(("db.myapp.mock", 5432))
+        );
+        assert_eq!(
+            resource_endpoint("redis://cache.internal:6379"),
+            Some(("cache.internal", 6379))
+        );
+        assert_eq!(
+            resource_endpoint("mysql://u:p@[fd00::1]:3306/db?tls=true"),
+            Some(("fd00::1", 3306))
+        );
+        assert_eq!(resource_endpoint("postgres://db.example/app"), None);
+        assert_eq!(resource_endpoint("db.example:5432"), None);
+        assert_eq!(resource_endpoint("postgres://u:p@:5432/app"), None);
+        assert_eq!(resource_endpoint(""), None);
+    }
 }

@@ -288,8 +288,22 @@ async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -
     let s = Setup::start(&[("who", &token, role, "staging/*")], &[]).await;
     let path = fill(pattern, op);
     let allowed = role_allows(role, op);
-    let lookup =
-        expects_lookup(role, op).then(|| "GET /apps/myapp/processes/web-abc12".to_string());
+    let lookup: Vec<String> = if op == "proxy" && allowed {
+        // The tunnel target is vetted against the resources of the apps the
+        // role may `resources info`, in the rack's order, up to the match.
+        [
+            "GET /apps",
+            "GET /apps/billing/resources",
+            "GET /apps/myapp/resources",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        expects_lookup(role, op)
+            .then(|| "GET /apps/myapp/processes/web-abc12".to_string())
+            .into_iter()
+            .collect()
+    };
     let label = format!("{role} {} {pattern} ({op})", method.as_str());
     let mut problems = Vec::new();
     let mut fail = |what: String| problems.push(format!("{label}: {what}"));
@@ -307,7 +321,7 @@ async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -
             fail(format!("handshake status {}", c.status));
             return problems;
         }
-        let mut want: Vec<String> = lookup.into_iter().collect();
+        let mut want = lookup.clone();
         if allowed {
             want.push(format!("GET {path}"));
             if !s.rack.requests().last().is_some_and(|r| r.websocket) {
@@ -352,7 +366,7 @@ async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -
         "",
     )
     .await;
-    let mut want: Vec<String> = lookup.into_iter().collect();
+    let mut want = lookup;
     if allowed {
         want.push(format!("{http_method} {path}?"));
         // The status must be the rack's: ask a fresh mock directly.

@@ -495,13 +495,7 @@ async fn tcp_proxy_is_refused_for_non_admin_roles() {
         )
         .await
         .unwrap();
-        let mut text = String::new();
-        while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
-            text.push_str(&String::from_utf8_lossy(&f.payload));
-            if f.opcode == rack_gateway::ws::Opcode::Close {
-                break;
-            }
-        }
+        let text = in_band_text(&mut c).await;
         assert!(
             text.contains("ERROR: gateway: denied:") && text.contains("\"proxy\""),
             "{role}: {text}"
@@ -512,6 +506,62 @@ async fn tcp_proxy_is_refused_for_non_admin_roles() {
         .requests()
         .iter()
         .all(|r| !r.target.starts_with("/proxy")));
+}
+
+/// Everything the gateway sends on a websocket until it closes, as text.
+async fn in_band_text(c: &mut rack_gateway::ws::ClientConn) -> String {
+    let mut text = String::new();
+    while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+        text.push_str(&String::from_utf8_lossy(&f.payload));
+        if f.opcode == rack_gateway::ws::Opcode::Close {
+            break;
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn tcp_proxy_reaches_only_the_apps_resources() {
+    let s = Setup::start().await;
+    let auth = basic(&token("admin"));
+    let mut c = rack_gateway::ws::client_connect(
+        s.running.addr,
+        "/proxy/db.myapp.mock/5432",
+        &[("Authorization", &auth)],
+    )
+    .await
+    .unwrap();
+    c.send(&rack_gateway::ws::Frame::text("SELECT 1"))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), c.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.payload, b"SELECT 1");
+    assert_eq!(s.received("GET", "/proxy/db.myapp.mock/5432").len(), 1);
+
+    let rack_port = s.rack.addr().port().to_string();
+    for (host, port) in [
+        ("169.254.169.254", "80"),
+        ("127.0.0.1", rack_port.as_str()),
+        ("db.myapp.mock", "5433"),
+        ("db.other.mock", "5432"),
+    ] {
+        let path = format!("/proxy/{host}/{port}");
+        let mut c =
+            rack_gateway::ws::client_connect(s.running.addr, &path, &[("Authorization", &auth)])
+                .await
+                .unwrap();
+        let text = in_band_text(&mut c).await;
+        assert!(
+            text.contains("ERROR: gateway: denied:")
+                && text.contains(&format!("{host}:{port} is not a resource")),
+            "{path}: {text}"
+        );
+        assert!(s.received("GET", &path).is_empty(), "{path} was forwarded");
+    }
 }
 
 #[tokio::test]
