@@ -514,7 +514,10 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
     let verdict = policy.decide_assuming(subject, &facts, &process);
     match verdict {
         crate::policy::Verdict::Allow(r) => {
-            println!("allow: {r}");
+            match crate::secrets::can_note(policy, subject, &facts) {
+                Some(note) => println!("allow: {r}; {note}"),
+                None => println!("allow: {r}"),
+            }
             ExitCode::SUCCESS
         }
         other => {

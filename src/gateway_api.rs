@@ -392,12 +392,20 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
         run_headers: &[],
     };
     let verdict = rt.policy.decide_assuming(subject, &facts, &process);
+    let note = verdict
+        .is_allow()
+        .then(|| crate::secrets::can_note(&rt.policy, subject, &facts))
+        .flatten();
+    let reason = match note {
+        Some(note) => format!("{}; {note}", verdict.reason()),
+        None => verdict.reason().to_string(),
+    };
     json(
         StatusCode::OK,
         serde_json::json!({
             "identity": who.identity.name,
             "allowed": verdict.is_allow(),
-            "reason": verdict.reason(),
+            "reason": reason,
         }),
     )
 }

@@ -63,6 +63,22 @@ impl Masking {
     }
 }
 
+/// What `can` adds to an allowed operation whose response carries secrets:
+/// whether this identity sees them or gets them masked, decided by the same
+/// `secret_access` the proxy masks with.
+pub fn can_note(
+    policy: &crate::policy::Policy,
+    subject: &crate::policy::Subject,
+    f: &crate::policy::Facts<'_>,
+) -> Option<&'static str> {
+    Masking::for_operation(f.operation)?;
+    Some(if policy.secret_access(subject, f).read {
+        "secrets shown (`secrets read`)"
+    } else {
+        "secrets masked (no `secrets read`)"
+    })
+}
+
 /// Why a response could not be masked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MaskError {

@@ -508,6 +508,78 @@ async fn tcp_proxy_is_refused_for_non_admin_roles() {
         .all(|r| !r.target.starts_with("/proxy")));
 }
 
+#[tokio::test]
+async fn can_says_whether_secrets_are_shown() {
+    let s = Setup::start().await;
+    let ask = |role: &'static str, operation: &'static str| {
+        let url = s.url("/_gateway/can");
+        async move {
+            let body =
+                format!(r#"{{"operation": "{operation}", "rack": "staging", "app": "myapp"}}"#);
+            let r = send(
+                "POST",
+                &url,
+                Some(&token(role)),
+                &[("Content-Type", "application/json")],
+                body,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let j = r.json();
+            assert_eq!(j["allowed"], true, "{role} {operation}: {j}");
+            j["reason"].as_str().unwrap().to_string()
+        }
+    };
+    let offline = |role: &str, operation: &str| {
+        let out = std::process::Command::new(bin())
+            .args([
+                "can", role, operation, "--rack", "staging", "--app", "myapp",
+            ])
+            .arg("--config")
+            .arg(s._dir.path())
+            .env("RACK_PW", RACK_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (role, operation, note) in [
+        (
+            "viewer",
+            "releases info",
+            Some("secrets masked (no `secrets read`)"),
+        ),
+        (
+            "deployer",
+            "resources",
+            Some("secrets masked (no `secrets read`)"),
+        ),
+        (
+            "admin",
+            "releases info",
+            Some("secrets shown (`secrets read`)"),
+        ),
+        ("viewer", "apps", None),
+    ] {
+        let online = ask(role, operation).await;
+        let printed = offline(role, operation);
+        assert!(printed.starts_with("allow: "), "{printed}");
+        match note {
+            Some(note) => {
+                assert!(online.ends_with(note), "{role} {operation}: {online}");
+                assert!(
+                    printed.trim_end().ends_with(note),
+                    "{role} {operation}: {printed}"
+                );
+            }
+            None => {
+                assert!(!online.contains("secrets"), "{online}");
+                assert!(!printed.contains("secrets"), "{printed}");
+            }
+        }
+    }
+}
+
 /// Everything the gateway sends on a websocket until it closes, as text.
 async fn in_band_text(c: &mut rack_gateway::ws::ClientConn) -> String {
     let mut text = String::new();
