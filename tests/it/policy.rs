@@ -421,6 +421,61 @@ async fn matrix(role: &str) {
 }
 
 #[tokio::test]
+async fn proxy_reaches_only_resources_of_apps_in_scope() {
+    init();
+    let token = token_for("tunnel");
+    let rack = mock().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    );
+    // The tunnel is a rack-wide operation; `resources info` only on myapp.
+    let dir = write_repo(&yaml, &[("who", &token, "tunnel", "staging/*")]);
+    let roles = dir.path().join("roles");
+    std::fs::write(roles.join("tunnel.yaml"), "allow: [proxy]\n").unwrap();
+    std::fs::write(roles.join("reader.yaml"), "allow: [resources info]\n").unwrap();
+    let ci = dir.path().join("ci.yaml");
+    let more = "      - role: reader\n        scope: \"staging/myapp\"\n";
+    std::fs::write(&ci, read(&ci) + more).unwrap();
+    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let s = Setup {
+        rack,
+        running: Running::start(&cfg).await.expect("gateway starts"),
+        _dir: dir,
+    };
+    let auth = basic(&token);
+    let headers = [("Authorization", auth.as_str())];
+
+    let mut c = ws::client_connect(
+        s.running.addr,
+        "/racks/staging/proxy/db.billing.mock/5432",
+        &headers,
+    )
+    .await
+    .unwrap();
+    let msg = in_band_refusal(&refusal_frames(&mut c).await.unwrap(), false).unwrap();
+    assert!(
+        msg.starts_with("gateway: denied: db.billing.mock:5432 is not a resource of an app"),
+        "{msg}"
+    );
+    assert_eq!(s.received(), ["GET /apps", "GET /apps/myapp/resources"]);
+
+    let c = ws::client_connect(
+        s.running.addr,
+        "/racks/staging/proxy/db.myapp.mock/5432",
+        &headers,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.status, 101);
+    assert_eq!(
+        s.received().last().map(String::as_str),
+        Some("GET /proxy/db.myapp.mock/5432")
+    );
+}
+
+#[tokio::test]
 async fn matrix_viewer() {
     matrix("viewer").await;
 }
