@@ -418,18 +418,7 @@ impl Gateway {
 
         let verdict = match self.decide(&rt, &rack, &ctx, &parts.headers, subject).await {
             Ok(v) => v,
-            Err(Lookup::Refused(msg)) => {
-                return ctx.refuse(
-                    socket,
-                    StatusCode::FORBIDDEN,
-                    Decision::Deny,
-                    &format!("gateway: denied: {msg}"),
-                )
-            }
-            Err(Lookup::Unavailable(msg)) => {
-                let msg = format!("gateway: rack `{}` unavailable: {msg}", rack.name);
-                return ctx.refuse(socket, StatusCode::BAD_GATEWAY, Decision::Error, &msg);
-            }
+            Err(e) => return ctx.refuse_lookup(socket, &rack.name, e),
         };
         let reason = match verdict {
             Verdict::Allow(r) => r,
@@ -446,18 +435,7 @@ impl Gateway {
         if ctx.operation() == Some("proxy") {
             match self.check_proxy_target(&rt, &rack, &ctx, subject).await {
                 Ok(()) => {}
-                Err(Lookup::Refused(msg)) => {
-                    return ctx.refuse(
-                        socket,
-                        StatusCode::FORBIDDEN,
-                        Decision::Deny,
-                        &format!("gateway: denied: {msg}"),
-                    )
-                }
-                Err(Lookup::Unavailable(msg)) => {
-                    let msg = format!("gateway: rack `{}` unavailable: {msg}", rack.name);
-                    return ctx.refuse(socket, StatusCode::BAD_GATEWAY, Decision::Error, &msg);
-                }
+                Err(e) => return ctx.refuse_lookup(socket, &rack.name, e),
             }
         }
         let op = ctx.operation().unwrap_or_default();
@@ -1294,6 +1272,25 @@ impl Ctx {
 
     fn audit_session_end(&self, end: tunnel::SpliceEnd) {
         self.audit_event("session-end", Decision::Allow, end.as_str(), 101, Some(101));
+    }
+
+    /// Refuses after a failed rack look-up: a policy refusal is a 403, the
+    /// rack being unavailable a 502.
+    fn refuse_lookup(&self, socket: Option<Socket>, rack: &str, e: Lookup) -> Response<Body> {
+        match e {
+            Lookup::Refused(msg) => self.refuse(
+                socket,
+                StatusCode::FORBIDDEN,
+                Decision::Deny,
+                &format!("gateway: denied: {msg}"),
+            ),
+            Lookup::Unavailable(msg) => self.refuse(
+                socket,
+                StatusCode::BAD_GATEWAY,
+                Decision::Error,
+                &format!("gateway: rack `{rack}` unavailable: {msg}"),
+            ),
+        }
     }
 
     /// Refuses: in-band on websocket routes, JSON otherwise; audited.
