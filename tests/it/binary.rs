@@ -367,3 +367,77 @@ async fn generated_token_snippet_works_as_printed() {
         Some("deploy-bot")
     );
 }
+
+/// SIGHUP reloads the config directory: an invalid config is refused and the
+/// running one keeps serving; a valid change takes effect on the next request.
+#[tokio::test]
+async fn sighup_reload_keeps_the_good_config() {
+    init();
+    let rack = mock().await;
+    let gateway_yaml = format!(
+        "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    );
+    let dir = write_repo(&gateway_yaml, &[("ci", CI_ALL, "viewer", "*")]);
+    let p = spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
+    let base = format!("http://{}", p.addr);
+    let hup = |p: &Proc| {
+        let pid = p.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+    };
+    assert_eq!(
+        get(&format!("{base}/apps?"), Some(CI_ALL)).await.status,
+        200
+    );
+
+    // A broken config (duplicate key) must not replace the running one.
+    let ci = dir.path().join("ci.yaml");
+    let good_ci = std::fs::read_to_string(&ci).unwrap();
+    std::fs::write(&ci, format!("{good_ci}{good_ci}")).unwrap();
+    hup(&p);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(&format!("{base}/apps?"), Some(CI_ALL)).await.status,
+        200
+    );
+
+    // A valid change (viewer → admin) applies after the next SIGHUP.
+    let promote = |ci: &str| ci.replace("role: viewer", "role: admin");
+    let r = send(
+        "POST",
+        &format!("{base}/apps/myapp/services/web/restart?"),
+        Some(CI_ALL),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    std::fs::write(&ci, promote(&good_ci)).unwrap();
+    hup(&p);
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = send(
+            "POST",
+            &format!("{base}/apps/myapp/services/web/restart?"),
+            Some(CI_ALL),
+            &[],
+            "",
+        )
+        .await
+        .status;
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(status, 200);
+    let logs = p.stop().await;
+    assert!(
+        logs.contains("reload failed; keeping the current configuration"),
+        "{logs}"
+    );
+    assert!(logs.contains("duplicate mapping key"), "{logs}");
+}
