@@ -58,6 +58,8 @@ pub struct Record<'a> {
     /// Env key names a release creation added, changed or removed (never
     /// values): `add:A change:B remove:C kept:D`.
     pub env_changes: Option<&'a str>,
+    /// The config version (commit) that decided the request.
+    pub config_version: Option<&'a str>,
     pub status: u16,
     pub upstream_status: Option<u16>,
     pub duration_ms: u64,
@@ -81,6 +83,7 @@ pub fn emit(r: &Record<'_>) {
         decision = r.decision.map(Decision::as_str),
         reason = r.reason,
         env_changes = r.env_changes,
+        config = r.config_version,
         status = r.status,
         upstream_status = r.upstream_status,
         duration_ms = r.duration_ms,

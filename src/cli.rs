@@ -57,10 +57,26 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway with the config directory holding gateway.yaml.
+    /// Run the gateway: from a config directory (watched, reloaded on
+    /// change), or in git mode from a repository named by a local settings
+    /// file.
     Serve {
-        #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
-        config: PathBuf,
+        /// The config directory holding gateway.yaml.
+        #[arg(
+            long,
+            short,
+            env = "RACK_GATEWAY_CONFIG",
+            required_unless_present = "git",
+            conflicts_with = "git"
+        )]
+        config: Option<PathBuf>,
+        /// Git mode: the local settings file (listen, tls, repository).
+        #[arg(long, env = "RACK_GATEWAY_GIT")]
+        git: Option<PathBuf>,
+        /// Directory mode: re-read the directory this often even without
+        /// file events (which network file systems may not deliver).
+        #[arg(long, default_value = "15s", value_parser = parse_interval)]
+        poll_interval: std::time::Duration,
     },
     /// Validate a config directory and run its policy tests; exit 0 (valid)
     /// or 1 (every problem printed with file:line).
@@ -216,7 +232,18 @@ pub fn main() -> ExitCode {
     let _log = init_logging(cli.log_format);
     crate::tls::install_crypto_provider();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config: Some(dir),
+            poll_interval,
+            ..
+        } => serve(dir, poll_interval),
+        Command::Serve {
+            git: Some(file), ..
+        } => serve_git(file),
+        Command::Serve { .. } => {
+            eprintln!("rack-gateway serve: give --config <dir> or --git <settings.yaml>");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Command::Check { dir, format } => check(dir, format),
         Command::Can {
             first,
@@ -527,9 +554,25 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
     }
 }
 
-fn serve(dir: PathBuf) -> ExitCode {
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match config::parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
     let env = Env::from_process();
-    let cfg = match config::load_dir(&dir, &env) {
+    let fetch = crate::gitops::DirFetch(dir.clone());
+    let first = match crate::gitops::Fetch::fetch(&fetch, None) {
+        Ok(Some(f)) => f,
+        Ok(None) => unreachable!("a first fetch always returns files"),
+        Err(e) => {
+            eprintln!("rack-gateway: {}", e.message);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cfg = match config::load(&first.files, &env) {
         Ok(c) => c,
         Err(e) => {
             print_config_errors(&e);
@@ -537,56 +580,140 @@ fn serve(dir: PathBuf) -> ExitCode {
         }
     };
     runtime().block_on(async move {
-        let running = match crate::server::Running::start(&cfg).await {
-            Ok(r) => r,
-            Err(crate::server::StartError::Config(e)) => {
+        let runtime = match crate::proxy::Runtime::from_config(&cfg) {
+            Ok(mut rt) => {
+                rt.version = first.version.clone();
+                rt
+            }
+            Err(e) => {
                 print_config_errors(&e);
                 return ExitCode::from(EXIT_CONFIG);
             }
-            Err(e) => {
-                eprintln!("rack-gateway: {e}");
-                return ExitCode::FAILURE;
-            }
         };
-        tracing::info!(addr = %running.addr, racks = cfg.racks.len(), "rack-gateway serving");
-        let gateway = running.gateway.clone();
-        let shutdown = running.shutdown_handle();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::hangup()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
-                    _ = hup.recv() => reload(&dir, &gateway),
-                }
-            }
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = shutdown.send(true);
-        });
-        running.wait().await;
-        ExitCode::SUCCESS
+        let serving = crate::server::Serving {
+            listen: cfg.listen,
+            tls: cfg.tls.clone(),
+            header_read: cfg.timeouts.header_read,
+            shutdown_grace: cfg.timeouts.shutdown_grace,
+        };
+        let running = match start(&serving, Some(runtime)).await {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        tracing::info!(
+            addr = %running.addr,
+            racks = cfg.racks.len(),
+            version = %first.version,
+            "rack-gateway serving"
+        );
+        let reloader = crate::gitops::Reloader::new(
+            running.gateway.clone(),
+            std::sync::Arc::new(fetch),
+            env,
+            poll,
+        );
+        reloader.started_with(&first.version, cfg.policy_cases);
+        tokio::spawn(reloader.run(Some(dir), running.shutdown_handle().subscribe()));
+        run_until_signalled(running).await
     })
 }
 
-/// Re-reads the config directory; a bad config never replaces a good one.
-fn reload(dir: &std::path::Path, gateway: &crate::proxy::Gateway) {
-    match config::load_dir(dir, &Env::from_process())
-        .and_then(|cfg| crate::proxy::Runtime::from_config(&cfg))
-    {
-        Ok(rt) => {
-            gateway.swap(rt);
-            tracing::info!("configuration reloaded");
+/// Git mode: the listener comes from the local settings file, and rack
+/// traffic is refused with 503 until the first valid commit is loaded.
+fn serve_git(file: PathBuf) -> ExitCode {
+    let env = Env::from_process();
+    let settings = match config::load_git_serve(&file, &env) {
+        Ok(s) => s,
+        Err(e) => {
+            print_config_errors(&e);
+            return ExitCode::from(EXIT_CONFIG);
         }
-        Err(e) => tracing::error!(errors = %e, "reload failed; keeping the current configuration"),
+    };
+    // git2's first use changes the process environment: do it before the
+    // runtime starts threads.
+    crate::gitsource::init();
+    let base = file.parent().unwrap_or(std::path::Path::new("."));
+    let fetch = match crate::gitops::GitFetch::new(&settings.repo, base) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("rack-gateway: {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    runtime().block_on(async move {
+        let serving = crate::server::Serving {
+            listen: settings.listen,
+            tls: settings.tls.clone(),
+            header_read: settings.header_read,
+            shutdown_grace: settings.shutdown_grace,
+        };
+        let running = match start(&serving, None).await {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
+        tracing::info!(
+            addr = %running.addr,
+            repository = %settings.repo.url,
+            "rack-gateway serving (git mode): fetching the configuration"
+        );
+        if let Some(secret) = settings.repo.webhook_secret.clone() {
+            running.gateway.reload.set_webhook_secret(secret);
+        }
+        let reloader = crate::gitops::Reloader::new(
+            running.gateway.clone(),
+            std::sync::Arc::new(fetch),
+            env,
+            settings.repo.poll_interval,
+        );
+        tokio::spawn(reloader.run(None, running.shutdown_handle().subscribe()));
+        run_until_signalled(running).await
+    })
+}
+
+async fn start(
+    serving: &crate::server::Serving,
+    runtime: Option<crate::proxy::Runtime>,
+) -> Result<crate::server::Running, ExitCode> {
+    match crate::server::Running::bind(serving, runtime).await {
+        Ok(r) => Ok(r),
+        Err(crate::server::StartError::Config(e)) => {
+            print_config_errors(&e);
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("rack-gateway: {e}");
+            Err(ExitCode::FAILURE)
+        }
     }
+}
+
+/// Serves until SIGTERM/SIGINT (graceful shutdown); SIGHUP asks the
+/// reloader for an immediate, forced reload.
+async fn run_until_signalled(running: crate::server::Running) -> ExitCode {
+    let gateway = running.gateway.clone();
+    let shutdown = running.shutdown_handle();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => gateway.reload.trigger(),
+            }
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = shutdown.send(true);
+    });
+    running.wait().await;
+    ExitCode::SUCCESS
 }
 
 async fn mock_rack(listen: SocketAddr, password_env: String) -> ExitCode {

@@ -66,7 +66,7 @@ pub fn demo_source(
     }
     MemSource {
         files,
-        label: "demo".into(),
+        label: "demo:".into(),
         base: std::env::temp_dir(),
     }
 }

@@ -30,15 +30,32 @@ pub struct Call<'a> {
     pub peer: SocketAddr,
 }
 
-pub async fn handle(gw: &Gateway, rt: &Runtime, call: Call<'_>, body: Incoming) -> Response<Body> {
+pub async fn handle(
+    gw: &Gateway,
+    rt: Option<&Runtime>,
+    call: Call<'_>,
+    body: Incoming,
+) -> Response<Body> {
     let rest: Vec<&str> = call.rest.iter().map(String::as_str).collect();
-    let mut resp = match (call.method, rest.as_slice()) {
-        (&Method::GET, ["healthz"]) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-        (&Method::GET, ["login", "start"]) => login_start(gw, rt, &call).await,
-        (&Method::GET, ["login", "callback"]) => login_callback(gw, rt, &call).await,
-        (&Method::POST, ["login", "token"]) => login_token(gw, rt, &call, body).await,
-        (&Method::GET, ["whoami"]) => whoami(gw, rt, &call).await,
-        (&Method::POST, ["can"]) => can(gw, rt, &call, body).await,
+    let mut resp = match (call.method, rest.as_slice(), rt) {
+        (&Method::GET, ["healthz"], _) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        (&Method::GET, ["status"], _) => status(gw, rt, &call).await,
+        (&Method::POST, ["webhook"], _) => webhook(gw, &call, body).await,
+        (_, ["healthz" | "status" | "webhook"], _) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "gateway: method not allowed",
+            call.request_id,
+        ),
+        (_, _, None) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway: no valid configuration is loaded yet",
+            call.request_id,
+        ),
+        (&Method::GET, ["login", "start"], Some(rt)) => login_start(gw, rt, &call).await,
+        (&Method::GET, ["login", "callback"], Some(rt)) => login_callback(gw, rt, &call).await,
+        (&Method::POST, ["login", "token"], Some(rt)) => login_token(gw, rt, &call, body).await,
+        (&Method::GET, ["whoami"], Some(rt)) => whoami(gw, rt, &call).await,
+        (&Method::POST, ["can"], Some(rt)) => can(gw, rt, &call, body).await,
         _ => json_error(
             StatusCode::NOT_FOUND,
             "gateway: unknown gateway endpoint",
@@ -50,6 +67,106 @@ pub async fn handle(gw: &Gateway, rt: &Runtime, call: Call<'_>, body: Incoming) 
     }
     resp
 }
+
+/// Operator endpoints (status, metrics) answer loopback callers, and
+/// others whose role has the `gateway status` permission.
+async fn operator(
+    gw: &Gateway,
+    rt: Option<&Runtime>,
+    call: &Call<'_>,
+) -> Result<(), Response<Body>> {
+    if call.peer.ip().is_loopback() {
+        return Ok(());
+    }
+    let Some(rt) = rt else {
+        return Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway: no valid configuration is loaded yet; read the status from the gateway host (loopback)",
+            call.request_id,
+        ));
+    };
+    let (_, subject) = caller(gw, rt, call).await?;
+    match subject {
+        Some(s) if rt.policy.has_permission(s, "gateway status") => Ok(()),
+        _ => Err(json_error(
+            StatusCode::FORBIDDEN,
+            "gateway: denied: this endpoint needs the `gateway status` permission",
+            call.request_id,
+        )),
+    }
+}
+
+/// `GET /_gateway/status`: which config version serves, since when, from
+/// where, and the last reload failure.
+async fn status(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
+    if let Err(r) = operator(gw, rt, call).await {
+        return r;
+    }
+    let s = gw.reload.status();
+    let value = serde_json::to_value(&s).unwrap_or_default();
+    json(StatusCode::OK, value)
+}
+
+/// `POST /_gateway/webhook`: a push notification (GitHub-style
+/// `X-Hub-Signature-256`) that makes the gateway fetch now. The body is
+/// only authenticated, never trusted: the fetch reads the configured ref.
+async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body> {
+    let Some(secret) = gw.reload.webhook_secret() else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "gateway: no webhook is configured (repository.webhook_secret)",
+            call.request_id,
+        );
+    };
+    let read = http_body_util::Limited::new(body, MAX_WEBHOOK_BODY).collect();
+    let bytes: Bytes = match tokio::time::timeout(WEBHOOK_READ, read).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) | Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "gateway: webhook body too large or too slow",
+                call.request_id,
+            )
+        }
+    };
+    let signature = call
+        .headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    let ok = crate::gitops::webhook_signature_ok(secret.expose().as_bytes(), &bytes, signature);
+    audit::emit(&audit::Record {
+        event: "webhook",
+        request_id: call.request_id,
+        client_ip: Some(call.peer.ip()),
+        method: call.method.as_str(),
+        path: "/_gateway/webhook",
+        decision: Some(if ok { Decision::Local } else { Decision::Deny }),
+        reason: if ok {
+            "fetch scheduled"
+        } else {
+            "bad signature"
+        },
+        status: if ok { 202 } else { 401 },
+        ..Default::default()
+    });
+    if !ok {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "gateway: webhook signature (X-Hub-Signature-256) missing or invalid",
+            call.request_id,
+        );
+    }
+    gw.reload.trigger();
+    json(
+        StatusCode::ACCEPTED,
+        serde_json::json!({"status": "fetch scheduled"}),
+    )
+}
+
+/// Push payloads can be large (a commit list); the signature covers all of it.
+const MAX_WEBHOOK_BODY: usize = 4 * 1024 * 1024;
+/// A webhook body must arrive within this long.
+const WEBHOOK_READ: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(body::full(v.to_string() + "\n"));

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -87,6 +87,9 @@ pub struct Runtime {
     pub identity: Option<crate::config::IdentityConfig>,
     pub timeouts: Timeouts,
     pub websocket: WebsocketLimits,
+    /// The config version that decides requests: a commit id in git mode,
+    /// a content digest in directory mode. Every audit record carries it.
+    pub version: String,
 }
 
 impl Runtime {
@@ -142,6 +145,7 @@ impl Runtime {
             identity: cfg.identity.clone(),
             timeouts: cfg.timeouts,
             websocket: cfg.websocket,
+            version: String::from("unversioned"),
         })
     }
 
@@ -186,29 +190,38 @@ fn token_keys(
 
 /// The gateway: the live runtime plus process-wide state.
 pub struct Gateway {
-    runtime: ArcSwap<Runtime>,
+    /// `None` until a valid config has been loaded: every rack request is
+    /// then refused with 503 (fail closed, never "allow").
+    runtime: ArcSwapOption<Runtime>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// Login bookkeeping: redeemed one-time codes, the discovered provider.
     pub login: crate::login::LoginStore,
     federation: std::sync::OnceLock<crate::oidc::FederationVerifier>,
+    /// What is loaded, the last reload failure, and the webhook's trigger.
+    pub reload: crate::gitops::Control,
 }
 
 impl Gateway {
-    pub fn new(runtime: Runtime, shutdown: tokio::sync::watch::Receiver<bool>) -> Arc<Gateway> {
+    pub fn new(
+        runtime: Option<Runtime>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
-            runtime: ArcSwap::from_pointee(runtime),
+            runtime: ArcSwapOption::new(runtime.map(Arc::new)),
             shutdown,
             login: Default::default(),
             federation: std::sync::OnceLock::new(),
+            reload: Default::default(),
         })
     }
 
     /// Replaces the live runtime; requests in flight keep their snapshot.
     pub fn swap(&self, runtime: Runtime) {
-        self.runtime.store(Arc::new(runtime));
+        self.runtime.store(Some(Arc::new(runtime)));
     }
 
-    pub fn runtime(&self) -> Arc<Runtime> {
+    /// The live runtime, or `None` before the first valid config.
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
         self.runtime.load_full()
     }
 
@@ -244,6 +257,7 @@ impl Gateway {
             identity: None,
             reason: String::new(),
             env_changes: None,
+            version: None,
         };
 
         let canon = match canon::canonicalize(&parts) {
@@ -261,6 +275,7 @@ impl Gateway {
         ctx.path = canon.path_from(0);
 
         let rt = self.runtime.load_full();
+        ctx.version = rt.as_ref().map(|r| r.version.clone());
         if canon.segments.first().map(String::as_str) == Some(GATEWAY_PREFIX) {
             if canon.upgrade != Upgrade::None {
                 return ctx.refuse(
@@ -278,8 +293,11 @@ impl Gateway {
                 request_id: &ctx.request_id,
                 peer,
             };
-            return crate::gateway_api::handle(&self, &rt, call, body).await;
+            return crate::gateway_api::handle(&self, rt.as_deref(), call, body).await;
         }
+        let Some(rt) = rt else {
+            return self.refuse_unconfigured(&ctx, &parts, &canon, on_upgrade);
+        };
 
         let (rack, offset) = match canon.segments.as_slice() {
             [first, name, rest @ ..] if first == "racks" && !rest.is_empty() => {
@@ -339,18 +357,9 @@ impl Gateway {
 
         // From here on, refusals on websocket routes are delivered in-band.
         let socket = if route_method == RouteMethod::Socket {
-            let key = parts
-                .headers
-                .get(header::SEC_WEBSOCKET_KEY)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            match (key, on_upgrade.take()) {
-                (Some(key), Some(up)) => Some(Socket {
-                    key,
-                    on_upgrade: up,
-                    exit_marker: stream == Stream::WsExit,
-                }),
-                _ => {
+            match Socket::take(&parts.headers, &mut on_upgrade, stream) {
+                Some(s) => Some(s),
+                None => {
                     return ctx.refuse(
                         None,
                         StatusCode::BAD_REQUEST,
@@ -499,6 +508,39 @@ impl Gateway {
                 .await
             }
         }
+    }
+
+    /// Before the first valid config: refuse everything with 503 (in-band
+    /// on websocket routes), saying why, and never forward.
+    fn refuse_unconfigured(
+        &self,
+        ctx: &Ctx,
+        parts: &http::request::Parts,
+        canon: &canon::Canonical,
+        mut on_upgrade: Option<OnUpgrade>,
+    ) -> Response<Body> {
+        let segments = &canon.segments;
+        let offset = if segments.len() > 2 && segments[0] == "racks" {
+            2
+        } else {
+            0
+        };
+        let websocket = canon.upgrade == Upgrade::Websocket;
+        let socket = routes::match_route(&parts.method, websocket, &segments[offset..])
+            .filter(|m| m.route.method == RouteMethod::Socket)
+            .and_then(|m| Socket::take(&parts.headers, &mut on_upgrade, m.route.stream));
+        let msg = match self.reload.last_error() {
+            Some(e) => format!(
+                "gateway: no valid configuration is loaded, so all rack traffic is refused (last error: {e})"
+            ),
+            None => "gateway: no valid configuration is loaded yet, so all rack traffic is refused; retry shortly".to_string(),
+        };
+        ctx.refuse(
+            socket,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Decision::Reject,
+            &msg,
+        )
     }
 
     /// Runs the policy; when it needs the target process (exec, stopping a
@@ -1188,6 +1230,23 @@ struct Socket {
 }
 
 impl Socket {
+    /// The handshake's key and upgrade, or `None` when it is incomplete.
+    fn take(
+        headers: &HeaderMap,
+        on_upgrade: &mut Option<OnUpgrade>,
+        stream: Stream,
+    ) -> Option<Socket> {
+        let key = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .and_then(|v| v.to_str().ok())?
+            .to_string();
+        Some(Socket {
+            key,
+            on_upgrade: on_upgrade.take()?,
+            exit_marker: stream == Stream::WsExit,
+        })
+    }
+
     /// Accepts the upgrade and delivers `msg` in-band.
     fn refuse(self, ctx: &Ctx, msg: &str) -> Response<Body> {
         tokio::spawn(tunnel::refuse_in_band(
@@ -1222,6 +1281,8 @@ struct Ctx {
     reason: String,
     /// Env key names a release creation changes (audit only).
     env_changes: Option<String>,
+    /// The config version deciding this request (`None`: none loaded).
+    version: Option<String>,
 }
 
 impl Ctx {
@@ -1264,6 +1325,7 @@ impl Ctx {
             decision: Some(decision),
             reason,
             env_changes: self.env_changes.as_deref(),
+            config_version: self.version.as_deref(),
             status,
             upstream_status: upstream,
             duration_ms: self.started.elapsed().as_millis() as u64,

@@ -127,6 +127,16 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// How the listener is set up; fixed for the life of the process (a
+/// reload that changes these is logged as needing a restart).
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub listen: SocketAddr,
+    pub tls: Option<crate::config::ServerTls>,
+    pub header_read: std::time::Duration,
+    pub shutdown_grace: std::time::Duration,
+}
+
 /// A gateway serving on a bound listener; what `serve`, `demo` and the
 /// integration tests run.
 pub struct Running {
@@ -153,18 +163,33 @@ impl Running {
     /// then binds `cfg.listen` and serves in the background.
     pub async fn start(cfg: &crate::config::Config) -> Result<Running, StartError> {
         let runtime = crate::proxy::Runtime::from_config(cfg)?;
-        let tls = match &cfg.tls {
+        let serving = Serving {
+            listen: cfg.listen,
+            tls: cfg.tls.clone(),
+            header_read: cfg.timeouts.header_read,
+            shutdown_grace: cfg.timeouts.shutdown_grace,
+        };
+        Running::bind(&serving, Some(runtime)).await
+    }
+
+    /// Binds and serves with `runtime`; with `None` every rack request is
+    /// refused with 503 until a reloader swaps a valid config in.
+    pub async fn bind(
+        serving: &Serving,
+        runtime: Option<crate::proxy::Runtime>,
+    ) -> Result<Running, StartError> {
+        let tls = match &serving.tls {
             Some(t) => Some(
                 crate::tls::server_config(t).map_err(|e| crate::config::ConfigErrors(vec![e]))?,
             ),
             None => None,
         };
-        let listener = bind(cfg.listen).map_err(|source| StartError::Bind {
-            addr: cfg.listen,
+        let listener = bind(serving.listen).map_err(|source| StartError::Bind {
+            addr: serving.listen,
             source,
         })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: cfg.listen,
+            addr: serving.listen,
             source,
         })?;
         if tls.is_none() && !addr.ip().is_loopback() {
@@ -178,8 +203,8 @@ impl Running {
         let gateway = Gateway::new(runtime, rx.clone());
         let settings = Listener {
             tls,
-            header_read_timeout: cfg.timeouts.header_read,
-            shutdown_grace: cfg.timeouts.shutdown_grace,
+            header_read_timeout: serving.header_read,
+            shutdown_grace: serving.shutdown_grace,
         };
         // One single-threaded runtime per core, each with its own
         // SO_REUSEPORT listener: a request and its upstream connection stay

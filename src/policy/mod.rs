@@ -118,8 +118,15 @@ pub const RESTRICTED_RUN_HEADERS: &[&str] = &[
 /// `permissions:` list: `secrets read` (see secret values in release env,
 /// resource URLs and key rolls instead of placeholders), `env protected`
 /// (change or remove protected env keys), `builds external` (external
-/// builds, whose flow hands the client a registry credential).
-pub const PERMISSIONS: &[&str] = &["secrets read", "env protected", "builds external"];
+/// builds, whose flow hands the client a registry credential), `gateway
+/// status` (read `/_gateway/status` and `/_gateway/metrics` from another
+/// host; loopback may always read them).
+pub const PERMISSIONS: &[&str] = &[
+    "secrets read",
+    "env protected",
+    "builds external",
+    "gateway status",
+];
 
 /// Env keys of matching apps that only identities with `env protected` may
 /// change or remove (gateway.yaml `policy.protected_env`).
@@ -634,6 +641,17 @@ impl Policy {
                 ))
             }
         }
+    }
+
+    /// Whether any role of `subject` carries `permission`, whatever the
+    /// scope: gateway-wide permissions (`gateway status`) name no rack.
+    pub fn has_permission(&self, subject: &Subject, permission: &str) -> bool {
+        subject.grants.iter().any(|g| {
+            self.roles[g.role]
+                .permissions
+                .iter()
+                .any(|(n, _)| *n == permission)
+        })
     }
 
     /// The secret permissions of `subject` for an allowed operation: the

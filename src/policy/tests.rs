@@ -30,7 +30,7 @@ fn try_load(files: &[(&str, &str)]) -> Result<Policy, ConfigErrors> {
     }
     let src = MemSource {
         files: map,
-        label: "t".into(),
+        label: "t:".into(),
         base: PathBuf::from("."),
     };
     load(&src, &Env::from_pairs([("PW", "x")])).map(|c| c.policy)
