@@ -499,7 +499,7 @@ pub fn webhook_signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) ->
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
