@@ -45,7 +45,11 @@ pub struct Record<'a> {
     pub event: &'a str,
     pub request_id: &'a str,
     pub identity: Option<&'a Identity>,
+    /// The client: the socket's peer, or the address a trusted proxy
+    /// reported in `X-Forwarded-For`.
     pub client_ip: Option<IpAddr>,
+    /// The socket's peer, when it differs from `client_ip` (a proxy).
+    pub via: Option<IpAddr>,
     pub method: &'a str,
     pub path: &'a str,
     pub rack: Option<&'a str>,
@@ -53,7 +57,10 @@ pub struct Record<'a> {
     pub app: Option<&'a str>,
     pub service: Option<&'a str>,
     pub pid: Option<&'a str>,
+    /// The run/exec command, after the configured redactions.
+    pub command: Option<&'a str>,
     pub decision: Option<Decision>,
+    /// Why, including the deciding rule's file:line.
     pub reason: &'a str,
     /// Env key names a release creation added, changed or removed (never
     /// values): `add:A change:B remove:C kept:D`.
@@ -62,7 +69,104 @@ pub struct Record<'a> {
     pub config_version: Option<&'a str>,
     pub status: u16,
     pub upstream_status: Option<u16>,
+    /// Body bytes from the client to the rack, and back.
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+    /// A run/exec session's exit code, on its end record.
+    pub exit_code: Option<i32>,
     pub duration_ms: u64,
+}
+
+impl Record<'_> {
+    /// The record as the JSON object written to the audit file.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| {
+            if !v.is_null() {
+                m.insert(k.to_string(), v);
+            }
+        };
+        put("time", Value::from(rfc3339_now()));
+        put("event", Value::from(self.event));
+        put("request_id", opt_str(Some(self.request_id)));
+        put(
+            "identity_kind",
+            opt_str(self.identity.map(|i| i.kind.as_str())),
+        );
+        put("identity", opt_str(self.identity.map(|i| i.name.as_str())));
+        put(
+            "client_ip",
+            opt_str(self.client_ip.map(|ip| ip.to_string()).as_deref()),
+        );
+        put("via", opt_str(self.via.map(|ip| ip.to_string()).as_deref()));
+        put("method", opt_str(Some(self.method)));
+        put("path", opt_str(Some(self.path)));
+        put("rack", opt_str(self.rack));
+        put("operation", opt_str(self.operation));
+        put("app", opt_str(self.app));
+        put("service", opt_str(self.service));
+        put("pid", opt_str(self.pid));
+        put("command", opt_str(self.command));
+        put("decision", opt_str(self.decision.map(Decision::as_str)));
+        put("reason", opt_str(Some(self.reason)));
+        put("env_changes", opt_str(self.env_changes));
+        put("config", opt_str(self.config_version));
+        if self.status != 0 {
+            put("status", Value::from(self.status));
+        }
+        put(
+            "upstream_status",
+            self.upstream_status.map(Value::from).unwrap_or_default(),
+        );
+        put(
+            "bytes_in",
+            self.bytes_in.map(Value::from).unwrap_or_default(),
+        );
+        put(
+            "bytes_out",
+            self.bytes_out.map(Value::from).unwrap_or_default(),
+        );
+        put(
+            "exit_code",
+            self.exit_code.map(Value::from).unwrap_or_default(),
+        );
+        put("duration_ms", Value::from(self.duration_ms));
+        m
+    }
+}
+
+fn opt_str(s: Option<&str>) -> serde_json::Value {
+    match s {
+        Some(s) if !s.is_empty() => serde_json::Value::from(s),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// The current UTC time as `2026-11-22T10:11:12.345Z`.
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
 }
 
 pub fn emit(r: &Record<'_>) {
@@ -73,6 +177,7 @@ pub fn emit(r: &Record<'_>) {
         identity_kind = r.identity.map(|i| i.kind.as_str()),
         identity = r.identity.map(|i| i.name.as_str()),
         client_ip = r.client_ip.map(|ip| ip.to_string()),
+        via = r.via.map(|ip| ip.to_string()),
         method = r.method,
         path = r.path,
         rack = r.rack,
@@ -80,12 +185,27 @@ pub fn emit(r: &Record<'_>) {
         app = r.app,
         service = r.service,
         pid = r.pid,
+        command = r.command,
         decision = r.decision.map(Decision::as_str),
         reason = r.reason,
         env_changes = r.env_changes,
         config = r.config_version,
         status = r.status,
         upstream_status = r.upstream_status,
+        bytes_in = r.bytes_in,
+        bytes_out = r.bytes_out,
+        exit_code = r.exit_code,
         duration_ms = r.duration_ms,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_has_the_right_shape() {
+        let t = super::rfc3339_now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+        assert_eq!(&t[10..11], "T");
+    }
 }

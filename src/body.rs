@@ -148,3 +148,126 @@ where
         self.inner.size_hint()
     }
 }
+
+pin_project! {
+    /// Adds the data bytes that pass through to a shared counter, for the
+    /// audit record's byte counts.
+    pub struct Counted<B> {
+        #[pin]
+        inner: B,
+        count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, count: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Counted { inner, count }
+    }
+}
+
+impl<B> http_body::Body for Counted<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.count
+                    .fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// How a response body stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Sent to the end.
+    Complete,
+    /// The stream from the rack failed (or timed out).
+    Failed,
+    /// Dropped before its end: the client went away.
+    Abandoned,
+}
+
+pin_project! {
+    /// Calls `on_end` exactly once, when the body ends, fails or is dropped
+    /// unfinished: the point where a streamed request is really complete.
+    pub struct OnEnd<B: http_body::Body, F: FnOnce(End)> {
+        #[pin]
+        inner: B,
+        on_end: Option<F>,
+    }
+
+    impl<B: http_body::Body, F: FnOnce(End)> PinnedDrop for OnEnd<B, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(f) = this.on_end.take() {
+                // An empty body may be dropped without ever being polled.
+                f(if this.inner.is_end_stream() { End::Complete } else { End::Abandoned });
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body, F: FnOnce(End)> OnEnd<B, F> {
+    pub fn new(inner: B, on_end: F) -> Self {
+        OnEnd {
+            inner,
+            on_end: Some(on_end),
+        }
+    }
+}
+
+impl<B, F> http_body::Body for OnEnd<B, F>
+where
+    B: http_body::Body<Data = Bytes>,
+    F: FnOnce(End),
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        let end = match &r {
+            Poll::Ready(None) => Some(End::Complete),
+            Poll::Ready(Some(Err(_))) => Some(End::Failed),
+            _ => None,
+        };
+        if let Some(end) = end {
+            if let Some(f) = this.on_end.take() {
+                f(end);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -140,6 +140,16 @@ struct RawGateway {
     racks: Option<BTreeMap<String, Spanned<RawRack>>>,
     policy: Option<crate::policy::load::RawPolicySection>,
     identity: Option<Spanned<RawIdentity>>,
+    /// Proxies (load balancers) whose `X-Forwarded-For` names the client.
+    trusted_proxies: Option<Vec<Spanned<String>>>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// Run/exec commands matching one of these are recorded redacted.
+    redact_commands: Option<Spanned<Vec<String>>>,
 }
 
 /// Where a secret comes from: exactly one of an environment variable, a
@@ -350,6 +360,9 @@ pub struct Config {
     pub federated: Vec<crate::policy::load::FederatedIdentity>,
     /// How many policy test cases passed while loading.
     pub policy_cases: usize,
+    pub trusted_proxies: Vec<crate::clientip::Cidr>,
+    /// Patterns of run/exec commands recorded redacted in the audit trail.
+    pub redact_commands: Vec<String>,
 }
 
 /// Default listen address: loopback, so a fresh install never exposes
@@ -1005,6 +1018,18 @@ impl<'a> Validator<'a> {
         }
 
         let identity = raw.identity.and_then(|i| self.identity(i));
+        let mut trusted_proxies = Vec::new();
+        for p in raw.trusted_proxies.unwrap_or_default() {
+            match crate::clientip::Cidr::parse(&p.value) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(e) => self.err_at(Some(p.referenced), format!("trusted_proxies: {e}")),
+            }
+        }
+        let redact_commands = raw
+            .audit
+            .and_then(|a| a.redact_commands)
+            .map(|r| r.value)
+            .unwrap_or_default();
         let mut rack_names: Vec<String> = raw_rack_names;
         for r in racks.keys() {
             if !rack_names.contains(r) {
@@ -1043,6 +1068,8 @@ impl<'a> Validator<'a> {
                     .map(|l| l.federated.clone())
                     .unwrap_or_default(),
                 policy_cases: loaded.map(|l| l.cases).unwrap_or(0),
+                trusted_proxies,
+                redact_commands,
             })
         } else {
             Err(ConfigErrors(self.errors))

@@ -13,6 +13,7 @@ pub mod body;
 pub mod canon;
 pub mod cli;
 pub mod client;
+pub mod clientip;
 pub mod config;
 pub mod demo;
 pub mod gateway_api;

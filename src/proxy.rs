@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,7 @@ pub struct Runtime {
     /// The config version that decides requests: a commit id in git mode,
     /// a content digest in directory mode. Every audit record carries it.
     pub version: String,
+    pub trusted_proxies: Vec<crate::clientip::Cidr>,
 }
 
 impl Runtime {
@@ -146,6 +148,7 @@ impl Runtime {
             timeouts: cfg.timeouts,
             websocket: cfg.websocket,
             version: String::from("unversioned"),
+            trusted_proxies: cfg.trusted_proxies.clone(),
         })
     }
 
@@ -248,7 +251,6 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let mut ctx = Ctx {
             request_id,
-            peer,
             started,
             method: parts.method.clone(),
             path: String::new(),
@@ -258,6 +260,10 @@ impl Gateway {
             reason: String::new(),
             env_changes: None,
             version: None,
+            client_ip: peer.ip(),
+            via: None,
+            command: None,
+            bytes_in: Default::default(),
         };
 
         let canon = match canon::canonicalize(&parts) {
@@ -298,6 +304,8 @@ impl Gateway {
         let Some(rt) = rt else {
             return self.refuse_unconfigured(&ctx, &parts, &canon, on_upgrade);
         };
+        (ctx.client_ip, ctx.via) =
+            crate::clientip::resolve(peer.ip(), &parts.headers, &rt.trusted_proxies);
 
         let (rack, offset) = match canon.segments.as_slice() {
             [first, name, rest @ ..] if first == "racks" && !rest.is_empty() => {
@@ -342,6 +350,9 @@ impl Gateway {
         let route_method = m.route.method;
         let stream = m.route.stream;
         ctx.route = Some(m);
+        if let Some(cmd) = parts.headers.get("command") {
+            ctx.command = Some(String::from_utf8_lossy(cmd.as_bytes()).into_owned());
+        }
         let upgrade_ok = matches!(
             (route_method, &canon.upgrade),
             (RouteMethod::Socket, Upgrade::Websocket) | (RouteMethod::Any, _) | (_, Upgrade::None)
@@ -729,7 +740,7 @@ impl Gateway {
         };
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
         let mut up = Request::new(body::boxed(body::NotifyEnd::new(
-            Idle::new(body, idle),
+            body::Counted::new(Idle::new(body, idle), ctx.bytes_in.clone()),
             sent_tx,
         )));
         *up.method_mut() = method;
@@ -786,7 +797,15 @@ impl Gateway {
             .headers
             .insert(header::CONTENT_LENGTH, masked.len().into());
         let status = rparts.status.as_u16();
-        ctx.audit(Decision::Allow, &ctx.reason, status, Some(status));
+        ctx.record(Done {
+            event: "request",
+            decision: Decision::Allow,
+            reason: &ctx.reason,
+            status,
+            upstream: Some(status),
+            bytes_out: masked.len() as u64,
+            exit_code: None,
+        });
         Response::from_parts(rparts, body::full(masked))
     }
 
@@ -1083,7 +1102,7 @@ impl Gateway {
             return socket.refuse(&ctx, &msg);
         }
         let client_resp = switching_response(&resp, &ctx);
-        ctx.audit(Decision::Allow, &ctx.reason, 101, Some(101));
+        ctx.session_start();
         self.spawn_splice(ctx, rt.websocket, resp, socket.on_upgrade);
         client_resp
     }
@@ -1110,7 +1129,7 @@ impl Gateway {
             return ctx.relay(rparts, rbody, rt.timeouts.idle);
         }
         let client_resp = switching_response(&resp, &ctx);
-        ctx.audit(Decision::Allow, &ctx.reason, 101, Some(101));
+        ctx.session_start();
         self.spawn_splice(ctx, rt.websocket, resp, client_up);
         client_resp
     }
@@ -1270,7 +1289,6 @@ impl Socket {
 /// Per-request facts gathered along the pipeline, for responses and audit.
 struct Ctx {
     request_id: String,
-    peer: SocketAddr,
     started: Instant,
     method: Method,
     path: String,
@@ -1283,6 +1301,24 @@ struct Ctx {
     env_changes: Option<String>,
     /// The config version deciding this request (`None`: none loaded).
     version: Option<String>,
+    /// The client (see `clientip`), and the proxy it came through.
+    client_ip: std::net::IpAddr,
+    via: Option<std::net::IpAddr>,
+    /// The run/exec command as the client sent it.
+    command: Option<String>,
+    /// Request body bytes forwarded to the rack so far.
+    bytes_in: Arc<AtomicU64>,
+}
+
+/// How a request ended, for its audit record.
+struct Done<'a> {
+    event: &'a str,
+    decision: Decision,
+    reason: &'a str,
+    status: u16,
+    upstream: Option<u16>,
+    bytes_out: u64,
+    exit_code: Option<i32>,
 }
 
 impl Ctx {
@@ -1299,22 +1335,24 @@ impl Ctx {
     }
 
     fn audit(&self, decision: Decision, reason: &str, status: u16, upstream: Option<u16>) {
-        self.audit_event("request", decision, reason, status, upstream);
+        self.record(Done {
+            event: "request",
+            decision,
+            reason,
+            status,
+            upstream,
+            bytes_out: 0,
+            exit_code: None,
+        });
     }
 
-    fn audit_event(
-        &self,
-        event: &str,
-        decision: Decision,
-        reason: &str,
-        status: u16,
-        upstream: Option<u16>,
-    ) {
+    fn record(&self, d: Done<'_>) {
         audit::emit(&audit::Record {
-            event,
+            event: d.event,
             request_id: &self.request_id,
             identity: self.identity.as_ref(),
-            client_ip: Some(self.peer.ip()),
+            client_ip: Some(self.client_ip),
+            via: self.via,
             method: self.method.as_str(),
             path: &self.path,
             rack: self.rack.as_deref(),
@@ -1322,18 +1360,47 @@ impl Ctx {
             app: self.param("app"),
             service: self.param("service"),
             pid: self.param("pid"),
-            decision: Some(decision),
-            reason,
+            command: self.command.as_deref(),
+            decision: Some(d.decision),
+            reason: d.reason,
             env_changes: self.env_changes.as_deref(),
             config_version: self.version.as_deref(),
-            status,
-            upstream_status: upstream,
+            status: d.status,
+            upstream_status: d.upstream,
+            bytes_in: Some(self.bytes_in.load(Ordering::Relaxed)),
+            bytes_out: Some(d.bytes_out),
+            exit_code: d.exit_code,
             duration_ms: self.started.elapsed().as_millis() as u64,
         });
     }
 
+    fn session_start(&self) {
+        self.record(Done {
+            event: "session-start",
+            decision: Decision::Allow,
+            reason: &self.reason,
+            status: 101,
+            upstream: Some(101),
+            bytes_out: 0,
+            exit_code: None,
+        });
+    }
+
     fn audit_session_end(&self, end: tunnel::SpliceEnd) {
-        self.audit_event("session-end", Decision::Allow, end.as_str(), 101, Some(101));
+        let (up, down) = match end {
+            tunnel::SpliceEnd::Closed { up, down } => (up, down),
+            _ => (0, 0),
+        };
+        self.bytes_in.store(up, Ordering::Relaxed);
+        self.record(Done {
+            event: "session-end",
+            decision: Decision::Allow,
+            reason: end.as_str(),
+            status: 101,
+            upstream: Some(101),
+            bytes_out: down,
+            exit_code: None,
+        });
     }
 
     /// Refuses after a failed rack look-up: a policy refusal is a 403, the
@@ -1371,10 +1438,12 @@ impl Ctx {
     }
 
     /// Passes the rack's answer to an allowed request back to the client:
-    /// hop-by-hop headers dropped, our request id set, audited with the rule
-    /// that allowed it; the body streams with the idle timeout.
+    /// hop-by-hop headers dropped, our request id set; the body streams
+    /// with the idle timeout, and the request's audit record (with byte
+    /// counts and duration) is written when the body ends or the client
+    /// goes away.
     fn relay(
-        &self,
+        self,
         mut rparts: http::response::Parts,
         rbody: Incoming,
         idle: Duration,
@@ -1384,8 +1453,25 @@ impl Ctx {
             .headers
             .insert(REQUEST_ID.clone(), self.request_id_value());
         let status = rparts.status.as_u16();
-        self.audit(Decision::Allow, &self.reason, status, Some(status));
-        Response::from_parts(rparts, body::boxed(Idle::new(rbody, idle)))
+        let sent = Arc::new(AtomicU64::new(0));
+        let counted = body::Counted::new(Idle::new(rbody, idle), sent.clone());
+        let body = body::OnEnd::new(counted, move |end| {
+            let reason = match end {
+                body::End::Complete => self.reason.clone(),
+                body::End::Failed => format!("{} (the response stream failed)", self.reason),
+                body::End::Abandoned => format!("{} (the client left early)", self.reason),
+            };
+            self.record(Done {
+                event: "request",
+                decision: Decision::Allow,
+                reason: &reason,
+                status,
+                upstream: Some(status),
+                bytes_out: sent.load(Ordering::Relaxed),
+                exit_code: None,
+            });
+        });
+        Response::from_parts(rparts, body::boxed(body))
     }
 
     fn upstream_failed(&self, detail: &str) -> Response<Body> {
