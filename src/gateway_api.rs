@@ -39,9 +39,10 @@ pub async fn handle(
     let rest: Vec<&str> = call.rest.iter().map(String::as_str).collect();
     let mut resp = match (call.method, rest.as_slice(), rt) {
         (&Method::GET, ["healthz"], _) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+        (&Method::GET, ["readyz"], _) => readyz(rt, &call).await,
         (&Method::GET, ["status"], _) => status(gw, rt, &call).await,
         (&Method::POST, ["webhook"], _) => webhook(gw, &call, body).await,
-        (_, ["healthz" | "status" | "webhook"], _) => json_error(
+        (_, ["healthz" | "readyz" | "status" | "webhook"], _) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "gateway: method not allowed",
             call.request_id,
@@ -95,6 +96,69 @@ async fn operator(
         )),
     }
 }
+
+/// `GET /_gateway/readyz`: ready when a valid config is loaded and every
+/// rack answers `GET /system` with the gateway's credentials (checked
+/// concurrently, 3 s each). Loopback callers see which rack failed; load
+/// balancers elsewhere get only the verdict.
+async fn readyz(rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
+    let Some(rt) = rt else {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "not ready", "reason": "no valid configuration is loaded"}),
+        );
+    };
+    let mut checks = tokio::task::JoinSet::new();
+    for rack in rt.racks.values().cloned() {
+        checks.spawn(async move {
+            let mut req = http::Request::new(body::empty());
+            *req.uri_mut() = match rack.uri("/system") {
+                Ok(u) => u,
+                Err(_) => return (rack.name.clone(), Err("invalid URL".to_string())),
+            };
+            let h = req.headers_mut();
+            h.insert(header::HOST, rack.host.clone());
+            h.insert(header::AUTHORIZATION, rack.authorization.clone());
+            let answer = tokio::time::timeout(READY_TIMEOUT, rack.client().request(req)).await;
+            let verdict = match answer {
+                Ok(Ok(r)) if r.status().is_success() => Ok(()),
+                Ok(Ok(r)) if r.status() == StatusCode::UNAUTHORIZED => {
+                    Err("the rack refused the gateway's credentials".to_string())
+                }
+                Ok(Ok(r)) => Err(format!("the rack answered {}", r.status().as_u16())),
+                Ok(Err(_)) => Err("unreachable".to_string()),
+                Err(_) => Err("no answer within 3s".to_string()),
+            };
+            (rack.name.clone(), verdict)
+        });
+    }
+    let results = checks.join_all().await;
+    let ready = results.iter().all(|(_, r)| r.is_ok());
+    let mut v = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "config": rt.version,
+    });
+    if call.peer.ip().is_loopback() {
+        v["racks"] = results
+            .into_iter()
+            .map(|(name, r)| {
+                (
+                    name,
+                    serde_json::Value::from(r.err().unwrap_or_else(|| "ok".into())),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(code, v)
+}
+
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// `GET /_gateway/status`: which config version serves, since when, from
 /// where, and the last reload failure.

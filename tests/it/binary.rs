@@ -441,3 +441,37 @@ async fn sighup_reload_keeps_the_good_config() {
     );
     assert!(logs.contains("duplicate mapping key"), "{logs}");
 }
+
+/// The shipped unit passes `systemd-analyze verify` (unknown keys, bad
+/// values and missing commands are reported), with ExecStart pointed at the
+/// binary under test. scripts/test.sh installs systemd for this.
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/rack-gateway.service"),
+    )
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/rack-gateway serve"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rack-gateway.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/rack-gateway", &bin().display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs (scripts/test.sh installs the systemd package)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let about_unit: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("rack-gateway"))
+        .collect();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(about_unit.is_empty(), "warnings about the unit:\n{stderr}");
+}
