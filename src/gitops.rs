@@ -555,6 +555,25 @@ mod tests {
     }
 
     #[test]
+    fn git_settings_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("git.yaml.example");
+        let env = Env::from_pairs([
+            ("RACK_GATEWAY_GIT_TOKEN", "ghp_example"),
+            ("RACK_GATEWAY_WEBHOOK_SECRET", "0123456789abcdef0123"),
+            ("STATE_DIRECTORY", "/var/lib/rack-gateway"),
+        ]);
+        let s = config::load_git_serve(&path, &env).unwrap();
+        assert_eq!(s.repo.reference, config::RepoRef::Branch("main".into()));
+        assert_eq!(s.repo.cache_dir, Path::new("/var/lib/rack-gateway/config.git"));
+        assert_eq!(s.repo.poll_interval, Duration::from_secs(60));
+        assert!(!s.repo.allow_non_descendant);
+        // Without the token's variable, the error names the file and line.
+        let env = Env::from_pairs([("STATE_DIRECTORY", "/x")]);
+        let e = config::load_git_serve(&path, &env).unwrap_err().to_string();
+        assert!(e.contains("git.yaml.example:") && e.contains("RACK_GATEWAY_GIT_TOKEN"), "{e}");
+    }
+
+    #[test]
     fn dir_fetch_reports_changes_only() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("gateway.yaml"), "racks: {}\n").unwrap();
