@@ -623,7 +623,7 @@ struct Fixture {
 fn source(files: &BTreeMap<String, String>) -> MemSource {
     MemSource {
         files: files.clone(),
-        label: "bench".into(),
+        label: "bench:".into(),
         base: PathBuf::from("/nonexistent"),
     }
 }
@@ -823,4 +823,63 @@ fn load_and_validate(bencher: Bencher) {
     let src = source(&fx.files);
     let env = env();
     bencher.bench_local(|| config::load(black_box(&src), &env).expect("loads"));
+}
+
+/// Fetches the generated repository as a new version every time, so each
+/// reload runs the whole pipeline.
+struct Versions {
+    files: BTreeMap<String, String>,
+    n: std::sync::atomic::AtomicU64,
+}
+
+impl rack_gateway::gitops::Fetch for Versions {
+    fn fetch(
+        &self,
+        _current: Option<&str>,
+    ) -> Result<Option<rack_gateway::gitops::Fetched>, rack_gateway::gitops::FetchError> {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(rack_gateway::gitops::Fetched {
+            version: format!("v{n}"),
+            files: source(&self.files),
+            summary: None,
+            signature: "bench".into(),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        "bench".into()
+    }
+}
+
+/// One hot reload of the 1,000-user repository as the gateway does it:
+/// load and validate (policy tests included, on a blocking thread), build
+/// the runtime (rack clients, token keys), swap it in. Compare with
+/// `load_and_validate`: the difference is the reload's own overhead.
+#[divan::bench(sample_count = 30)]
+fn reload(bencher: Bencher) {
+    let fx = &*FIXTURE;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let gateway = rt.block_on(async { rack_gateway::proxy::Gateway::new(None, rx) });
+    let fetch = std::sync::Arc::new(Versions {
+        files: fx.files.clone(),
+        n: Default::default(),
+    });
+    let mut reloader = rack_gateway::gitops::Reloader::new(
+        gateway,
+        fetch,
+        env(),
+        std::time::Duration::from_secs(3600),
+    );
+    bencher.bench_local(|| {
+        let outcome = rt.block_on(reloader.reload_once(false));
+        assert!(
+            matches!(outcome, rack_gateway::gitops::Outcome::Swapped(_)),
+            "{outcome:?}"
+        );
+    });
 }

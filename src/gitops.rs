@@ -564,13 +564,19 @@ mod tests {
         ]);
         let s = config::load_git_serve(&path, &env).unwrap();
         assert_eq!(s.repo.reference, config::RepoRef::Branch("main".into()));
-        assert_eq!(s.repo.cache_dir, Path::new("/var/lib/rack-gateway/config.git"));
+        assert_eq!(
+            s.repo.cache_dir,
+            Path::new("/var/lib/rack-gateway/config.git")
+        );
         assert_eq!(s.repo.poll_interval, Duration::from_secs(60));
         assert!(!s.repo.allow_non_descendant);
         // Without the token's variable, the error names the file and line.
         let env = Env::from_pairs([("STATE_DIRECTORY", "/x")]);
         let e = config::load_git_serve(&path, &env).unwrap_err().to_string();
-        assert!(e.contains("git.yaml.example:") && e.contains("RACK_GATEWAY_GIT_TOKEN"), "{e}");
+        assert!(
+            e.contains("git.yaml.example:") && e.contains("RACK_GATEWAY_GIT_TOKEN"),
+            "{e}"
+        );
     }
 
     #[test]
