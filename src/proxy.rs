@@ -1142,6 +1142,7 @@ impl Gateway {
         client_up: OnUpgrade,
     ) {
         let stop = self.shutdown.clone();
+        let framing = tunnel::Framing::from_upgrade(resp.headers().get(header::UPGRADE));
         tokio::spawn(async move {
             let (Ok(rack_io), Ok(client_io)) = tokio::join!(hyper::upgrade::on(resp), client_up)
             else {
@@ -1150,6 +1151,7 @@ impl Gateway {
             let end = tunnel::splice(
                 TokioIo::new(client_io),
                 TokioIo::new(rack_io),
+                framing,
                 limits.idle_timeout,
                 limits.max_session,
                 wait_shutdown(stop),

@@ -6,7 +6,9 @@
 //! those frames, which would break `convox exec`. This codec treats every
 //! payload as opaque bytes. The gateway itself splices websocket bytes after
 //! the handshake; it uses this codec only to speak in-band (refusals, exit
-//! markers). The mock rack and the tests use it for both directions.
+//! markers, close frames) and [`FrameTracker`] to follow frame boundaries in
+//! the spliced bytes without changing or buffering them. The mock rack and
+//! the tests use it for both directions.
 //!
 //! Scope is deliberately small: single frames in and out (no message
 //! reassembly, no extensions, no compression), plus a plain-TCP client
@@ -172,6 +174,221 @@ pub fn parse_exit_code(payload: &[u8]) -> Option<i32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Longest unfragmented text payload [`FrameTracker`] keeps to look for the
+/// exit marker: the marker, `:`, any `i32` and a newline fit with room to
+/// spare. Longer frames are never exit-marker frames and are not kept.
+pub const EXIT_CAPTURE_MAX: usize = 64;
+
+/// A frame header as [`FrameTracker`] saw it on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHead {
+    pub fin: bool,
+    pub opcode: Opcode,
+    pub mask: Option<[u8; 4]>,
+    /// Payload length as sent (7-, 16- or 64-bit form).
+    pub len: u64,
+}
+
+/// Follows frame boundaries in a websocket byte stream, one direction, fed
+/// with the bytes as they pass in slices split anywhere.
+///
+/// A pure state machine: it never changes, rejects or buffers the stream.
+/// It keeps at most one frame header (14 bytes) and, for small unfragmented
+/// text frames only, up to [`EXIT_CAPTURE_MAX`] unmasked payload bytes to
+/// find the exit marker. Masked (client) and unmasked (server) frames are
+/// both understood; the mask bit of each header decides. Frames are tracked
+/// by their length alone: reserved bits, reserved opcodes, long control
+/// frames and control frames between fragments are followed, not judged,
+/// so a relay keeps passing whatever the peers accept.
+#[derive(Clone, Debug)]
+pub struct FrameTracker {
+    /// Header bytes collected so far for the next frame.
+    head: [u8; 14],
+    have: usize,
+    /// Header length: 2 until the second byte says more.
+    need: usize,
+    /// The frame whose payload is passing, if any.
+    frame: Option<FrameHead>,
+    remaining: u64,
+    /// Unmasked payload of a small unfragmented text frame.
+    capture: Option<([u8; EXIT_CAPTURE_MAX], usize)>,
+    exit_code: Option<i32>,
+    close_seen: bool,
+    frames: u64,
+}
+
+impl Default for FrameTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameTracker {
+    /// A tracker at the start of a stream (a frame boundary).
+    pub fn new() -> Self {
+        FrameTracker {
+            head: [0; 14],
+            have: 0,
+            need: 2,
+            frame: None,
+            remaining: 0,
+            capture: None,
+            exit_code: None,
+            close_seen: false,
+            frames: 0,
+        }
+    }
+
+    /// Consumes `bytes` up to and including the end of the current frame.
+    /// Returns how many bytes it consumed and, if a frame ended there, its
+    /// header. Call again with the rest to go on; an empty slice is a no-op.
+    pub fn step(&mut self, bytes: &[u8]) -> (usize, Option<FrameHead>) {
+        let mut i = 0;
+        loop {
+            if i == bytes.len() {
+                return (i, None);
+            }
+            match self.frame {
+                None => {
+                    let take = (self.need - self.have).min(bytes.len() - i);
+                    self.head[self.have..self.have + take].copy_from_slice(&bytes[i..i + take]);
+                    self.have += take;
+                    i += take;
+                    if self.have == 2 && self.need == 2 {
+                        self.need = header_len(self.head[1]);
+                    }
+                    if self.have == self.need {
+                        let head = parse_head(&self.head[..self.need]);
+                        self.have = 0;
+                        self.need = 2;
+                        self.remaining = head.len;
+                        self.capture = (head.fin
+                            && head.opcode == Opcode::Text
+                            && head.len <= EXIT_CAPTURE_MAX as u64)
+                            .then_some(([0; EXIT_CAPTURE_MAX], 0));
+                        self.frame = Some(head);
+                        if head.len == 0 {
+                            return (i, Some(self.finish()));
+                        }
+                    }
+                }
+                Some(head) => {
+                    let take = usize::try_from(self.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    if let Some((buf, len)) = &mut self.capture {
+                        for &b in &bytes[i..i + take] {
+                            let key = head.mask.map_or(0, |m| m[*len % 4]);
+                            buf[*len] = b ^ key;
+                            *len += 1;
+                        }
+                    }
+                    self.remaining -= take as u64;
+                    i += take;
+                    if self.remaining == 0 {
+                        return (i, Some(self.finish()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Consumes all of `bytes`; returns how many frames ended inside.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> usize {
+        let mut ended = 0;
+        while !bytes.is_empty() {
+            let (n, frame) = self.step(bytes);
+            ended += usize::from(frame.is_some());
+            bytes = &bytes[n..];
+        }
+        ended
+    }
+
+    fn finish(&mut self) -> FrameHead {
+        let head = self.frame.take().expect("a frame in progress");
+        self.frames += 1;
+        if head.opcode == Opcode::Close {
+            self.close_seen = true;
+        }
+        if let Some((buf, len)) = self.capture.take() {
+            let payload = &buf[..len];
+            if payload.starts_with(EXIT_MARKER.as_bytes())
+                && payload.get(EXIT_MARKER.len()) == Some(&b':')
+            {
+                if let Some(code) = parse_exit_code(payload) {
+                    self.exit_code = Some(code);
+                }
+            }
+        }
+        head
+    }
+
+    /// True between frames: nothing of a header or payload is pending.
+    pub fn at_boundary(&self) -> bool {
+        self.frame.is_none() && self.have == 0
+    }
+
+    /// How many more bytes certainly belong to the current frame: 0 at a
+    /// boundary, the rest of the payload inside one, and inside a header
+    /// the header bytes still missing (as far as known yet). Reading at most
+    /// this many bytes never crosses into the next frame.
+    pub fn until_boundary(&self) -> usize {
+        match self.frame {
+            Some(_) => usize::try_from(self.remaining).unwrap_or(usize::MAX),
+            None if self.have == 0 => 0,
+            None => self.need - self.have,
+        }
+    }
+
+    /// The code of the last complete exit-marker frame: an unfragmented
+    /// text frame of at most [`EXIT_CAPTURE_MAX`] bytes whose payload
+    /// starts with `<EXIT_MARKER>:` followed by an integer.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    /// True once a complete close frame has passed.
+    pub fn close_seen(&self) -> bool {
+        self.close_seen
+    }
+
+    /// Complete frames seen so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+}
+
+/// Header length from the second header byte: 2, plus the extended
+/// length, plus the masking key.
+fn header_len(b1: u8) -> usize {
+    let ext = match b1 & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 }
+}
+
+/// Parses a complete header (`header_len` bytes).
+fn parse_head(h: &[u8]) -> FrameHead {
+    let (len, rest) = match h[1] & 0x7f {
+        126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), &h[4..]),
+        127 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[2..10]);
+            (u64::from_be_bytes(b), &h[10..])
+        }
+        short => (u64::from(short), &h[2..]),
+    };
+    let mask = (h[1] & 0x80 != 0).then(|| [rest[0], rest[1], rest[2], rest[3]]);
+    FrameHead {
+        fin: h[0] & 0x80 != 0,
+        opcode: Opcode::from_u8(h[0]),
+        mask,
+        len,
+    }
 }
 
 /// XORs `buf` with the masking key (the same operation masks and unmasks).
@@ -557,6 +774,377 @@ mod tests {
         );
         assert_eq!(parse_exit_code(&exit.payload), Some(42));
         assert_eq!(parse_exit_code(b"no marker"), None);
+    }
+
+    /// Serialises a frame with a chosen length form (0 shortest, 1 16-bit,
+    /// 2 64-bit; longer forms than needed are legal on the wire for the
+    /// tracker's purposes) and reserved bits, as the tracker must follow.
+    fn raw_frame(
+        fin: bool,
+        opcode: u8,
+        rsv: u8,
+        mask: Option<[u8; 4]>,
+        payload: &[u8],
+        form: u8,
+    ) -> Vec<u8> {
+        let len = payload.len();
+        let mut out = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0x0f)];
+        let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+        let form = match form {
+            0 if len < 126 => 0,
+            0 | 1 if len <= 0xffff => 1,
+            _ => 2,
+        };
+        match form {
+            0 => out.push(mask_bit | len as u8),
+            1 => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if let Some(key) = mask {
+            out.extend_from_slice(&key);
+        }
+        let body = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut out[body..], key);
+        }
+        out
+    }
+
+    /// Feeds `chunks` in order; returns (end offset, header) per frame.
+    fn boundaries(t: &mut FrameTracker, chunks: &[&[u8]]) -> Vec<(usize, FrameHead)> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let (n, frame) = t.step(rest);
+                assert!(n > 0, "step made no progress");
+                offset += n;
+                rest = &rest[n..];
+                if let Some(head) = frame {
+                    assert!(t.at_boundary());
+                    out.push((offset, head));
+                }
+            }
+        }
+        out
+    }
+
+    fn byte_by_byte(bytes: &[u8]) -> Vec<&[u8]> {
+        bytes.chunks(1).collect()
+    }
+
+    #[test]
+    fn tracker_follows_every_length_form_and_mask() {
+        for len in [0usize, 1, 125, 126, 127, 65535, 65536, 70_000] {
+            for mask in [None, Some([9, 8, 7, 6])] {
+                let payload = vec![0x5a; len];
+                let mut stream = encode(&Frame::binary(payload.clone()), mask);
+                let first = stream.len();
+                stream.extend(encode(&Frame::text("x"), mask));
+                for chunks in [vec![stream.as_slice()], byte_by_byte(&stream)] {
+                    let mut t = FrameTracker::new();
+                    let got = boundaries(&mut t, &chunks);
+                    assert_eq!(got.len(), 2, "len {len} mask {mask:?}");
+                    assert_eq!(got[0].0, first);
+                    assert_eq!(
+                        got[0].1,
+                        FrameHead {
+                            fin: true,
+                            opcode: Opcode::Binary,
+                            mask,
+                            len: len as u64
+                        }
+                    );
+                    assert_eq!(got[1].0, stream.len());
+                    assert_eq!(t.frames(), 2);
+                    assert!(t.at_boundary());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tracker_until_boundary_never_crosses_a_frame() {
+        let mut t = FrameTracker::new();
+        assert_eq!(t.until_boundary(), 0);
+        // A masked frame with a 16-bit length: 2 + 2 + 4 header bytes.
+        let frame = encode(&Frame::text(vec![1; 300]), Some([1, 2, 3, 4]));
+        t.feed(&frame[..1]);
+        assert!(!t.at_boundary());
+        assert_eq!(
+            t.until_boundary(),
+            1,
+            "only the second header byte is known to follow"
+        );
+        t.feed(&frame[1..2]);
+        assert_eq!(t.until_boundary(), 6, "rest of the header");
+        t.feed(&frame[2..5]);
+        assert_eq!(t.until_boundary(), 3);
+        t.feed(&frame[5..8]);
+        assert_eq!(t.until_boundary(), 300);
+        t.feed(&frame[8..108]);
+        assert_eq!(t.until_boundary(), 200);
+        assert_eq!(t.feed(&frame[108..]), 1);
+        assert_eq!(t.until_boundary(), 0);
+        assert!(t.at_boundary());
+    }
+
+    #[test]
+    fn tracker_follows_control_frames_between_fragments() {
+        let mask = Some([0xde, 0xad, 0xbe, 0xef]);
+        let parts = [
+            raw_frame(false, 0x1, 0, mask, b"hel", 0),
+            encode(&Frame::ping(b"p".to_vec()), mask),
+            raw_frame(false, 0x0, 0, mask, &[0xff; 200], 0),
+            encode(&Frame::pong(Vec::new()), mask),
+            raw_frame(true, 0x0, 0, mask, b"lo", 0),
+            encode(&Frame::close(1000, "bye"), mask),
+        ];
+        let stream = parts.concat();
+        let mut ends = Vec::new();
+        let mut at = 0;
+        for p in &parts {
+            at += p.len();
+            ends.push(at);
+        }
+        for chunks in [vec![stream.as_slice()], byte_by_byte(&stream)] {
+            let mut t = FrameTracker::new();
+            let got = boundaries(&mut t, &chunks);
+            let offsets: Vec<usize> = got.iter().map(|(o, _)| *o).collect();
+            assert_eq!(offsets, ends);
+            let opcodes: Vec<Opcode> = got.iter().map(|(_, h)| h.opcode).collect();
+            assert_eq!(
+                opcodes,
+                [
+                    Opcode::Text,
+                    Opcode::Ping,
+                    Opcode::Continuation,
+                    Opcode::Pong,
+                    Opcode::Continuation,
+                    Opcode::Close
+                ]
+            );
+            assert!(t.close_seen());
+            assert_eq!(t.exit_code(), None);
+        }
+    }
+
+    #[test]
+    fn tracker_captures_the_exit_code() {
+        let marker = |code: i32, mask| encode(&Frame::exit_code(code), mask);
+        for mask in [None, Some([0x11, 0x22, 0x33, 0x44])] {
+            let mut stream = encode(&Frame::text(b"output\xff\n".to_vec()), mask);
+            stream.extend(marker(7, mask));
+            stream.extend(encode(&Frame::binary(Vec::new()), mask));
+            for chunks in [vec![stream.as_slice()], byte_by_byte(&stream)] {
+                let mut t = FrameTracker::new();
+                boundaries(&mut t, &chunks);
+                assert_eq!(t.exit_code(), Some(7), "mask {mask:?}");
+            }
+        }
+
+        // The last code wins; negative codes parse.
+        let mut t = FrameTracker::new();
+        t.feed(&marker(3, None));
+        t.feed(&marker(-2, None));
+        assert_eq!(t.exit_code(), Some(-2));
+
+        // Not an exit frame: marker not at the start, too long, fragmented,
+        // binary, or no number after it. None of them change the code.
+        let not_exit = [
+            encode(&Frame::text(format!("x{EXIT_MARKER}:1\n")), None),
+            encode(
+                &Frame::text(format!("{EXIT_MARKER}:1{}\n", " ".repeat(40))),
+                None,
+            ),
+            raw_frame(
+                false,
+                0x1,
+                0,
+                None,
+                format!("{EXIT_MARKER}:1\n").as_bytes(),
+                0,
+            ),
+            encode(&Frame::binary(format!("{EXIT_MARKER}:1\n")), None),
+            encode(&Frame::text(format!("{EXIT_MARKER}:one\n")), None),
+            encode(&Frame::text(format!("{EXIT_MARKER}1\n")), None),
+        ];
+        for frame in &not_exit {
+            t.feed(frame);
+            assert_eq!(t.exit_code(), Some(-2), "frame {frame:?}");
+        }
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        #[derive(Clone, Debug)]
+        struct Spec {
+            fin: bool,
+            opcode: u8,
+            rsv: u8,
+            mask: Option<[u8; 4]>,
+            payload: Vec<u8>,
+            form: u8,
+        }
+
+        impl Spec {
+            fn bytes(&self) -> Vec<u8> {
+                raw_frame(
+                    self.fin,
+                    self.opcode,
+                    self.rsv,
+                    self.mask,
+                    &self.payload,
+                    self.form,
+                )
+            }
+
+            /// The exit code this frame carries by the tracker's rule.
+            fn exit_code(&self) -> Option<i32> {
+                if !self.fin || self.opcode != 0x1 || self.payload.len() > EXIT_CAPTURE_MAX {
+                    return None;
+                }
+                let text = std::str::from_utf8(&self.payload).ok()?;
+                text.strip_prefix(EXIT_MARKER)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            }
+        }
+
+        fn payload() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                8 => proptest::collection::vec(any::<u8>(), 0..140),
+                2 => proptest::collection::vec(any::<u8>(), 126..600),
+                3 => any::<i32>().prop_map(|c| format!("{EXIT_MARKER}:{c}\n").into_bytes()),
+                1 => (20usize..30).prop_map(|pad| format!("{EXIT_MARKER}:12{}", " ".repeat(pad)).into_bytes()),
+                1 => (65_536usize..65_600).prop_map(|n| vec![0xa5; n]),
+            ]
+        }
+
+        fn spec() -> impl Strategy<Value = Spec> {
+            (
+                any::<bool>(),
+                prop_oneof![
+                    4 => Just(0x1u8),
+                    2 => Just(0x2u8),
+                    1 => Just(0x0u8),
+                    1 => prop_oneof![Just(0x8u8), Just(0x9), Just(0xa)],
+                    1 => 0u8..16,
+                ],
+                prop_oneof![6 => Just(0u8), 1 => 0u8..8],
+                proptest::option::of(any::<[u8; 4]>()),
+                payload(),
+                0u8..3,
+            )
+                .prop_map(|(fin, opcode, rsv, mask, payload, form)| Spec {
+                    fin,
+                    opcode,
+                    rsv,
+                    mask,
+                    payload,
+                    form,
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Frames split at random points give the same boundaries,
+            /// headers and exit code as the whole stream, and both match
+            /// what was serialised.
+            #[test]
+            fn split_points_do_not_matter(
+                specs in proptest::collection::vec(spec(), 0..12),
+                cuts in proptest::collection::vec(any::<Index>(), 0..24),
+            ) {
+                let mut stream = Vec::new();
+                let mut expected = Vec::new();
+                let mut code = None;
+                for s in &specs {
+                    stream.extend(s.bytes());
+                    expected.push((stream.len(), s.opcode, s.fin, s.mask, s.payload.len() as u64));
+                    code = s.exit_code().or(code);
+                }
+
+                let mut whole = FrameTracker::new();
+                let got_whole = boundaries(&mut whole, &[stream.as_slice()]);
+
+                let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+                points.push(0);
+                points.push(stream.len());
+                points.sort_unstable();
+                points.dedup();
+                let chunks: Vec<&[u8]> = points.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+                let mut split = FrameTracker::new();
+                let got_split = boundaries(&mut split, &chunks);
+
+                prop_assert_eq!(&got_whole, &got_split);
+                let seen: Vec<_> = got_whole
+                    .iter()
+                    .map(|(o, h)| (*o, h.opcode.as_u8(), h.fin, h.mask, h.len))
+                    .collect();
+                prop_assert_eq!(seen, expected);
+                prop_assert_eq!(whole.exit_code(), code);
+                prop_assert_eq!(split.exit_code(), code);
+                prop_assert!(whole.at_boundary() && split.at_boundary());
+                prop_assert_eq!(
+                    whole.close_seen(),
+                    specs.iter().any(|s| s.opcode == 0x8)
+                );
+            }
+
+            /// Reading at most `until_boundary()` bytes at a time, as the
+            /// splice does when it drains, stops exactly on every boundary.
+            #[test]
+            fn until_boundary_lands_on_every_boundary(
+                specs in proptest::collection::vec(spec(), 0..8),
+            ) {
+                let mut stream = Vec::new();
+                let mut ends = vec![0];
+                for s in &specs {
+                    stream.extend(s.bytes());
+                    ends.push(stream.len());
+                }
+                let mut t = FrameTracker::new();
+                let mut at = 0;
+                let mut stops = vec![0];
+                while at < stream.len() {
+                    let n = match t.until_boundary() {
+                        0 => {
+                            prop_assert!(ends.contains(&at));
+                            1
+                        }
+                        n => n,
+                    };
+                    let next = *ends.iter().find(|&&e| e > at).unwrap();
+                    prop_assert!(at + n <= next, "crossed a boundary at {}", at);
+                    t.feed(&stream[at..at + n]);
+                    at += n;
+                    if t.at_boundary() {
+                        stops.push(at);
+                    }
+                }
+                stops.dedup();
+                prop_assert_eq!(stops, ends);
+            }
+        }
     }
 
     #[test]
