@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod auditlog;
 pub mod auth;
 pub mod body;
 pub mod canon;

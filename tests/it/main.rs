@@ -3,6 +3,7 @@
 
 mod support;
 
+mod auditlog;
 mod binary;
 mod canon_table;
 mod client;
