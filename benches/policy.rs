@@ -863,8 +863,7 @@ fn reload(bencher: Bencher) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let gateway = rt.block_on(async { rack_gateway::proxy::Gateway::new(None, rx) });
+    let gateway = rt.block_on(async { rack_gateway::proxy::Gateway::new(None) });
     let fetch = std::sync::Arc::new(Versions {
         files: fx.files.clone(),
         n: Default::default(),

@@ -169,7 +169,34 @@ fn rfc3339_now() -> String {
     )
 }
 
+/// The hash-chained audit file, when `serve --audit-file` set one up.
+static FILE: std::sync::OnceLock<crate::auditlog::Sink> = std::sync::OnceLock::new();
+
+/// Sends every later record to `sink` as well (once per process).
+pub fn install_file(sink: crate::auditlog::Sink) {
+    let _ = FILE.set(sink);
+}
+
+/// False when requests must be refused because their records could not be
+/// written (fail-closed mode with the audit file failing).
+pub fn recording() -> bool {
+    FILE.get().is_none_or(|s| !s.fail_closed() || s.healthy())
+}
+
+/// The audit file's counters, for metrics: (written, dropped, healthy).
+pub fn file_counters() -> Option<(u64, u64, bool)> {
+    FILE.get().map(|s| (s.written(), s.dropped(), s.healthy()))
+}
+
+/// Writes out queued records (at shutdown); false if `limit` passed first.
+pub fn flush(limit: std::time::Duration) -> bool {
+    FILE.get().is_none_or(|s| s.flush_timeout(limit))
+}
+
 pub fn emit(r: &Record<'_>) {
+    if let Some(sink) = FILE.get() {
+        sink.submit(r.to_json());
+    }
     tracing::info!(
         target: TARGET,
         event = r.event,

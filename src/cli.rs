@@ -77,6 +77,13 @@ pub enum Command {
         /// file events (which network file systems may not deliver).
         #[arg(long, default_value = "15s", value_parser = parse_interval)]
         poll_interval: std::time::Duration,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Validate a config directory and run its policy tests; exit 0 (valid)
     /// or 1 (every problem printed with file:line).
@@ -200,6 +207,94 @@ pub enum Command {
     Convox(Vec<OsString>),
 }
 
+/// The hash-chained audit file (process settings, like the listener).
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Also append every audit record to this hash-chained JSONL file.
+    #[arg(long, env = "RACK_GATEWAY_AUDIT_FILE")]
+    audit_file: Option<PathBuf>,
+    /// Rotate the file at this size (bytes, or with K/M/G); the chain
+    /// continues across files.
+    #[arg(long, env = "RACK_GATEWAY_AUDIT_ROTATE", default_value = "100M", value_parser = parse_size)]
+    audit_rotate: u64,
+    /// Key the chain with HMAC-SHA256 (a file holding the key), so that
+    /// someone who can write the file but lacks the key cannot rewrite it.
+    #[arg(long, env = "RACK_GATEWAY_AUDIT_KEY_FILE")]
+    audit_key_file: Option<PathBuf>,
+    /// Refuse requests (503) while the audit file cannot be written.
+    #[arg(long, env = "RACK_GATEWAY_AUDIT_FAIL_CLOSED")]
+    audit_fail_closed: bool,
+    /// fsync after every batch of records.
+    #[arg(long, env = "RACK_GATEWAY_AUDIT_FSYNC")]
+    audit_fsync: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check a hash-chained audit file (and its rotated predecessors):
+    /// reports the first edited, deleted, inserted or reordered record.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The chain's HMAC key file, if the gateway used one.
+        #[arg(long, env = "RACK_GATEWAY_AUDIT_KEY_FILE")]
+        key_file: Option<PathBuf>,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1),
+        Some((i, _)) => {
+            let m = match t[i..].to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                _ => return Err(format!("`{s}`: use bytes or a K/M/G suffix")),
+            };
+            (&t[..i], m)
+        }
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("`{s}` is too large")),
+        _ => Err(format!("`{s}` is not a positive size")),
+    }
+}
+
+fn read_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let key = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let trimmed = key.trim_ascii_end().to_vec();
+    if trimmed.len() < 16 {
+        return Err(format!(
+            "{}: the key must be at least 16 bytes",
+            path.display()
+        ));
+    }
+    Ok(trimmed)
+}
+
+/// Opens the audit file before serving: a gateway asked to keep one never
+/// serves without it.
+fn open_audit_file(args: &AuditArgs) -> Result<(), String> {
+    let Some(path) = &args.audit_file else {
+        return Ok(());
+    };
+    let key = args.audit_key_file.as_deref().map(read_key).transpose()?;
+    let sink = crate::auditlog::Sink::open(crate::auditlog::FileSettings {
+        path: path.clone(),
+        rotate_bytes: Some(args.audit_rotate),
+        key,
+        fail_closed: args.audit_fail_closed,
+        fsync: args.audit_fsync,
+    })
+    .map_err(|e| format!("audit file {}: {e}", path.display()))?;
+    crate::audit::install_file(sink);
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Write a new Ed25519 signing key for the gateway's own tokens (PKCS#8
@@ -233,17 +328,37 @@ pub fn main() -> ExitCode {
     crate::tls::install_crypto_provider();
     match cli.command {
         Command::Serve {
-            config: Some(dir),
+            config,
+            git,
             poll_interval,
-            ..
-        } => serve(dir, poll_interval),
-        Command::Serve {
-            git: Some(file), ..
-        } => serve_git(file),
-        Command::Serve { .. } => {
-            eprintln!("rack-gateway serve: give --config <dir> or --git <settings.yaml>");
-            ExitCode::from(EXIT_CONFIG)
+            audit,
+        } => {
+            if let Err(e) = open_audit_file(&audit) {
+                eprintln!("rack-gateway: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let code = match (config, git) {
+                (Some(dir), _) => serve(dir, poll_interval),
+                (None, Some(file)) => serve_git(file),
+                (None, None) => {
+                    eprintln!("rack-gateway serve: give --config <dir> or --git <settings.yaml>");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+            if !crate::audit::flush(std::time::Duration::from_secs(5)) {
+                eprintln!("rack-gateway: some audit records could not be written to the audit file before exit");
+            }
+            code
         }
+        Command::Audit {
+            command: AuditCommand::Verify { files, key_file },
+        } => match key_file.as_deref().map(read_key).transpose() {
+            Ok(key) => crate::auditlog::verify_command(&files, key.as_deref()),
+            Err(e) => {
+                eprintln!("rack-gateway audit verify: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { dir, format } => check(dir, format),
         Command::Can {
             first,

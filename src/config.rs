@@ -361,8 +361,8 @@ pub struct Config {
     /// How many policy test cases passed while loading.
     pub policy_cases: usize,
     pub trusted_proxies: Vec<crate::clientip::Cidr>,
-    /// Patterns of run/exec commands recorded redacted in the audit trail.
-    pub redact_commands: Vec<String>,
+    /// How run/exec commands are recorded in the audit trail.
+    pub redactor: crate::auditlog::CommandRedactor,
 }
 
 /// Default listen address: loopback, so a fresh install never exposes
@@ -1025,11 +1025,16 @@ impl<'a> Validator<'a> {
                 Err(e) => self.err_at(Some(p.referenced), format!("trusted_proxies: {e}")),
             }
         }
-        let redact_commands = raw
-            .audit
-            .and_then(|a| a.redact_commands)
-            .map(|r| r.value)
-            .unwrap_or_default();
+        let redactor = match raw.audit.and_then(|a| a.redact_commands) {
+            None => crate::auditlog::CommandRedactor::new(&[]).expect("no patterns is valid"),
+            Some(r) => match crate::auditlog::CommandRedactor::new(&r.value) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.err_at(Some(r.referenced), e);
+                    crate::auditlog::CommandRedactor::new(&[]).expect("no patterns is valid")
+                }
+            },
+        };
         let mut rack_names: Vec<String> = raw_rack_names;
         for r in racks.keys() {
             if !rack_names.contains(r) {
@@ -1069,7 +1074,7 @@ impl<'a> Validator<'a> {
                     .unwrap_or_default(),
                 policy_cases: loaded.map(|l| l.cases).unwrap_or(0),
                 trusted_proxies,
-                redact_commands,
+                redactor,
             })
         } else {
             Err(ConfigErrors(self.errors))

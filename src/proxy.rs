@@ -92,6 +92,7 @@ pub struct Runtime {
     /// a content digest in directory mode. Every audit record carries it.
     pub version: String,
     pub trusted_proxies: Vec<crate::clientip::Cidr>,
+    pub redactor: crate::auditlog::CommandRedactor,
 }
 
 impl Runtime {
@@ -149,6 +150,7 @@ impl Runtime {
             websocket: cfg.websocket,
             version: String::from("unversioned"),
             trusted_proxies: cfg.trusted_proxies.clone(),
+            redactor: cfg.redactor.clone(),
         })
     }
 
@@ -196,7 +198,8 @@ pub struct Gateway {
     /// `None` until a valid config has been loaded: every rack request is
     /// then refused with 503 (fail closed, never "allow").
     runtime: ArcSwapOption<Runtime>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Open websocket sessions, and the signal that closes them.
+    pub sessions: Sessions,
     /// Login bookkeeping: redeemed one-time codes, the discovered provider.
     pub login: crate::login::LoginStore,
     federation: std::sync::OnceLock<crate::oidc::FederationVerifier>,
@@ -205,13 +208,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(
-        runtime: Option<Runtime>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> Arc<Gateway> {
+    pub fn new(runtime: Option<Runtime>) -> Arc<Gateway> {
         Arc::new(Gateway {
             runtime: ArcSwapOption::new(runtime.map(Arc::new)),
-            shutdown,
+            sessions: Sessions::default(),
             login: Default::default(),
             federation: std::sync::OnceLock::new(),
             reload: Default::default(),
@@ -351,7 +351,8 @@ impl Gateway {
         let stream = m.route.stream;
         ctx.route = Some(m);
         if let Some(cmd) = parts.headers.get("command") {
-            ctx.command = Some(String::from_utf8_lossy(cmd.as_bytes()).into_owned());
+            let raw = String::from_utf8_lossy(cmd.as_bytes());
+            ctx.command = Some((rt.redactor.clone(), raw.into_owned()));
         }
         let upgrade_ok = matches!(
             (route_method, &canon.upgrade),
@@ -382,6 +383,16 @@ impl Gateway {
         } else {
             None
         };
+
+        if !audit::recording() {
+            // Fail-closed: nothing is served that could not be recorded.
+            return ctx.refuse(
+                socket,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Decision::Reject,
+                "gateway: the audit log cannot be written, so requests are refused (fail-closed); retry shortly",
+            );
+        }
 
         if ctx.operation() == Some("probe") {
             // The CLI's pre-websocket probe; the rack would answer 404 too.
@@ -1141,7 +1152,7 @@ impl Gateway {
         resp: Response<Incoming>,
         client_up: OnUpgrade,
     ) {
-        let stop = self.shutdown.clone();
+        let session = self.sessions.open();
         let framing = tunnel::Framing::from_upgrade(resp.headers().get(header::UPGRADE));
         tokio::spawn(async move {
             let (Ok(rack_io), Ok(client_io)) = tokio::join!(hyper::upgrade::on(resp), client_up)
@@ -1154,10 +1165,11 @@ impl Gateway {
                 framing,
                 limits.idle_timeout,
                 limits.max_session,
-                wait_shutdown(stop),
+                session.closing(),
             )
             .await;
             ctx.audit_session_end(end);
+            drop(session);
         });
     }
 
@@ -1185,11 +1197,83 @@ impl Gateway {
     }
 }
 
-async fn wait_shutdown(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
+/// Open websocket sessions. At shutdown the server first lets REST
+/// requests finish, then asks every session to close (each sends close
+/// frames at its next frame boundary) and waits for them.
+pub struct Sessions {
+    close: tokio::sync::watch::Sender<bool>,
+    live: Arc<AtomicU64>,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            close: tokio::sync::watch::channel(false).0,
+            live: Default::default(),
+            ended: Default::default(),
         }
+    }
+}
+
+/// One open session; dropping it marks the session ended.
+pub struct SessionGuard {
+    close: tokio::sync::watch::Receiver<bool>,
+    live: Arc<AtomicU64>,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl Sessions {
+    fn open(&self) -> SessionGuard {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        SessionGuard {
+            close: self.close.subscribe(),
+            live: self.live.clone(),
+            ended: self.ended.clone(),
+        }
+    }
+
+    /// Sessions currently open (a metric).
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Asks every open (and future) session to close.
+    pub fn close_all(&self) {
+        self.close.send_replace(true);
+    }
+
+    /// Waits until no session is open, or `limit` passes.
+    pub async fn wait_closed(&self, limit: Duration) {
+        let all_ended = async {
+            loop {
+                let ended = self.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if self.live() == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all_ended).await;
+    }
+}
+
+impl SessionGuard {
+    /// Resolves once the sessions are asked to close.
+    fn closing(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.close.clone();
+        async move {
+            let _ = rx.wait_for(|closing| *closing).await;
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.ended.notify_waiters();
     }
 }
 
@@ -1306,8 +1390,8 @@ struct Ctx {
     /// The client (see `clientip`), and the proxy it came through.
     client_ip: std::net::IpAddr,
     via: Option<std::net::IpAddr>,
-    /// The run/exec command as the client sent it.
-    command: Option<String>,
+    /// The run/exec command as the client sent it, and how to record it.
+    command: Option<(crate::auditlog::CommandRedactor, String)>,
     /// Request body bytes forwarded to the rack so far.
     bytes_in: Arc<AtomicU64>,
 }
@@ -1349,6 +1433,16 @@ impl Ctx {
     }
 
     fn record(&self, d: Done<'_>) {
+        // The command never reaches the audit trail unredacted, not even
+        // quoted inside a refusal's reason.
+        let (command, reason) = match &self.command {
+            Some((redactor, raw)) => {
+                let shown = redactor.apply(raw);
+                let reason = redactor.apply(&d.reason.replace(raw.as_str(), &shown));
+                (Some(shown), reason)
+            }
+            None => (None, d.reason.to_string()),
+        };
         audit::emit(&audit::Record {
             event: d.event,
             request_id: &self.request_id,
@@ -1362,9 +1456,9 @@ impl Ctx {
             app: self.param("app"),
             service: self.param("service"),
             pid: self.param("pid"),
-            command: self.command.as_deref(),
+            command: command.as_deref(),
             decision: Some(d.decision),
-            reason: d.reason,
+            reason: &reason,
             env_changes: self.env_changes.as_deref(),
             config_version: self.version.as_deref(),
             status: d.status,
@@ -1389,19 +1483,15 @@ impl Ctx {
     }
 
     fn audit_session_end(&self, end: tunnel::SpliceEnd) {
-        let (up, down) = match end {
-            tunnel::SpliceEnd::Closed { up, down } => (up, down),
-            _ => (0, 0),
-        };
-        self.bytes_in.store(up, Ordering::Relaxed);
+        self.bytes_in.store(end.up, Ordering::Relaxed);
         self.record(Done {
             event: "session-end",
             decision: Decision::Allow,
             reason: end.as_str(),
             status: 101,
             upstream: Some(101),
-            bytes_out: down,
-            exit_code: None,
+            bytes_out: end.down,
+            exit_code: end.exit_code,
         });
     }
 

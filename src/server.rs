@@ -73,7 +73,15 @@ pub async fn serve(
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+    // Websocket sessions (logs, exec) can last hours: once requests are
+    // done, close them with close frames rather than cutting the sockets.
+    gateway.sessions.close_all();
+    gateway.sessions.wait_closed(SESSION_CLOSE_WAIT).await;
 }
+
+/// How long closing websocket sessions may take at shutdown: the splice's
+/// own bounds (a frame in flight, the peer's close) plus a margin.
+const SESSION_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 async fn serve_conn<I>(
     io: I,
@@ -200,7 +208,7 @@ impl Running {
             );
         }
         let (tx, rx) = watch::channel(false);
-        let gateway = Gateway::new(runtime, rx.clone());
+        let gateway = Gateway::new(runtime);
         let settings = Listener {
             tls,
             header_read_timeout: serving.header_read,
