@@ -9,6 +9,7 @@ mod client;
 mod flows;
 mod identity;
 mod policy;
+mod reload;
 mod secrets;
 mod streaming;
 mod tls_upstream;
