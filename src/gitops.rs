@@ -362,6 +362,9 @@ impl Reloader {
     }
 
     fn unchanged(&mut self) -> Outcome {
+        // The source went back to the loaded version: if it moves to the
+        // version that failed before, that is a new failure to report.
+        self.failed = None;
         let mut s = self.gateway.reload.lock();
         // The source is readable and still at the loaded version: a fetch
         // failure before this one is over.

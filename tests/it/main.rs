@@ -10,6 +10,7 @@ mod client;
 mod flows;
 mod identity;
 mod policy;
+mod reload;
 mod secrets;
 mod streaming;
 mod tls_upstream;
