@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod gateway_api;
+pub mod gitsource;
 pub mod login;
 pub mod logsink;
 pub mod mock_rack;

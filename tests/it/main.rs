@@ -7,6 +7,7 @@ mod binary;
 mod canon_table;
 mod client;
 mod flows;
+mod gitsource;
 mod identity;
 mod policy;
 mod secrets;
