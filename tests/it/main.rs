@@ -8,6 +8,7 @@ mod binary;
 mod canon_table;
 mod client;
 mod flows;
+mod gitsource;
 mod identity;
 mod policy;
 mod reload;
