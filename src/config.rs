@@ -143,6 +143,7 @@ struct RawGateway {
     /// Proxies (load balancers) whose `X-Forwarded-For` names the client.
     trusted_proxies: Option<Vec<Spanned<String>>>,
     audit: Option<RawAudit>,
+    rate_limits: Option<crate::ratelimit::RawRateLimits>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -361,6 +362,7 @@ pub struct Config {
     /// How many policy test cases passed while loading.
     pub policy_cases: usize,
     pub trusted_proxies: Vec<crate::clientip::Cidr>,
+    pub rate_limits: crate::ratelimit::RateSettings,
     /// How run/exec commands are recorded in the audit trail.
     pub redactor: crate::auditlog::CommandRedactor,
 }
@@ -1050,6 +1052,18 @@ impl<'a> Validator<'a> {
             Err(e) => self.errors.push(e),
         }
 
+        let rate_limits = match crate::ratelimit::validate(
+            raw.rate_limits,
+            &self.file,
+            loaded.as_ref().map(|l| &l.policy),
+        ) {
+            Ok(r) => r,
+            Err(errs) => {
+                self.errors.extend(errs);
+                Default::default()
+            }
+        };
+
         if self.errors.is_empty() {
             Ok(Config {
                 dir: self.dir.to_path_buf(),
@@ -1074,6 +1088,7 @@ impl<'a> Validator<'a> {
                     .unwrap_or_default(),
                 policy_cases: loaded.map(|l| l.cases).unwrap_or(0),
                 trusted_proxies,
+                rate_limits,
                 redactor,
             })
         } else {

@@ -41,8 +41,9 @@ pub async fn handle(
         (&Method::GET, ["healthz"], _) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
         (&Method::GET, ["readyz"], _) => readyz(rt, &call).await,
         (&Method::GET, ["status"], _) => status(gw, rt, &call).await,
+        (&Method::GET, ["metrics"], _) => metrics(gw, rt, &call).await,
         (&Method::POST, ["webhook"], _) => webhook(gw, &call, body).await,
-        (_, ["healthz" | "readyz" | "status" | "webhook"], _) => json_error(
+        (_, ["healthz" | "readyz" | "status" | "metrics" | "webhook"], _) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "gateway: method not allowed",
             call.request_id,
@@ -171,6 +172,60 @@ async fn status(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response
     json(StatusCode::OK, value)
 }
 
+/// `GET /_gateway/metrics`: Prometheus text exposition (operator-only,
+/// like the status).
+async fn metrics(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
+    use crate::metrics::Extra;
+    if let Err(r) = operator(gw, rt, call).await {
+        return r;
+    }
+    let (hits, misses) = rt
+        .map(|r| (r.credentials.cache.hits(), r.credentials.cache.misses()))
+        .unwrap_or_default();
+    let mut extra = vec![
+        Extra::gauge(
+            "rack_gateway_ratelimit_keys",
+            "Identities and addresses the rate limiters currently track.",
+            gw.limiters().key_count() as f64,
+        ),
+        Extra::counter(
+            "rack_gateway_token_cache_hits_total",
+            "Gateway token verifications answered from the cache (since the last reload).",
+            hits as f64,
+        ),
+        Extra::counter(
+            "rack_gateway_token_cache_misses_total",
+            "Gateway token verifications that checked the signature (since the last reload).",
+            misses as f64,
+        ),
+    ];
+    if let Some((written, dropped, healthy)) = audit::file_counters() {
+        extra.push(Extra::counter(
+            "rack_gateway_audit_file_records_total",
+            "Audit records written to the audit file.",
+            written as f64,
+        ));
+        extra.push(Extra::counter(
+            "rack_gateway_audit_file_dropped_total",
+            "Audit records lost because the audit file's queue overflowed.",
+            dropped as f64,
+        ));
+        extra.push(Extra::gauge(
+            "rack_gateway_audit_file_healthy",
+            "1 while the audit file is being written, 0 while writes fail.",
+            if healthy { 1.0 } else { 0.0 },
+        ));
+    }
+    let mut r = Response::new(body::full(gw.metrics.render(&extra)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 /// `POST /_gateway/webhook`: a push notification (GitHub-style
 /// `X-Hub-Signature-256`) that makes the gateway fetch now. The body is
 /// only authenticated, never trusted: the fetch reads the configured ref.
@@ -214,6 +269,7 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
         ..Default::default()
     });
     if !ok {
+        gw.limiters().auth_failed(call.peer.ip());
         return json_error(
             StatusCode::UNAUTHORIZED,
             "gateway: webhook signature (X-Hub-Signature-256) missing or invalid",
@@ -490,12 +546,31 @@ async fn caller<'r>(
             call.request_id,
         )
     };
-    let token = auth::basic_token(call.headers).map_err(unauthorized)?;
-    let who = rt
-        .credentials
-        .authenticate(&rt.policy, gw.federation(), &token, unix_now())
-        .await
-        .map_err(unauthorized)?;
+    let (ip, _) = crate::clientip::resolve(call.peer.ip(), call.headers, &rt.trusted_proxies);
+    let limiters = gw.limiters();
+    if let Some(l) = limiters.auth_blocked(ip) {
+        gw.metrics.rate_limited(l.bucket.as_str());
+        let mut r = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("gateway: {}", l.message),
+            call.request_id,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
+        return Err(r);
+    }
+    let who = match auth::basic_token(call.headers) {
+        Ok(token) => {
+            rt.credentials
+                .authenticate(&rt.policy, gw.federation(), &token, unix_now())
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let who = who.map_err(|e| {
+        limiters.auth_failed(ip);
+        unauthorized(e)
+    })?;
     let subject = match who.identity.kind {
         auth::IdentityKind::Person => rt.policy.person(&who.identity.name),
         _ => rt

@@ -294,6 +294,9 @@ impl Reloader {
     /// Marks `version` as what the gateway started with (loaded by the
     /// caller before serving).
     pub fn started_with(&self, version: &str, policy_cases: usize) {
+        self.gateway
+            .metrics
+            .set_config(version, &self.fetch.describe(), unix_now());
         let mut s = self.gateway.reload.lock();
         s.version = Some(version.to_string());
         s.loaded_at = Some(unix_now());
@@ -340,6 +343,10 @@ impl Reloader {
         rt.version = f.version.clone();
         self.gateway.swap(rt);
         self.fetch.loaded(&f.version);
+        let metrics = &self.gateway.metrics;
+        metrics.reload(true);
+        metrics.set_config(&f.version, &self.fetch.describe(), unix_now());
+        metrics.set_last_reload_error(false);
         self.failed = None;
         {
             let mut s = self.gateway.reload.lock();
@@ -370,6 +377,7 @@ impl Reloader {
         // failure before this one is over.
         if s.version.is_some() {
             s.consecutive_failures = 0;
+            self.gateway.metrics.set_last_reload_error(false);
         }
         Outcome::Unchanged
     }
@@ -386,6 +394,8 @@ impl Reloader {
         if version.is_some() {
             self.failed = version.clone();
         }
+        self.gateway.metrics.reload(false);
+        self.gateway.metrics.set_last_reload_error(true);
         let v = version.as_deref().unwrap_or("-");
         tracing::error!(
             version = v,

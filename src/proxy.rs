@@ -93,6 +93,7 @@ pub struct Runtime {
     pub version: String,
     pub trusted_proxies: Vec<crate::clientip::Cidr>,
     pub redactor: crate::auditlog::CommandRedactor,
+    pub rate_limits: crate::ratelimit::RateSettings,
 }
 
 impl Runtime {
@@ -151,6 +152,7 @@ impl Runtime {
             version: String::from("unversioned"),
             trusted_proxies: cfg.trusted_proxies.clone(),
             redactor: cfg.redactor.clone(),
+            rate_limits: cfg.rate_limits.clone(),
         })
     }
 
@@ -205,11 +207,21 @@ pub struct Gateway {
     federation: std::sync::OnceLock<crate::oidc::FederationVerifier>,
     /// What is loaded, the last reload failure, and the webhook's trigger.
     pub reload: crate::gitops::Control,
+    /// Per-identity and per-address rate limits; rebuilt (keeping the
+    /// buckets whose quota is unchanged) when a reload changes them.
+    limiters: arc_swap::ArcSwap<crate::ratelimit::Limiters>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Gateway {
     pub fn new(runtime: Option<Runtime>) -> Arc<Gateway> {
+        let limits = runtime
+            .as_ref()
+            .map(|r| r.rate_limits.clone())
+            .unwrap_or_default();
         Arc::new(Gateway {
+            limiters: arc_swap::ArcSwap::from_pointee(crate::ratelimit::Limiters::new(limits)),
+            metrics: Default::default(),
             runtime: ArcSwapOption::new(runtime.map(Arc::new)),
             sessions: Sessions::default(),
             login: Default::default(),
@@ -220,7 +232,16 @@ impl Gateway {
 
     /// Replaces the live runtime; requests in flight keep their snapshot.
     pub fn swap(&self, runtime: Runtime) {
+        let limiters = self.limiters.load();
+        if *limiters.settings() != runtime.rate_limits {
+            self.limiters
+                .store(Arc::new(limiters.reconfigured(runtime.rate_limits.clone())));
+        }
         self.runtime.store(Some(Arc::new(runtime)));
+    }
+
+    pub fn limiters(&self) -> Arc<crate::ratelimit::Limiters> {
+        self.limiters.load_full()
     }
 
     /// The live runtime, or `None` before the first valid config.
@@ -264,6 +285,7 @@ impl Gateway {
             via: None,
             command: None,
             bytes_in: Default::default(),
+            metrics: self.metrics.clone(),
         };
 
         let canon = match canon::canonicalize(&parts) {
@@ -404,31 +426,28 @@ impl Gateway {
             );
         }
 
-        let token = match auth::basic_token(&parts.headers) {
-            Ok(t) => t,
-            Err(e) => {
-                return ctx.refuse(
-                    socket,
-                    StatusCode::UNAUTHORIZED,
-                    Decision::Deny,
-                    &format!("gateway: {e}"),
-                )
+        let limiters = self.limiters();
+        if let Some(l) = limiters.auth_blocked(ctx.client_ip) {
+            return ctx.rate_limited(socket, &l);
+        }
+        let who = match auth::basic_token(&parts.headers) {
+            Ok(token) => {
+                rt.credentials
+                    .authenticate(&rt.policy, self.federation(), &token, unix_now())
+                    .await
             }
+            Err(e) => Err(e),
         };
-        let who = rt
-            .credentials
-            .authenticate(&rt.policy, self.federation(), &token, unix_now())
-            .await;
-        drop(token);
         let who = match who {
             Ok(w) => w,
             Err(e) => {
+                limiters.auth_failed(ctx.client_ip);
                 return ctx.refuse(
                     socket,
                     StatusCode::UNAUTHORIZED,
                     Decision::Deny,
                     &format!("gateway: {e}"),
-                )
+                );
             }
         };
         let subject = match who.identity.kind {
@@ -439,6 +458,7 @@ impl Gateway {
         };
         ctx.identity = Some(who.identity);
         let Some(subject) = subject else {
+            limiters.auth_failed(ctx.client_ip);
             return ctx.refuse(
                 socket,
                 StatusCode::UNAUTHORIZED,
@@ -446,6 +466,19 @@ impl Gateway {
                 &format!("gateway: {}", auth::AuthError::NotAuthorized),
             );
         };
+        let limited = {
+            let id = ctx.identity.as_ref().expect("set above");
+            let roles = crate::ratelimit::role_names(&rt.policy, subject);
+            let who = crate::ratelimit::Who {
+                name: &id.name,
+                ci: id.kind != IdentityKind::Person,
+                roles: &roles,
+            };
+            limiters.check(&who, ctx.operation().unwrap_or_default())
+        };
+        if let Err(l) = limited {
+            return ctx.rate_limited(socket, &l);
+        }
 
         let verdict = match self.decide(&rt, &rack, &ctx, &parts.headers, subject).await {
             Ok(v) => v,
@@ -765,6 +798,8 @@ impl Gateway {
             let _ = sent_rx.await;
             tokio::time::sleep(idle).await;
         };
+        ctx.metrics.observe_overhead(ctx.started.elapsed());
+        let sent_at = Instant::now();
         let resp = tokio::select! {
             r = rack.client().request(up) => match r {
                 Ok(r) => r,
@@ -772,6 +807,7 @@ impl Gateway {
             },
             _ = response_deadline => return ctx.upstream_failed("no response within the idle timeout"),
         };
+        ctx.metrics.observe_upstream(sent_at.elapsed());
         let (rparts, rbody) = resp.into_parts();
         if rparts.status == StatusCode::UNAUTHORIZED {
             tracing::error!(rack = %rack.name, "the rack refused the gateway's credentials; check its password");
@@ -1154,7 +1190,11 @@ impl Gateway {
     ) {
         let session = self.sessions.open();
         let framing = tunnel::Framing::from_upgrade(resp.headers().get(header::UPGRADE));
+        let kind = ctx.operation().unwrap_or("-");
+        let metrics = self.metrics.clone();
+        metrics.session_opened(kind);
         tokio::spawn(async move {
+            let _open = scopeguard_session(metrics, kind);
             let (Ok(rack_io), Ok(client_io)) = tokio::join!(hyper::upgrade::on(resp), client_up)
             else {
                 return;
@@ -1195,6 +1235,17 @@ impl Gateway {
             Err(_) => Err("no response within the idle timeout".into()),
         }
     }
+}
+
+/// Counts a session closed when its task ends, however it ends.
+fn scopeguard_session(metrics: Arc<crate::metrics::Metrics>, kind: &'static str) -> impl Drop {
+    struct Closed(Arc<crate::metrics::Metrics>, &'static str);
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            self.0.session_closed(self.1);
+        }
+    }
+    Closed(metrics, kind)
 }
 
 /// Open websocket sessions. At shutdown the server first lets REST
@@ -1394,6 +1445,7 @@ struct Ctx {
     command: Option<(crate::auditlog::CommandRedactor, String)>,
     /// Request body bytes forwarded to the rack so far.
     bytes_in: Arc<AtomicU64>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How a request ended, for its audit record.
@@ -1433,6 +1485,24 @@ impl Ctx {
     }
 
     fn record(&self, d: Done<'_>) {
+        if d.event != "session-start" {
+            self.metrics.request(
+                self.rack.as_deref().unwrap_or("-"),
+                self.operation().unwrap_or("-"),
+                d.decision.as_str(),
+                d.status,
+            );
+        }
+        // Rate-limited refusals are counted by bucket where they happen.
+        if matches!(d.decision, Decision::Deny | Decision::Reject) && d.status != 429 {
+            self.metrics.rejected(match d.status {
+                401 => "unauthenticated",
+                403 => "forbidden",
+                503 if self.version.is_none() => "no_config",
+                503 => "audit_unavailable",
+                _ => "bad_request",
+            });
+        }
         // The command never reaches the audit trail unredacted, not even
         // quoted inside a refusal's reason.
         let (command, reason) = match &self.command {
@@ -1512,6 +1582,26 @@ impl Ctx {
                 &format!("gateway: rack `{rack}` unavailable: {msg}"),
             ),
         }
+    }
+
+    /// Refuses with 429 and `Retry-After` (in-band on websocket routes).
+    fn rate_limited(
+        &self,
+        socket: Option<Socket>,
+        l: &crate::ratelimit::Limited,
+    ) -> Response<Body> {
+        self.metrics.rate_limited(l.bucket.as_str());
+        let mut r = self.refuse(
+            socket,
+            StatusCode::TOO_MANY_REQUESTS,
+            Decision::Deny,
+            &format!("gateway: {}", l.message),
+        );
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
+        }
+        r
     }
 
     /// Refuses: in-band on websocket routes, JSON otherwise; audited.

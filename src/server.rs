@@ -209,6 +209,7 @@ impl Running {
         }
         let (tx, rx) = watch::channel(false);
         let gateway = Gateway::new(runtime);
+        tokio::spawn(forget_idle_limiter_keys(gateway.clone(), rx.clone()));
         let settings = Listener {
             tls,
             header_read_timeout: serving.header_read,
@@ -278,5 +279,17 @@ impl Running {
     /// Waits until the server task ends (after a shutdown).
     pub async fn wait(self) {
         let _ = self.task.await;
+    }
+}
+
+/// Rate limiters keep one entry per identity and address they have seen;
+/// dropping the idle ones every minute keeps memory bounded.
+async fn forget_idle_limiter_keys(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every.tick() => gateway.limiters().retain_recent(),
+            _ = stop.changed() => return,
+        }
     }
 }

@@ -609,7 +609,7 @@ impl Files<'_> {
             \x20   client_secret:\n      env: OIDC_CLIENT_SECRET\n",
             self.staging, self.production, self.gw, self.idp,
         );
-        std::fs::write(dir.join("gateway.yaml"), gateway).unwrap();
+        std::fs::write(dir.join("gateway.yaml"), with_lifted_limits(&gateway)).unwrap();
 
         let mut users = String::from("users:\n");
         for (email, role, valid_after) in people {

@@ -129,11 +129,23 @@ pub fn copy_roles(dir: &Path) {
     }
 }
 
+/// A config directory with `yaml` as gateway.yaml. Rate limits are lifted
+/// unless `yaml` sets its own: most tests send bursts (and failed logins)
+/// from one address and one identity; tests/it/limits.rs tests the limits.
 pub fn write_config(yaml: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), with_lifted_limits(yaml)).unwrap();
     dir
 }
+
+pub fn with_lifted_limits(yaml: &str) -> String {
+    if yaml.contains("rate_limits:") {
+        return yaml.to_string();
+    }
+    format!("{yaml}\n{LIFTED_LIMITS}")
+}
+
+pub const LIFTED_LIMITS: &str = "rate_limits: {default: 1000000/s, ci: 1000000/s, expensive: 1000000/s, auth_failures: 1000000/s}\n";
 
 pub fn basic(token: &str) -> String {
     format!(
