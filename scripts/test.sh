@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config libssl-dev ca-certificates git systemd)
+packages=(build-essential pkg-config libssl-dev ca-certificates git openssh-client systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,7 +24,7 @@ fi
 # The OIDC login tests run against a real provider: the PyPI package
 # oidc-provider-mock, in a project-local virtualenv (pinned).
 venv=.venv-test
-if [ ! -x "$venv/bin/oidc-provider-mock" ]; then
+if [ ! -x "$venv/bin/oidc-provider-mock" ] || ! "$venv/bin/python" -c "import prometheus_client" 2>/dev/null; then
   if ! python3 -m venv --help >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 python3-venv
@@ -35,9 +35,11 @@ if [ ! -x "$venv/bin/oidc-provider-mock" ]; then
   fi
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "oidc-provider-mock==0.3.4"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "oidc-provider-mock==0.3.4" "prometheus-client==0.26.0"
 fi
 export RACK_GATEWAY_TEST_OIDC_MOCK="$PWD/$venv/bin/oidc-provider-mock"
+# The /metrics test parses the exposition with prometheus_client as well.
+export RACK_GATEWAY_TEST_PYTHON="$PWD/$venv/bin/python"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1018,7 +1018,7 @@ fn commits_signed_by_the_git_cli_verify() {
     }
 }
 
-fn git(dir: &Path, home: &Path, args: &[&str]) {
+pub fn git(dir: &Path, home: &Path, args: &[&str]) {
     run(Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -1050,13 +1050,13 @@ fn closed_port() -> u16 {
 }
 
 /// `git daemon` serving a base directory; killed (by its own handle) on drop.
-struct Daemon {
+pub struct Daemon {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Daemon {
-    fn start(base: &Path) -> Daemon {
+    pub fn start(base: &Path) -> Daemon {
         let port = closed_port();
         let mut child = Command::new("git")
             .args([

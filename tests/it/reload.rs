@@ -1294,3 +1294,190 @@ async fn invalid_git_settings_exit_64_with_file_and_line() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Git mode end to end: a real repository served by `git daemon` on loopback
+
+/// A working clone that pushes to a bare repository `git daemon` serves.
+struct Upstream {
+    tmp: tempfile::TempDir,
+    _daemon: crate::gitsource::Daemon,
+    url: String,
+}
+
+impl Upstream {
+    fn new(gateway_yaml: &str, ci: &[(&str, &str)]) -> Upstream {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["home", "work", "srv"] {
+            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        }
+        let up = |args: &[&str]| crate::gitsource::git(tmp.path(), &tmp.path().join("home"), args);
+        up(&["init", "-q", "--bare", "-b", "main", "srv/policy.git"]);
+        up(&["init", "-q", "-b", "main", "work"]);
+        let work = tmp.path().join("work");
+        std::fs::write(work.join("gateway.yaml"), gateway_yaml).unwrap();
+        copy_roles(&work);
+        std::fs::write(work.join("ci.yaml"), ci_yaml(ci)).unwrap();
+        let daemon = crate::gitsource::Daemon::start(&tmp.path().join("srv"));
+        let url = format!("git://127.0.0.1:{}/policy.git", daemon.port);
+        let u = Upstream {
+            tmp,
+            _daemon: daemon,
+            url,
+        };
+        u.commit_and_push("initial policy");
+        u
+    }
+
+    fn work(&self) -> std::path::PathBuf {
+        self.tmp.path().join("work")
+    }
+
+    fn git(&self, args: &[&str]) {
+        crate::gitsource::git(&self.work(), &self.tmp.path().join("home"), args);
+    }
+
+    /// Commits everything and pushes (forced, so a rewritten history lands
+    /// too); returns the new commit id.
+    fn commit_and_push(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        let srv = self.tmp.path().join("srv/policy.git");
+        self.git(&["push", "-q", "-f", srv.to_str().unwrap(), "HEAD:main"]);
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(self.work())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+fn ci_yaml(ci: &[(&str, &str)]) -> String {
+    let mut yaml = String::from("ci:\n");
+    for (name, token) in ci {
+        yaml.push_str(&format!(
+            "  {name}:\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: admin\n        scope: \"*\"\n",
+            sha(token)
+        ));
+    }
+    yaml
+}
+
+async fn push_hook(p: &Proc) {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let sig = hub_signature(HOOK_SECRET, body);
+    let r = send(
+        "POST",
+        &p.url("/_gateway/webhook"),
+        None,
+        &[("X-Hub-Signature-256", &sig)],
+        &body[..],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+async fn until_version(p: &Proc, commit: &str) -> Value {
+    eventually(&format!("commit {commit} to be live"), || async {
+        let s = p.status().await;
+        if s["version"].as_str() == Some(commit) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await
+}
+
+/// The GitOps flow through the real binary: the first commit goes live; a
+/// merged change (a CI identity added, then one removed) takes effect after
+/// the push webhook; a bad commit is refused while the previous config keeps
+/// serving; the fix after it is picked up; a force-push to unrelated
+/// history is refused.
+#[tokio::test]
+async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
+    const A: &str = "token-a-0123456789abcdef0123456789";
+    const B: &str = "token-b-0123456789abcdef0123456789";
+    let rack = mock().await;
+    let gateway_yaml = with_lifted_limits(&format!(
+        "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    ));
+    let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = tmp.path().join("settings.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "listen: 127.0.0.1:0\nrepository:\n  url: {}\n  branch: main\n  cache_dir: {}\n  \
+             poll_interval: 1h\n  webhook_secret: {{env: HOOK_SECRET}}\n",
+            up.url,
+            tmp.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let p = serve_git(
+        &settings,
+        &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
+    )
+    .await;
+    let first = up.commit_and_push("touch").to_string();
+    push_hook(&p).await;
+    let s = until_version(&p, &first).await;
+    assert!(
+        s["signature"].as_str().unwrap().contains("not required"),
+        "{s}"
+    );
+    p.until_status(APPS, A, 200, "deploy-a is served").await;
+    assert_eq!(p.get_status(APPS, B).await, 401);
+
+    // A merged change: deploy-b added.
+    std::fs::write(
+        up.work().join("ci.yaml"),
+        ci_yaml(&[("deploy-a", A), ("deploy-b", B)]),
+    )
+    .unwrap();
+    let second = up.commit_and_push("add deploy-b");
+    push_hook(&p).await;
+    until_version(&p, &second).await;
+    assert_eq!(p.get_status(APPS, B).await, 200);
+
+    // A bad commit: refused, the previous config keeps serving.
+    std::fs::write(up.work().join("ci.yaml"), "ci: [\n").unwrap();
+    let bad = up.commit_and_push("broken");
+    push_hook(&p).await;
+    let s = p.until_failure("ci.yaml").await;
+    assert_eq!(s["last_error_version"].as_str(), Some(bad.as_str()), "{s}");
+    assert_eq!(s["version"].as_str(), Some(second.as_str()), "{s}");
+    assert_eq!(p.get_status(APPS, A).await, 200);
+    assert_eq!(p.get_status(APPS, B).await, 200);
+
+    // The fix (which also removes deploy-a) is picked up.
+    std::fs::write(up.work().join("ci.yaml"), ci_yaml(&[("deploy-b", B)])).unwrap();
+    let fixed = up.commit_and_push("fix, remove deploy-a");
+    push_hook(&p).await;
+    let s = until_version(&p, &fixed).await;
+    assert_eq!(s["consecutive_failures"], 0, "{s}");
+    assert_eq!(p.get_status(APPS, A).await, 401);
+    assert_eq!(p.get_status(APPS, B).await, 200);
+
+    // A force-push to unrelated history (which would re-admit deploy-a).
+    up.git(&["checkout", "-q", "--orphan", "rewritten"]);
+    std::fs::write(
+        up.work().join("ci.yaml"),
+        ci_yaml(&[("deploy-a", A), ("deploy-b", B)]),
+    )
+    .unwrap();
+    let forced = up.commit_and_push("rewritten history");
+    push_hook(&p).await;
+    let s = p.until_failure("descend").await;
+    assert_eq!(
+        s["last_error_version"].as_str(),
+        Some(forced.as_str()),
+        "{s}"
+    );
+    assert_eq!(s["version"].as_str(), Some(fixed.as_str()), "{s}");
+    assert_eq!(p.get_status(APPS, A).await, 401);
+}
