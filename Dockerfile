@@ -17,12 +17,18 @@
 # `password_env`; keep them out of the image and out of gateway.yaml.
 #
 # SIGTERM starts a graceful shutdown that waits up to timeouts.shutdown_grace
-# (30s by default) for in-flight requests; Docker's default stop timeout is
-# 10s, hence --stop-timeout 45 (Compose: stop_grace_period: 45s; Kubernetes:
-# terminationGracePeriodSeconds: 45). SIGHUP reloads gateway.yaml.
+# (30s by default) for in-flight requests, then closes websocket sessions
+# with close frames; Docker's default stop timeout is 10s, hence
+# --stop-timeout 45 (Compose: stop_grace_period: 45s; Kubernetes:
+# terminationGracePeriodSeconds: 45). Changes to the mounted config are
+# picked up by themselves (watched, and re-read every 15s); SIGHUP forces it.
+# Git mode: CMD ["serve", "--git", "/etc/rack-gateway/git.yaml"] with a
+# writable volume for repository.cache_dir. Audit file: set
+# RACK_GATEWAY_AUDIT_FILE to a path on a persistent volume.
 #
 # No HEALTHCHECK: the runtime image has no HTTP client. Orchestrators should
-# probe GET /_gateway/healthz (unauthenticated, answers {"status":"ok"}).
+# probe GET /_gateway/healthz (liveness) and GET /_gateway/readyz
+# (readiness: a valid config is loaded and every rack answers).
 
 # --- Build ---------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
