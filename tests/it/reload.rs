@@ -1481,3 +1481,96 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
     assert_eq!(s["version"].as_str(), Some(fixed.as_str()), "{s}");
     assert_eq!(p.get_status(APPS, A).await, 401);
 }
+
+/// With `allowed_signers`, an unsigned commit is never loaded (the gateway
+/// stays at 503: no valid config), and the same change signed by an
+/// allowed key (`git commit -S`, SSH format) goes live.
+#[tokio::test]
+async fn git_mode_requires_signed_commits_when_configured() {
+    const A: &str = "token-a-0123456789abcdef0123456789";
+    let rack = mock().await;
+    let gateway_yaml = with_lifted_limits(&format!(
+        "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    ));
+    let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("signer");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "policy-bot", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs (scripts/test.sh installs openssh-client)");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let signers = tmp.path().join("allowed_signers");
+    std::fs::write(&signers, format!("policy-bot@example.com {public}")).unwrap();
+    let settings = tmp.path().join("settings.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "listen: 127.0.0.1:0\nrepository:\n  url: {}\n  branch: main\n  cache_dir: {}\n  \
+             poll_interval: 1h\n  webhook_secret: {{env: HOOK_SECRET}}\n  allowed_signers: {}\n",
+            up.url,
+            tmp.path().join("cache").display(),
+            signers.display()
+        ),
+    )
+    .unwrap();
+    let p = serve_git(
+        &settings,
+        &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
+    )
+    .await;
+    let unsigned = up.commit_and_push("unsigned");
+    push_hook(&p).await;
+    let s = eventually("the unsigned tip to be refused", || async {
+        let s = p.status().await;
+        if s["last_error_version"].as_str() == Some(unsigned.as_str()) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert!(
+        s["last_error"].as_str().unwrap().contains("not signed"),
+        "{s}"
+    );
+    assert!(s["version"].is_null(), "{s}");
+    let r = get(&p.url(APPS), Some(A)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+
+    // The same tree, signed by the allowed key.
+    up.git(&[
+        "-c",
+        "gpg.format=ssh",
+        "-c",
+        &format!("user.signingkey={}", key.display()),
+        "commit",
+        "-q",
+        "-S",
+        "--amend",
+        "--allow-empty",
+        "-m",
+        "signed tip",
+    ]);
+    let srv = up.tmp.path().join("srv/policy.git");
+    up.git(&["push", "-q", "-f", srv.to_str().unwrap(), "HEAD:main"]);
+    push_hook(&p).await;
+    let s = eventually("the signed tip to be live", || async {
+        let s = p.status().await;
+        if s["signature"]
+            .as_str()
+            .is_some_and(|v| v.contains("policy-bot@example.com"))
+        {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert!(s["version"].is_string(), "{s}");
+    p.until_status(APPS, A, 200, "deploy-a is served from the signed commit")
+        .await;
+}
