@@ -287,32 +287,15 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// (year, month, day, hour, minute, second) in UTC.
-fn civil(ts: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
 /// `20260101T010101Z`: the rotated-file suffix.
 fn compact_utc(ts: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(ts);
+    let (y, mo, d, h, mi, s) = crate::utc::civil(ts);
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// `2026-01-01T01:01:01Z`.
 fn rfc3339(ts: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(ts);
+    let (y, mo, d, h, mi, s) = crate::utc::civil(ts);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
