@@ -10,6 +10,7 @@ mod client;
 mod flows;
 mod gitsource;
 mod identity;
+mod limits;
 mod policy;
 mod reload;
 mod secrets;
