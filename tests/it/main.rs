@@ -10,6 +10,8 @@ mod client;
 mod flows;
 mod gitsource;
 mod identity;
+mod limits;
+mod operations;
 mod policy;
 mod reload;
 mod secrets;
