@@ -36,6 +36,6 @@ pub mod sniff;
 pub mod tls;
 pub mod token;
 pub mod tunnel;
-pub mod utc;
 pub mod upstream;
+pub mod utc;
 pub mod ws;
