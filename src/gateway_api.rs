@@ -301,6 +301,7 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 }
 
 fn audit_login(
+    rt: &Runtime,
     call: &Call<'_>,
     identity: Option<&auth::Identity>,
     decision: Decision,
@@ -314,6 +315,7 @@ fn audit_login(
         client_ip: Some(call.peer.ip()),
         method: call.method.as_str(),
         path: "/_gateway/login",
+        config_version: Some(&rt.version),
         decision: Some(decision),
         reason,
         status,
@@ -444,6 +446,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
                 name: email.clone(),
             };
             audit_login(
+                rt,
                 call,
                 Some(&who),
                 Decision::Allow,
@@ -457,7 +460,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
         }
         Err(e) => {
             let status = login::error_page(&e).status().as_u16();
-            audit_login(call, None, Decision::Deny, &e.to_string(), status);
+            audit_login(rt, call, None, Decision::Deny, &e.to_string(), status);
             login::error_page(&e)
         }
     }
@@ -476,7 +479,7 @@ async fn login_token(
     body: Incoming,
 ) -> Response<Body> {
     let fail = |status: StatusCode, msg: &str| {
-        audit_login(call, None, Decision::Deny, msg, status.as_u16());
+        audit_login(rt, call, None, Decision::Deny, msg, status.as_u16());
         json_error(status, &format!("gateway: {msg}"), call.request_id)
     };
     let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
@@ -520,7 +523,7 @@ async fn login_token(
                 kind: auth::IdentityKind::Person,
                 name: code.email.clone(),
             };
-            audit_login(call, Some(&who), Decision::Allow, "token issued", 200);
+            audit_login(rt, call, Some(&who), Decision::Allow, "token issued", 200);
             json(
                 StatusCode::OK,
                 serde_json::json!({"token": token, "email": claims.sub, "expires_at": claims.exp}),
