@@ -70,6 +70,16 @@ pub async fn handle(
     resp
 }
 
+/// A caller on the gateway host itself: a loopback peer whose request
+/// carries no forwarding header. A reverse proxy on the same host connects
+/// from loopback too, and must not make every client it forwards "local".
+fn local_caller(call: &Call<'_>) -> bool {
+    call.peer.ip().is_loopback()
+        && !["x-forwarded-for", "forwarded", "x-real-ip"]
+            .iter()
+            .any(|h| call.headers.contains_key(*h))
+}
+
 /// Operator endpoints (status, metrics) answer loopback callers, and
 /// others whose role has the `gateway status` permission.
 async fn operator(
@@ -77,7 +87,7 @@ async fn operator(
     rt: Option<&Runtime>,
     call: &Call<'_>,
 ) -> Result<(), Response<Body>> {
-    if call.peer.ip().is_loopback() {
+    if local_caller(call) {
         return Ok(());
     }
     let Some(rt) = rt else {
@@ -139,7 +149,7 @@ async fn readyz(rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
         "status": if ready { "ready" } else { "not ready" },
         "config": rt.version,
     });
-    if call.peer.ip().is_loopback() {
+    if local_caller(call) {
         v["racks"] = results
             .into_iter()
             .map(|(name, r)| {

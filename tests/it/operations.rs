@@ -926,3 +926,41 @@ async fn readyz_follows_the_racks() {
         "the rack refused the gateway's credentials"
     );
 }
+
+/// `/_gateway/status` and `/_gateway/metrics` answer a caller on the host
+/// without credentials, but a request forwarded by a proxy (even one on
+/// loopback) must authenticate and hold `gateway status` (admin has it,
+/// viewer has not).
+#[tokio::test]
+async fn operator_endpoints_need_the_permission_through_a_proxy() {
+    const VIEWER: &str = "viewer-bot-token-0123456789abcdef0123";
+    const ADMIN: &str = "admin-bot-token-0123456789abcdef01234";
+    let rack = mock().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    );
+    let dir = write_repo(
+        &yaml,
+        &[
+            ("viewer-bot", VIEWER, "viewer", "*"),
+            ("admin-bot", ADMIN, "admin", "*"),
+        ],
+    );
+    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)])).unwrap();
+    let running = Running::start(&cfg).await.unwrap();
+    let url = |p: &str| format!("http://{}{p}", running.addr);
+    let fwd = [("X-Forwarded-For", "203.0.113.7")];
+    for path in ["/_gateway/status", "/_gateway/metrics"] {
+        let r = send("GET", &url(path), None, &[], "").await;
+        assert_eq!(r.status, 200, "{path} from the host: {}", r.text());
+        let r = send("GET", &url(path), None, &fwd, "").await;
+        assert_eq!(r.status, 401, "{path} forwarded, no token: {}", r.text());
+        let r = send("GET", &url(path), Some(VIEWER), &fwd, "").await;
+        assert_eq!(r.status, 403, "{path} forwarded, viewer: {}", r.text());
+        assert!(r.error().contains("gateway status"), "{}", r.text());
+        let r = send("GET", &url(path), Some(ADMIN), &fwd, "").await;
+        assert_eq!(r.status, 200, "{path} forwarded, admin: {}", r.text());
+    }
+    running.stop().await;
+}
