@@ -727,7 +727,7 @@ fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
             env,
             poll,
         );
-        reloader.started_with(&first.version, cfg.policy_cases);
+        reloader.started_with(&first, cfg.policy_cases);
         tokio::spawn(reloader.run(Some(dir), running.shutdown_handle().subscribe()));
         run_until_signalled(running).await
     })

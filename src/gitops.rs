@@ -111,10 +111,22 @@ impl GitFetch {
         std::fs::create_dir_all(&repo.cache_dir)
             .map_err(|e| format!("cannot create {}: {e}", repo.cache_dir.display()))?;
         let state_file = repo.cache_dir.join("rack-gateway-loaded-commit");
-        let previous = std::fs::read_to_string(&state_file)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        // A damaged record must not silently switch rollback protection
+        // off: refuse to start, saying which file to look at.
+        let previous = match std::fs::read_to_string(&state_file) {
+            Ok(s) => {
+                let id = s.trim();
+                if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "{} does not hold a commit id; restore it, or delete it to accept any commit once",
+                        state_file.display()
+                    ));
+                }
+                Some(id.to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {}: {e}", state_file.display())),
+        };
         Ok(GitFetch {
             settings: GitSettings {
                 url: repo.url.clone(),
@@ -293,7 +305,8 @@ impl Reloader {
 
     /// Marks `version` as what the gateway started with (loaded by the
     /// caller before serving).
-    pub fn started_with(&self, version: &str, policy_cases: usize) {
+    pub fn started_with(&self, first: &Fetched, policy_cases: usize) {
+        let version = first.version.as_str();
         self.gateway
             .metrics
             .set_config(version, &self.fetch.describe(), unix_now());
@@ -301,7 +314,8 @@ impl Reloader {
         s.version = Some(version.to_string());
         s.loaded_at = Some(unix_now());
         s.policy_cases = policy_cases;
-        s.signature = Some("not applicable (local directory)".into());
+        s.signature = Some(first.signature.clone());
+        s.summary = first.summary.clone();
         s.last_check_at = s.loaded_at;
     }
 
@@ -590,6 +604,30 @@ mod tests {
             e.contains("git.yaml.example:") && e.contains("RACK_GATEWAY_GIT_TOKEN"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_damaged_loaded_commit_record_refuses_to_start() {
+        let cache = tempfile::tempdir().unwrap();
+        let repo = config::RepoConfig {
+            url: "file:///nonexistent".into(),
+            reference: config::RepoRef::Branch("main".into()),
+            token: None,
+            ssh_key: None,
+            ssh_key_passphrase: None,
+            poll_interval: Duration::from_secs(60),
+            cache_dir: cache.path().to_path_buf(),
+            webhook_secret: None,
+            allowed_signers: None,
+            allow_non_descendant: false,
+        };
+        assert!(GitFetch::new(&repo, cache.path()).is_ok());
+        let state = cache.path().join("rack-gateway-loaded-commit");
+        std::fs::write(&state, "not a commit\n").unwrap();
+        let e = GitFetch::new(&repo, cache.path()).err().unwrap();
+        assert!(e.contains("does not hold a commit id"), "{e}");
+        std::fs::write(&state, format!("{}\n", "ab".repeat(20))).unwrap();
+        assert!(GitFetch::new(&repo, cache.path()).is_ok());
     }
 
     #[test]

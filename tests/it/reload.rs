@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rack_gateway::config::{self, Env};
-use rack_gateway::gitops::{DirFetch, Outcome, Reloader};
+use rack_gateway::gitops::{DirFetch, Fetch, Outcome, Reloader};
 use rack_gateway::mock_rack::{MockOptions, MockRack};
 use rack_gateway::server::Running;
 use rack_gateway::token::Keys;
@@ -654,8 +654,12 @@ async fn a_bad_edit_made_again_after_a_revert_is_reported_again() {
         env,
         Duration::from_secs(3600),
     );
-    let v0 = config::content_id(&config::snapshot_dir(dir.path()).unwrap().files);
-    reloader.started_with(&v0, cfg.policy_cases);
+    let first = DirFetch(dir.path().to_path_buf())
+        .fetch(None)
+        .unwrap()
+        .unwrap();
+    reloader.started_with(&first, cfg.policy_cases);
+    let v0 = first.version.clone();
     let status = || running.gateway.reload.status();
     let apps = format!("http://{}{APPS}", running.addr);
     let ci = dir.path().join("ci.yaml");
@@ -692,6 +696,57 @@ async fn a_bad_edit_made_again_after_a_revert_is_reported_again() {
     assert!(matches!(&forced, Outcome::Failed(_)), "{forced:?}");
     assert_eq!(status().consecutive_failures, 2);
     assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
+    running.stop().await;
+}
+
+/// Without any file event (no watcher at all), the poll timer alone picks
+/// a change up: file events can be missed, the timer cannot.
+#[tokio::test]
+async fn the_poll_timer_picks_up_changes_without_file_events() {
+    init();
+    let rack = mock().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\n\
+         discover_racks_from_env: false\n\
+         racks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    );
+    let dir = write_repo(&yaml, &[("ci-all", CI_ALL, "admin", "*")]);
+    let env = Env::from_pairs([("RACK_PW", RACK_PASSWORD)]);
+    let cfg = config::load_dir(dir.path(), &env).unwrap_or_else(|e| panic!("{e}"));
+    let running = Running::start(&cfg).await.expect("gateway starts");
+    let reloader = Reloader::new(
+        running.gateway.clone(),
+        Arc::new(DirFetch(dir.path().to_path_buf())),
+        env,
+        Duration::from_millis(200),
+    );
+    let first = DirFetch(dir.path().to_path_buf())
+        .fetch(None)
+        .unwrap()
+        .unwrap();
+    reloader.started_with(&first, cfg.policy_cases);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(reloader.run(None, stop_rx));
+    let apps = format!("http://{}{APPS}", running.addr);
+    assert_eq!(get(&apps, Some(CI_STAGING)).await.status, 401);
+    append(
+        &dir.path().join("ci.yaml"),
+        &format!(
+            "  ci-staging:\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: viewer\n        scope: \"*\"\n",
+            sha(CI_STAGING)
+        ),
+    );
+    eventually("the timer to load the new identity", || async {
+        match get(&apps, Some(CI_STAGING)).await.status {
+            200 => Ok(()),
+            s => Err(format!("HTTP {s}")),
+        }
+    })
+    .await;
+    assert_ne!(running.gateway.reload.status().version, Some(first.version));
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
     running.stop().await;
 }
 
@@ -784,7 +839,12 @@ async fn reload_storm_under_load_fails_no_request() {
         Duration::from_secs(3600),
     );
     let snapshot = |d: &Path| config::content_id(&config::snapshot_dir(d).unwrap().files);
-    reloader.started_with(&snapshot(dir.path()), cfg.policy_cases);
+    let first = DirFetch(dir.path().to_path_buf())
+        .fetch(None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.version, snapshot(dir.path()));
+    reloader.started_with(&first, cfg.policy_cases);
     assert_eq!(reloader.reload_once(false).await, Outcome::Unchanged);
 
     // The clients.
