@@ -101,55 +101,6 @@ where
 }
 
 pin_project! {
-    /// Signals once the inner body has yielded its last frame, so the proxy
-    /// knows when the upload is complete.
-    pub struct NotifyEnd<B> {
-        #[pin]
-        inner: B,
-        done: Option<tokio::sync::oneshot::Sender<()>>,
-    }
-}
-
-impl<B> NotifyEnd<B> {
-    pub fn new(inner: B, done: tokio::sync::oneshot::Sender<()>) -> Self {
-        NotifyEnd {
-            inner,
-            done: Some(done),
-        }
-    }
-}
-
-impl<B> http_body::Body for NotifyEnd<B>
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let r = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            if let Some(tx) = this.done.take() {
-                let _ = tx.send(());
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project! {
     /// Adds the data bytes that pass through to a shared counter, for the
     /// audit record's byte counts.
     pub struct Counted<B> {

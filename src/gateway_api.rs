@@ -39,7 +39,7 @@ pub async fn handle(
     let rest: Vec<&str> = call.rest.iter().map(String::as_str).collect();
     let mut resp = match (call.method, rest.as_slice(), rt) {
         (&Method::GET, ["healthz"], _) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-        (&Method::GET, ["readyz"], _) => readyz(rt, &call).await,
+        (&Method::GET, ["readyz"], _) => readyz(gw, rt, &call).await,
         (&Method::GET, ["status"], _) => status(gw, rt, &call).await,
         (&Method::GET, ["metrics"], _) => metrics(gw, rt, &call).await,
         (&Method::POST, ["webhook"], _) => webhook(gw, &call, body).await,
@@ -51,6 +51,13 @@ pub async fn handle(
         (_, _, None) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "gateway: no valid configuration is loaded yet",
+            call.request_id,
+        ),
+        // Fail-closed audit: logins and the rest are refused like rack
+        // traffic while their records cannot be written.
+        _ if !audit::recording() => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway: the audit log cannot be written, so requests are refused (fail-closed); retry shortly",
             call.request_id,
         ),
         (&Method::GET, ["login", "start"], Some(rt)) => login_start(gw, rt, &call).await,
@@ -112,13 +119,77 @@ async fn operator(
 /// rack answers `GET /system` with the gateway's credentials (checked
 /// concurrently, 3 s each). Loopback callers see which rack failed; load
 /// balancers elsewhere get only the verdict.
-async fn readyz(rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
-    let Some(rt) = rt else {
-        return json(
+async fn readyz(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
+    let not_ready = |reason: &str| {
+        json(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "not ready", "reason": "no valid configuration is loaded"}),
-        );
+            serde_json::json!({"status": "not ready", "reason": reason}),
+        )
     };
+    let Some(rt) = rt else {
+        return not_ready("no valid configuration is loaded");
+    };
+    if !audit::recording() {
+        return not_ready("the audit log cannot be written (fail-closed)");
+    }
+    let results = gw.ready.probe(rt).await;
+    let ready = results.iter().all(|(_, r)| r.is_ok());
+    let mut v = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "config": rt.version,
+    });
+    if local_caller(call) {
+        v["racks"] = results
+            .into_iter()
+            .map(|(name, r)| {
+                (
+                    name,
+                    serde_json::Value::from(r.err().unwrap_or_else(|| "ok".into())),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(code, v)
+}
+
+/// Each rack's answer to the readiness probe: `Ok`, or why not.
+type RackChecks = Vec<(String, Result<(), String>)>;
+
+/// The last readiness probe, shared by concurrent callers: however often
+/// load balancers (or anyone, unauthenticated) poll readyz, each rack gets
+/// at most one probe per [`READY_CACHE`].
+#[derive(Default)]
+pub struct ReadyCache(tokio::sync::Mutex<Option<(std::time::Instant, String, RackChecks)>>);
+
+/// How long a readiness probe's result is reused.
+const READY_CACHE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ReadyCache {
+    async fn probe(&self, rt: &Runtime) -> RackChecks {
+        let mut last = self.0.lock().await;
+        if let Some((at, version, results)) = last.as_ref() {
+            if *version == rt.version && at.elapsed() < READY_CACHE {
+                return results.clone();
+            }
+        }
+        let results = probe_racks(rt).await;
+        *last = Some((
+            std::time::Instant::now(),
+            rt.version.clone(),
+            results.clone(),
+        ));
+        results
+    }
+}
+
+/// `GET /system` on every rack with the gateway's credentials, concurrently.
+async fn probe_racks(rt: &Runtime) -> RackChecks {
     let mut checks = tokio::task::JoinSet::new();
     for rack in rt.racks.values().cloned() {
         checks.spawn(async move {
@@ -143,30 +214,7 @@ async fn readyz(rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
             (rack.name.clone(), verdict)
         });
     }
-    let results = checks.join_all().await;
-    let ready = results.iter().all(|(_, r)| r.is_ok());
-    let mut v = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "config": rt.version,
-    });
-    if local_caller(call) {
-        v["racks"] = results
-            .into_iter()
-            .map(|(name, r)| {
-                (
-                    name,
-                    serde_json::Value::from(r.err().unwrap_or_else(|| "ok".into())),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-    }
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json(code, v)
+    checks.join_all().await
 }
 
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -563,14 +611,12 @@ async fn caller<'r>(
     let limiters = gw.limiters();
     if let Some(l) = limiters.auth_blocked(ip) {
         gw.metrics.rate_limited(l.bucket.as_str());
-        let mut r = json_error(
+        let r = json_error(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("gateway: {}", l.message),
             call.request_id,
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
-        return Err(r);
+        return Err(crate::proxy::with_retry_after(r, &l));
     }
     let who = match auth::basic_token(call.headers) {
         Ok(token) => {

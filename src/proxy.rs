@@ -211,6 +211,8 @@ pub struct Gateway {
     /// buckets whose quota is unchanged) when a reload changes them.
     limiters: arc_swap::ArcSwap<crate::ratelimit::Limiters>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The last readiness probe of the racks.
+    pub ready: crate::gateway_api::ReadyCache,
 }
 
 impl Gateway {
@@ -222,6 +224,7 @@ impl Gateway {
         Arc::new(Gateway {
             limiters: arc_swap::ArcSwap::from_pointee(crate::ratelimit::Limiters::new(limits)),
             metrics: Default::default(),
+            ready: Default::default(),
             runtime: ArcSwapOption::new(runtime.map(Arc::new)),
             sessions: Sessions::default(),
             login: Default::default(),
@@ -280,7 +283,7 @@ impl Gateway {
             identity: None,
             reason: String::new(),
             env_changes: None,
-            version: None,
+            runtime: None,
             client_ip: peer.ip(),
             via: None,
             command: None,
@@ -303,7 +306,7 @@ impl Gateway {
         ctx.path = canon.path_from(0);
 
         let rt = self.runtime.load_full();
-        ctx.version = rt.as_ref().map(|r| r.version.clone());
+        ctx.runtime = rt.clone();
         if canon.segments.first().map(String::as_str) == Some(GATEWAY_PREFIX) {
             if canon.upgrade != Upgrade::None {
                 return ctx.refuse(
@@ -374,7 +377,7 @@ impl Gateway {
         ctx.route = Some(m);
         if let Some(cmd) = parts.headers.get("command") {
             let raw = String::from_utf8_lossy(cmd.as_bytes());
-            ctx.command = Some((rt.redactor.clone(), raw.into_owned()));
+            ctx.command = Some(raw.into_owned());
         }
         let upgrade_ok = matches!(
             (route_method, &canon.upgrade),
@@ -783,9 +786,11 @@ impl Gateway {
             );
         };
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
-        let mut up = Request::new(body::boxed(body::NotifyEnd::new(
+        let mut up = Request::new(body::boxed(body::OnEnd::new(
             body::Counted::new(Idle::new(body, idle), ctx.bytes_in.clone()),
-            sent_tx,
+            move |_| {
+                let _ = sent_tx.send(());
+            },
         )));
         *up.method_mut() = method;
         *up.uri_mut() = uri;
@@ -1188,13 +1193,11 @@ impl Gateway {
         resp: Response<Incoming>,
         client_up: OnUpgrade,
     ) {
-        let session = self.sessions.open();
+        let session = self
+            .sessions
+            .open(self.metrics.clone(), ctx.operation().unwrap_or("-"));
         let framing = tunnel::Framing::from_upgrade(resp.headers().get(header::UPGRADE));
-        let kind = ctx.operation().unwrap_or("-");
-        let metrics = self.metrics.clone();
-        metrics.session_opened(kind);
         tokio::spawn(async move {
-            let _open = scopeguard_session(metrics, kind);
             let (Ok(rack_io), Ok(client_io)) = tokio::join!(hyper::upgrade::on(resp), client_up)
             else {
                 return;
@@ -1237,17 +1240,6 @@ impl Gateway {
     }
 }
 
-/// Counts a session closed when its task ends, however it ends.
-fn scopeguard_session(metrics: Arc<crate::metrics::Metrics>, kind: &'static str) -> impl Drop {
-    struct Closed(Arc<crate::metrics::Metrics>, &'static str);
-    impl Drop for Closed {
-        fn drop(&mut self) {
-            self.0.session_closed(self.1);
-        }
-    }
-    Closed(metrics, kind)
-}
-
 /// Open websocket sessions. At shutdown the server first lets REST
 /// requests finish, then asks every session to close (each sends close
 /// frames at its next frame boundary) and waits for them.
@@ -1267,20 +1259,26 @@ impl Default for Sessions {
     }
 }
 
-/// One open session; dropping it marks the session ended.
+/// One open session; dropping it (however the session's task ends) marks
+/// the session ended, here and in the metrics.
 pub struct SessionGuard {
     close: tokio::sync::watch::Receiver<bool>,
     live: Arc<AtomicU64>,
     ended: Arc<tokio::sync::Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
+    kind: &'static str,
 }
 
 impl Sessions {
-    fn open(&self) -> SessionGuard {
+    fn open(&self, metrics: Arc<crate::metrics::Metrics>, kind: &'static str) -> SessionGuard {
         self.live.fetch_add(1, Ordering::SeqCst);
+        metrics.session_opened(kind);
         SessionGuard {
             close: self.close.subscribe(),
             live: self.live.clone(),
             ended: self.ended.clone(),
+            metrics,
+            kind,
         }
     }
 
@@ -1323,6 +1321,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.metrics.session_closed(self.kind);
         self.live.fetch_sub(1, Ordering::SeqCst);
         self.ended.notify_waiters();
     }
@@ -1436,13 +1435,14 @@ struct Ctx {
     reason: String,
     /// Env key names a release creation changes (audit only).
     env_changes: Option<String>,
-    /// The config version deciding this request (`None`: none loaded).
-    version: Option<String>,
+    /// The config deciding this request (`None`: none loaded): its version
+    /// and command redactions go into the audit record.
+    runtime: Option<Arc<Runtime>>,
     /// The client (see `clientip`), and the proxy it came through.
     client_ip: std::net::IpAddr,
     via: Option<std::net::IpAddr>,
-    /// The run/exec command as the client sent it, and how to record it.
-    command: Option<(crate::auditlog::CommandRedactor, String)>,
+    /// The run/exec command as the client sent it.
+    command: Option<String>,
     /// Request body bytes forwarded to the rack so far.
     bytes_in: Arc<AtomicU64>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -1498,20 +1498,21 @@ impl Ctx {
             self.metrics.rejected(match d.status {
                 401 => "unauthenticated",
                 403 => "forbidden",
-                503 if self.version.is_none() => "no_config",
+                503 if self.runtime.is_none() => "no_config",
                 503 => "audit_unavailable",
                 _ => "bad_request",
             });
         }
         // The command never reaches the audit trail unredacted, not even
         // quoted inside a refusal's reason.
-        let (command, reason) = match &self.command {
-            Some((redactor, raw)) => {
+        let redactor = self.runtime.as_ref().map(|rt| &rt.redactor);
+        let (command, reason) = match (&self.command, redactor) {
+            (Some(raw), Some(redactor)) => {
                 let shown = redactor.apply(raw);
                 let reason = redactor.apply(&d.reason.replace(raw.as_str(), &shown));
                 (Some(shown), reason)
             }
-            None => (None, d.reason.to_string()),
+            _ => (None, d.reason.to_string()),
         };
         audit::emit(&audit::Record {
             event: d.event,
@@ -1530,7 +1531,7 @@ impl Ctx {
             decision: Some(d.decision),
             reason: &reason,
             env_changes: self.env_changes.as_deref(),
-            config_version: self.version.as_deref(),
+            config_version: self.runtime.as_ref().map(|rt| rt.version.as_str()),
             status: d.status,
             upstream_status: d.upstream,
             bytes_in: Some(self.bytes_in.load(Ordering::Relaxed)),
@@ -1591,17 +1592,13 @@ impl Ctx {
         l: &crate::ratelimit::Limited,
     ) -> Response<Body> {
         self.metrics.rate_limited(l.bucket.as_str());
-        let mut r = self.refuse(
+        let r = self.refuse(
             socket,
             StatusCode::TOO_MANY_REQUESTS,
             Decision::Deny,
             &format!("gateway: {}", l.message),
         );
-        if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
-        }
-        r
+        with_retry_after(r, l)
     }
 
     /// Refuses: in-band on websocket routes, JSON otherwise; audited.
@@ -1662,6 +1659,16 @@ impl Ctx {
         self.audit(Decision::Error, &msg, 502, None);
         json_error(StatusCode::BAD_GATEWAY, &msg, &self.request_id)
     }
+}
+
+/// Adds `Retry-After` to a 429 (an in-band websocket refusal is a 101 and
+/// carries the wait in its message only).
+pub fn with_retry_after(mut r: Response<Body>, l: &crate::ratelimit::Limited) -> Response<Body> {
+    if r.status() == StatusCode::TOO_MANY_REQUESTS {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
+    }
+    r
 }
 
 /// A JSON error the stock CLI prints as `ERROR: <msg>`.

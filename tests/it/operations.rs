@@ -964,3 +964,64 @@ async fn operator_endpoints_need_the_permission_through_a_proxy() {
     }
     running.stop().await;
 }
+
+/// A websocket session gets a start record when it opens and an end record
+/// with the exit code and byte counts when it closes; with the peer listed
+/// in `trusted_proxies`, both name the client from `X-Forwarded-For` (the
+/// nearest untrusted hop, not the one the client prepended) and the proxy.
+#[tokio::test]
+async fn sessions_are_recorded_start_and_end_with_the_forwarded_client() {
+    init();
+    let staging = mock().await;
+    let production = mock().await;
+    let repo = repo(
+        &staging.url(),
+        &production.url(),
+        "trusted_proxies: [127.0.0.1/32]\n",
+    );
+    let audit = repo.path().join("audit.log");
+    let p = Proc::start(repo.path(), &["--audit-file", audit.to_str().unwrap()], &[]).await;
+    let auth = basic(CI_STAGING);
+    let mut session = ws::client_connect(
+        p.addr,
+        EXEC,
+        &[
+            ("Authorization", auth.as_str()),
+            ("Command", "exit 3"),
+            ("X-Forwarded-For", "6.6.6.6, 198.51.100.7"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(session.status, 101);
+    session.send(&Frame::text("some input\n")).await.unwrap();
+    assert_eq!(recv(&mut session).await, Some(Frame::text("some input\n")));
+    session.send(&Frame::binary(Vec::new())).await.unwrap();
+    while recv(&mut session).await.is_some() {}
+    drop(session);
+    p.stop().await;
+
+    let all = records(&audit);
+    let of = |event: &str| -> Vec<&Value> {
+        all.iter()
+            .filter(|r| r["event"] == event && r["operation"] == "exec")
+            .collect()
+    };
+    let (start, end) = (of("session-start"), of("session-end"));
+    assert_eq!((start.len(), end.len()), (1, 1), "{all:?}");
+    let (start, end) = (start[0], end[0]);
+    assert_eq!(start["request_id"], end["request_id"]);
+    for r in [start, end] {
+        assert_eq!(r["decision"], "allow", "{r}");
+        assert_eq!(r["client_ip"], "198.51.100.7", "{r}");
+        assert_eq!(r["via"], "127.0.0.1", "{r}");
+        assert_eq!(r["command"], "exit 3", "{r}");
+        assert_eq!(r["identity"], "ci-staging", "{r}");
+    }
+    assert!(start.get("exit_code").is_none(), "{start}");
+    assert_eq!(end["exit_code"], 3, "{end}");
+    assert_eq!(end["reason"], "closed", "{end}");
+    assert!(end["bytes_in"].as_u64().unwrap() > 0, "{end}");
+    assert!(end["bytes_out"].as_u64().unwrap() > 0, "{end}");
+    assert!(end["duration_ms"].is_u64(), "{end}");
+}
