@@ -17,10 +17,11 @@ use std::sync::LazyLock;
 use divan::{black_box, Bencher};
 use http::Method;
 use rack_gateway::config::{self, Env, MemSource};
+use rack_gateway::http::canon;
 use rack_gateway::policy::glob::Glob;
 use rack_gateway::policy::load::DEFAULT_BLOCKED;
 use rack_gateway::policy::{Facts, Policy, Process, SubjectKind, Verdict};
-use rack_gateway::{canon, routes};
+use rack_gateway::rack::routes;
 
 fn main() {
     let fx = &*FIXTURE;
@@ -832,13 +833,13 @@ struct Versions {
     n: std::sync::atomic::AtomicU64,
 }
 
-impl rack_gateway::gitops::Fetch for Versions {
+impl rack_gateway::reload::Fetch for Versions {
     fn fetch(
         &self,
         _current: Option<&str>,
-    ) -> Result<Option<rack_gateway::gitops::Fetched>, rack_gateway::gitops::FetchError> {
+    ) -> Result<Option<rack_gateway::reload::Fetched>, rack_gateway::reload::FetchError> {
         let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Some(rack_gateway::gitops::Fetched {
+        Ok(Some(rack_gateway::reload::Fetched {
             version: format!("v{n}"),
             files: source(&self.files),
             summary: None,
@@ -863,12 +864,12 @@ fn reload(bencher: Bencher) {
         .enable_all()
         .build()
         .expect("runtime");
-    let gateway = rt.block_on(async { rack_gateway::proxy::Gateway::new(None) });
+    let gateway = rt.block_on(async { rack_gateway::gateway::Gateway::new(None) });
     let fetch = std::sync::Arc::new(Versions {
         files: fx.files.clone(),
         n: Default::default(),
     });
-    let mut reloader = rack_gateway::gitops::Reloader::new(
+    let mut reloader = rack_gateway::reload::Reloader::new(
         gateway,
         fetch,
         env(),
@@ -877,7 +878,7 @@ fn reload(bencher: Bencher) {
     bencher.bench_local(|| {
         let outcome = rt.block_on(reloader.reload_once(false));
         assert!(
-            matches!(outcome, rack_gateway::gitops::Outcome::Swapped(_)),
+            matches!(outcome, rack_gateway::reload::Outcome::Swapped(_)),
             "{outcome:?}"
         );
     });

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use divan::{black_box, Bencher};
-use rack_gateway::token::{self, Keys, VerifyCache};
+use rack_gateway::identity::token::{self, Keys, VerifyCache};
 
 fn main() {
     divan::main();

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use command::{is_run_placeholder, split, CommandPattern};
 use glob::Glob;
 
-use crate::routes;
+use crate::rack::routes;
 
 /// Where a rule is written: `roles/deployer.yaml:14`.
 #[derive(Debug, Clone, PartialEq, Eq)]

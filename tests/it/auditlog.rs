@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rack_gateway::auditlog::{
+use rack_gateway::audit::file::{
     is_sensitive_field, line_digest, seal, verify, verify_command, verify_with, CommandRedactor,
     FileSettings, Sink, Tamper, TamperKind, VerifyOptions, VerifySummary, GENESIS_PREV,
 };

@@ -201,19 +201,19 @@ async fn secrets_never_reach_responses_or_logs() {
 
     // A refused and an accepted websocket, so session logging runs too.
     for token in ["wrong", CI_ALL] {
-        let mut c = rack_gateway::ws::client_connect(
+        let mut c = rack_gateway::rack::ws::client_connect(
             p.addr.parse().unwrap(),
             "/racks/staging/apps/myapp/processes/web-abc12/exec",
             &[("Authorization", &basic(token)), ("Command", "echo hi")],
         )
         .await
         .unwrap();
-        c.send(&rack_gateway::ws::Frame::binary(Vec::new()))
+        c.send(&rack_gateway::rack::ws::Frame::binary(Vec::new()))
             .await
             .unwrap();
         while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
             bodies.push_str(&String::from_utf8_lossy(&f.payload));
-            if f.opcode == rack_gateway::ws::Opcode::Close {
+            if f.opcode == rack_gateway::rack::ws::Opcode::Close {
                 break;
             }
         }
@@ -270,7 +270,7 @@ fn readme_route_table_is_current() {
         .find("<!-- routes:end -->")
         .expect("README has the routes:end marker");
     assert!(
-        readme[a..b] == rack_gateway::routes::markdown_table(),
+        readme[a..b] == rack_gateway::rack::routes::markdown_table(),
         "README route table is stale: regenerate it with `rack-gateway routes --markdown`"
     );
 }
@@ -359,7 +359,9 @@ async fn generated_token_snippet_works_as_printed() {
         &rack_gateway::config::Env::from_pairs([("RACK_PW", RACK_PASSWORD)]),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let gw = rack_gateway::server::Running::start(&cfg).await.unwrap();
+    let gw = rack_gateway::server::listener::Running::start(&cfg)
+        .await
+        .unwrap();
     let r = get(&format!("http://{}/apps?", gw.addr), Some(&token)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(

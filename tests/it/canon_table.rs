@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rack_gateway::config::{self, Env};
-use rack_gateway::server::Running;
-use rack_gateway::ws::{self, Frame, Opcode};
+use rack_gateway::rack::ws::{self, Frame, Opcode};
+use rack_gateway::server::listener::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -829,7 +829,7 @@ const BENIGN: &[(&str, &str)] = &[
     ("height", "40"),
 ];
 
-fn assert_rewritten(r: &rack_gateway::mock_rack::Recorded, client_request_id: Option<&str>) {
+fn assert_rewritten(r: &rack_gateway::dev::mock_rack::Recorded, client_request_id: Option<&str>) {
     for name in STRIPPED {
         assert_eq!(
             r.header_all(name),

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use rack_gateway::config::{self, Env};
-use rack_gateway::mock_rack::MockRack;
-use rack_gateway::server::Running;
+use rack_gateway::dev::mock_rack::MockRack;
+use rack_gateway::server::listener::Running;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -789,7 +789,7 @@ impl Fx {
         let gw = format!("http://127.0.0.1:{port}");
         let dir = tempfile::tempdir().unwrap();
         copy_roles(dir.path());
-        let pem = rack_gateway::token::generate_private_pem();
+        let pem = rack_gateway::identity::token::generate_private_pem();
         std::fs::write(dir.path().join("signing.pem"), pem.trim_end()).unwrap();
         std::fs::write(
             dir.path().join("gateway.yaml"),

@@ -1,8 +1,8 @@
 //! The CLI flows of convox-api.md §5, end to end: client → gateway → mock
 //! rack, asserting what the rack received.
 
-use rack_gateway::mock_rack::Recorded;
-use rack_gateway::ws::{self, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::dev::mock_rack::Recorded;
+use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
 
 use crate::support::*;
 

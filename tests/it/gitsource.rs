@@ -21,7 +21,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rack_gateway::config::Secret;
-use rack_gateway::gitsource::{
+use rack_gateway::reload::git::{
     self, AllowedSigners, GitAuth, GitError, GitRef, GitSettings, SignatureStatus, Snapshot,
 };
 use ssh_key::private::Ed25519Keypair;
@@ -53,7 +53,7 @@ const T0: i64 = 1_700_000_000;
 
 impl Upstream {
     fn new() -> Upstream {
-        gitsource::init();
+        git::init();
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init_bare(dir.path().join("policy.git")).unwrap();
         Upstream {
@@ -196,7 +196,7 @@ fn main_branch() -> GitRef {
 }
 
 fn snapshot(s: &GitSettings, current: Option<&str>) -> Snapshot {
-    match gitsource::fetch(s, current) {
+    match git::fetch(s, current) {
         Ok(Some(snap)) => snap,
         Ok(None) => panic!("expected a new snapshot, got none"),
         Err(e) => panic!("expected a snapshot, got: {e}"),
@@ -204,7 +204,7 @@ fn snapshot(s: &GitSettings, current: Option<&str>) -> Snapshot {
 }
 
 fn error(s: &GitSettings, current: Option<&str>) -> GitError {
-    match gitsource::fetch(s, current) {
+    match git::fetch(s, current) {
         Ok(Some(snap)) => panic!("expected an error, got snapshot {}", snap.commit),
         Ok(None) => panic!("expected an error, got no change"),
         Err(e) => e,
@@ -332,7 +332,7 @@ fn unchanged_ref_is_no_change_and_a_new_commit_is_a_new_snapshot() {
     let snap = snapshot(&s, None);
     assert_eq!(snap.commit, first.to_string());
 
-    assert_eq!(gitsource::fetch(&s, Some(&snap.commit)).unwrap(), None);
+    assert_eq!(git::fetch(&s, Some(&snap.commit)).unwrap(), None);
 
     let second = up.commit(
         "main",
@@ -347,7 +347,7 @@ fn unchanged_ref_is_no_change_and_a_new_commit_is_a_new_snapshot() {
     assert_eq!(next.commit, second.to_string());
     assert_eq!(next.summary, "two");
     assert_eq!(keys(&next), ["gateway.yaml", "roles/dev.yaml"]);
-    assert_eq!(gitsource::fetch(&s, Some(&next.commit)).unwrap(), None);
+    assert_eq!(git::fetch(&s, Some(&next.commit)).unwrap(), None);
 }
 
 #[test]
@@ -642,7 +642,7 @@ fn file_url_works() {
 #[test]
 fn size_limits_and_utf8() {
     let up = Upstream::new();
-    let big = vec![b'a'; gitsource::MAX_FILE_BYTES as usize + 1];
+    let big = vec![b'a'; git::MAX_FILE_BYTES as usize + 1];
     let id = up.commit(
         "big",
         "big",
@@ -661,7 +661,7 @@ fn size_limits_and_utf8() {
         GitError::FileTooLarge { commit, path, size } => {
             assert_eq!(commit, &id.to_string());
             assert_eq!(path, "roles/big.yaml");
-            assert_eq!(*size, gitsource::MAX_FILE_BYTES + 1);
+            assert_eq!(*size, git::MAX_FILE_BYTES + 1);
         }
         other => panic!("expected FileTooLarge, got {other:?}"),
     }
@@ -673,7 +673,7 @@ fn size_limits_and_utf8() {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let mut body = vec![b'b'; gitsource::MAX_FILE_BYTES as usize];
+            let mut body = vec![b'b'; git::MAX_FILE_BYTES as usize];
             body[0] = b'a' + i as u8;
             (n.as_str(), Node::Bytes(body))
         })
@@ -1112,7 +1112,7 @@ fn fetch_over_git_daemon() {
     let s = settings(&url, main_branch(), &cache);
     let snap = snapshot(&s, None);
     assert_eq!(snap.commit, first.to_string());
-    assert_eq!(gitsource::fetch(&s, Some(&snap.commit)).unwrap(), None);
+    assert_eq!(git::fetch(&s, Some(&snap.commit)).unwrap(), None);
 
     let second = up.commit(
         "main",

@@ -18,11 +18,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rack_gateway::config::{self, Env};
-use rack_gateway::login::{LoginCode, LoginState};
-use rack_gateway::mock_rack::MockRack;
-use rack_gateway::seal::{Purpose, Sealer};
-use rack_gateway::server::Running;
-use rack_gateway::token::Keys;
+use rack_gateway::dev::mock_rack::MockRack;
+use rack_gateway::identity::login::{LoginCode, LoginState};
+use rack_gateway::identity::seal::{Purpose, Sealer};
+use rack_gateway::identity::token::Keys;
+use rack_gateway::server::listener::Running;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
@@ -148,7 +148,7 @@ struct Cli {
 
 impl Cli {
     fn new() -> Cli {
-        let verifier = rack_gateway::seal::random_token(32);
+        let verifier = rack_gateway::identity::seal::random_token(32);
         let hash = b64(ring::digest::digest(
             &ring::digest::SHA256,
             verifier.as_bytes(),
@@ -373,7 +373,7 @@ impl CiIssuer {
             "iat": t,
             "nbf": t,
             "exp": t + 600,
-            "jti": rack_gateway::seal::random_token(12),
+            "jti": rack_gateway::identity::seal::random_token(12),
         })
     }
 }
@@ -408,10 +408,10 @@ impl Fx {
         let gw = format!("http://127.0.0.1:{}", free_port());
         // Secret files lose trailing newlines on load; the sealing key is
         // derived from the loaded text, so keep exactly that.
-        let pem = rack_gateway::token::generate_private_pem()
+        let pem = rack_gateway::identity::token::generate_private_pem()
             .trim_end()
             .to_string();
-        let retired_pem = rack_gateway::token::generate_private_pem()
+        let retired_pem = rack_gateway::identity::token::generate_private_pem()
             .trim_end()
             .to_string();
         let dir = tempfile::tempdir().unwrap();
@@ -420,7 +420,7 @@ impl Fx {
         // Only the public half of a retired key stays in the config.
         std::fs::write(
             dir.path().join("retired.pem"),
-            rack_gateway::token::public_pem(&retired_pem).unwrap(),
+            rack_gateway::identity::token::public_pem(&retired_pem).unwrap(),
         )
         .unwrap();
         Files {
@@ -471,7 +471,7 @@ impl Fx {
         files.write(self.dir.path(), retired_key, people);
         let cfg = load(self.dir.path());
         self.running.gateway.swap(
-            rack_gateway::proxy::Runtime::from_config(&cfg)
+            rack_gateway::gateway::Runtime::from_config(&cfg)
                 .unwrap_or_else(|e| panic!("reloaded config invalid:\n{e}")),
         );
     }
@@ -837,7 +837,7 @@ async fn a_leaked_link_or_code_is_worthless_without_the_verifier() {
         &LoginCode {
             email: "alice@example.com".into(),
             cli: cli.hash.clone(),
-            jti: rack_gateway::seal::random_token(16),
+            jti: rack_gateway::identity::seal::random_token(16),
             amr: vec![],
             auth_time: None,
         },
@@ -846,8 +846,8 @@ async fn a_leaked_link_or_code_is_worthless_without_the_verifier() {
     let state_as_code = sealer.seal(
         Purpose::LoginState,
         &LoginState {
-            pkce: rack_gateway::seal::random_token(32),
-            nonce: rack_gateway::seal::random_token(24),
+            pkce: rack_gateway::identity::seal::random_token(32),
+            nonce: rack_gateway::identity::seal::random_token(24),
             cli: cli.hash.clone(),
             redirect: None,
         },
@@ -1041,9 +1041,9 @@ async fn forged_stale_and_malformed_tokens_are_refused() {
     let alice = "alice@example.com";
     let hour = Duration::from_secs(3600);
     let ours = ed25519_signer(&fx.pem);
-    let attacker_pem = rack_gateway::token::generate_private_pem();
+    let attacker_pem = rack_gateway::identity::token::generate_private_pem();
     let attacker = ed25519_signer(&attacker_pem);
-    let public_pem = rack_gateway::token::public_pem(&fx.pem).unwrap();
+    let public_pem = rack_gateway::identity::token::public_pem(&fx.pem).unwrap();
     let public_raw = pem_der(&public_pem)[12..].to_vec();
     let edsa = json!({"alg": "EdDSA", "typ": "JWT", "kid": KID});
 
@@ -1510,7 +1510,7 @@ async fn login_provider_issuer_with_a_trailing_slash_is_discovered() {
     std::fs::write(&gateway_yaml, yaml).unwrap();
     fx.running
         .gateway
-        .swap(rack_gateway::proxy::Runtime::from_config(&load(fx.dir.path())).unwrap());
+        .swap(rack_gateway::gateway::Runtime::from_config(&load(fx.dir.path())).unwrap());
     let start = format!("/_gateway/login/start?cli={}", Cli::new().hash);
     let r = get(&fx.url(&start), None).await;
     assert_eq!(r.status, 302, "{}", r.text());

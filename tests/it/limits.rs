@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use rack_gateway::config::{self, Env};
-use rack_gateway::server::Running;
-use rack_gateway::ws::{self, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 

@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rack_gateway::config::{self, Env};
-use rack_gateway::server::Running;
-use rack_gateway::ws::{self, Frame, Opcode};
+use rack_gateway::rack::ws::{self, Frame, Opcode};
+use rack_gateway::server::listener::Running;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -395,7 +395,7 @@ async fn secrets_reach_no_output_and_commands_are_redacted() {
     const KEY_SECRET: &str = "PRIVATEKEY-secret-material-4242";
     const VALUE_SECRET: &str = "formvalue-secret-777";
     let form = |pairs: &[(&str, &str)]| {
-        rack_gateway::secrets::encode_form(
+        rack_gateway::rack::secrets::encode_form(
             &pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

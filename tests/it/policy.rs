@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rack_gateway::config::{self, Env};
-use rack_gateway::mock_rack::{MockRack, Recorded};
-use rack_gateway::routes::{RouteMethod, ROUTES};
-use rack_gateway::server::Running;
-use rack_gateway::ws::{self, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::dev::mock_rack::{MockRack, Recorded};
+use rack_gateway::rack::routes::{RouteMethod, ROUTES};
+use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 
@@ -497,7 +497,7 @@ async fn matrix_admin() {
 
 #[test]
 fn hand_written_tables_name_real_operations() {
-    let ops = rack_gateway::routes::operations();
+    let ops = rack_gateway::rack::routes::operations();
     for op in VIEWER.iter().chain(DEPLOYER).chain(OPS).chain(BLOCKED) {
         assert!(ops.contains(op), "{op} is not an operation");
     }

@@ -18,11 +18,11 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rack_gateway::config::{self, Env};
-use rack_gateway::gitops::{DirFetch, Fetch, Outcome, Reloader};
-use rack_gateway::mock_rack::{MockOptions, MockRack};
-use rack_gateway::server::Running;
-use rack_gateway::token::Keys;
-use rack_gateway::ws::{self, ClientConn, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
+use rack_gateway::identity::token::Keys;
+use rack_gateway::rack::ws::{self, ClientConn, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::reload::{DirFetch, Fetch, Outcome, Reloader};
+use rack_gateway::server::listener::Running;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -78,7 +78,7 @@ fn now() -> i64 {
 fn user_token(pem: &str, email: &str) -> String {
     Keys::new(
         ISSUER,
-        rack_gateway::auth::AUDIENCE,
+        rack_gateway::identity::credentials::AUDIENCE,
         Some((KID.into(), pem.into())),
         vec![],
     )
@@ -159,7 +159,7 @@ impl Repo {
         Repo {
             rack,
             dir,
-            pem: rack_gateway::token::generate_private_pem(),
+            pem: rack_gateway::identity::token::generate_private_pem(),
         }
     }
 

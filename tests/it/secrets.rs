@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use rack_gateway::config::{self, Env};
-use rack_gateway::mock_rack::{MockRack, Recorded, MOCK_PRIVATE_KEY};
-use rack_gateway::secrets::parse_form;
-use rack_gateway::server::Running;
+use rack_gateway::dev::mock_rack::{MockRack, Recorded, MOCK_PRIVATE_KEY};
+use rack_gateway::rack::secrets::parse_form;
+use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 
@@ -94,7 +94,7 @@ impl Setup {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let body = rack_gateway::secrets::encode_form(&pairs);
+        let body = rack_gateway::rack::secrets::encode_form(&pairs);
         send("POST", &self.url(path), Some(&token(role)), &[FORM], body).await
     }
 
@@ -432,7 +432,7 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
         ("object://billing/tmp/x.tgz", true),
     ] {
         let r = if query {
-            let q = rack_gateway::secrets::encode_form(&[("url".into(), url.into())]);
+            let q = rack_gateway::rack::secrets::encode_form(&[("url".into(), url.into())]);
             s.post_form(
                 "admin",
                 &format!("/apps/myapp/builds?{q}"),
@@ -488,7 +488,7 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
 async fn tcp_proxy_is_refused_for_non_admin_roles() {
     let s = Setup::start().await;
     for role in ["viewer", "deployer", "ops"] {
-        let mut c = rack_gateway::ws::client_connect(
+        let mut c = rack_gateway::rack::ws::client_connect(
             s.running.addr,
             "/proxy/db.myapp.mock/5432",
             &[("Authorization", &basic(&token(role)))],
@@ -581,11 +581,11 @@ async fn can_says_whether_secrets_are_shown() {
 }
 
 /// Everything the gateway sends on a websocket until it closes, as text.
-async fn in_band_text(c: &mut rack_gateway::ws::ClientConn) -> String {
+async fn in_band_text(c: &mut rack_gateway::rack::ws::ClientConn) -> String {
     let mut text = String::new();
     while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
         text.push_str(&String::from_utf8_lossy(&f.payload));
-        if f.opcode == rack_gateway::ws::Opcode::Close {
+        if f.opcode == rack_gateway::rack::ws::Opcode::Close {
             break;
         }
     }
@@ -596,14 +596,14 @@ async fn in_band_text(c: &mut rack_gateway::ws::ClientConn) -> String {
 async fn tcp_proxy_reaches_only_the_apps_resources() {
     let s = Setup::start().await;
     let auth = basic(&token("admin"));
-    let mut c = rack_gateway::ws::client_connect(
+    let mut c = rack_gateway::rack::ws::client_connect(
         s.running.addr,
         "/proxy/db.myapp.mock/5432",
         &[("Authorization", &auth)],
     )
     .await
     .unwrap();
-    c.send(&rack_gateway::ws::Frame::text("SELECT 1"))
+    c.send(&rack_gateway::rack::ws::Frame::text("SELECT 1"))
         .await
         .unwrap();
     let echoed = tokio::time::timeout(Duration::from_secs(5), c.recv())
@@ -622,10 +622,13 @@ async fn tcp_proxy_reaches_only_the_apps_resources() {
         ("db.other.mock", "5432"),
     ] {
         let path = format!("/proxy/{host}/{port}");
-        let mut c =
-            rack_gateway::ws::client_connect(s.running.addr, &path, &[("Authorization", &auth)])
-                .await
-                .unwrap();
+        let mut c = rack_gateway::rack::ws::client_connect(
+            s.running.addr,
+            &path,
+            &[("Authorization", &auth)],
+        )
+        .await
+        .unwrap();
         let text = in_band_text(&mut c).await;
         assert!(
             text.contains("ERROR: gateway: denied:")
@@ -668,7 +671,7 @@ async fn no_secret_reaches_a_viewer_or_the_logs() {
             bodies.push_str(&r.text());
         }
     }
-    let env = rack_gateway::secrets::encode_form(&[(
+    let env = rack_gateway::rack::secrets::encode_form(&[(
         "env".into(),
         "DATABASE_URL=******\nFEATURE_X=9\nNEW_KEY=v\nSECRET_KEY=******".into(),
     )]);

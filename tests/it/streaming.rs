@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rack_gateway::mock_rack::generated_byte;
+use rack_gateway::dev::mock_rack::generated_byte;
 use ring::digest::{Context, SHA256};
 
 use crate::support::*;

@@ -15,8 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rack_gateway::config::{self, Env};
-use rack_gateway::mock_rack::{MockOptions, MockRack};
-use rack_gateway::server::Running;
+use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
+use rack_gateway::server::listener::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,11 +25,11 @@ pub const CI_STAGING: &str = "ci-staging-token-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 pub const CI_ALL: &str = "ci-all-token-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
 
 pub fn init() {
-    rack_gateway::tls::install_crypto_provider();
+    rack_gateway::http::tls::install_crypto_provider();
 }
 
 pub fn sha(token: &str) -> String {
-    config::hex(&rack_gateway::auth::token_sha256(token))
+    config::hex(&rack_gateway::identity::credentials::token_sha256(token))
 }
 
 pub async fn mock() -> MockRack {

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rack_gateway::config::{self, Env};
-use rack_gateway::mock_rack::{MockOptions, MockRack};
-use rack_gateway::server::Running;
-use rack_gateway::ws::{self, Opcode};
+use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
+use rack_gateway::rack::ws::{self, Opcode};
+use rack_gateway::server::listener::Running;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,

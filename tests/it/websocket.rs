@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rack_gateway::config::{self, Env};
-use rack_gateway::server::Running;
-use rack_gateway::ws::{self, ClientConn, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::rack::ws::{self, ClientConn, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::server::listener::Running;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 

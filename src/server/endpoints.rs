@@ -10,12 +10,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::audit::{self, Decision};
-use crate::auth;
-use crate::body::{self, Body};
-use crate::login::{self, LoginError};
-use crate::oidc::{IdpHttp, Provider, ProviderConfig};
-use crate::proxy::{json_error, unix_now, Gateway, Runtime};
-use crate::seal::Sealer;
+use crate::clock::unix_now;
+use crate::gateway::{Gateway, Runtime};
+use crate::http::body::{self, Body};
+use crate::http::respond::json_error;
+use crate::identity::credentials;
+use crate::identity::login::{self, LoginError};
+use crate::identity::oidc::{IdpHttp, Provider, ProviderConfig};
+use crate::identity::seal::Sealer;
 
 /// Largest body accepted by the gateway's own endpoints.
 const MAX_BODY: usize = 16 * 1024;
@@ -310,7 +312,7 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
         .headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    let ok = crate::gitops::webhook_signature_ok(secret.expose().as_bytes(), &bytes, signature);
+    let ok = crate::reload::webhook_signature_ok(secret.expose().as_bytes(), &bytes, signature);
     audit::emit(&audit::Record {
         event: "webhook",
         request_id: call.request_id,
@@ -361,7 +363,7 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 fn audit_login(
     rt: &Runtime,
     call: &Call<'_>,
-    identity: Option<&auth::Identity>,
+    identity: Option<&credentials::Identity>,
     decision: Decision,
     reason: &str,
     status: u16,
@@ -460,7 +462,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
             .ok_or_else(|| LoginError::BadRequest("missing state".into()))?;
         let (provider, sealer) = provider(gw, rt).await?;
         let st: login::LoginState = sealer
-            .open(crate::seal::Purpose::LoginState, state, now)
+            .open(crate::identity::seal::Purpose::LoginState, state, now)
             .map_err(|_| {
                 LoginError::BadRequest(
                     "this login link is invalid or expired: run `rack-gateway login` again".into(),
@@ -478,7 +480,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
             .exchange(code, &st.pkce, &st.nonce)
             .await
             .map_err(|e| {
-                use crate::oidc::OidcError as E;
+                use crate::identity::oidc::OidcError as E;
                 match e {
                     // The browser brought a code or token that doesn't belong to
                     // this login: the request's fault, not an outage.
@@ -499,8 +501,8 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
     .await;
     match result {
         Ok((code, st, email)) => {
-            let who = auth::Identity {
-                kind: auth::IdentityKind::Person,
+            let who = credentials::Identity {
+                kind: credentials::IdentityKind::Person,
                 name: email.clone(),
             };
             audit_login(
@@ -577,8 +579,8 @@ async fn login_token(
     }
     match keys.mint(&code.email, code.amr, code.auth_time, id.token_ttl, now) {
         Ok((token, claims)) => {
-            let who = auth::Identity {
-                kind: auth::IdentityKind::Person,
+            let who = credentials::Identity {
+                kind: credentials::IdentityKind::Person,
                 name: code.email.clone(),
             };
             audit_login(rt, call, Some(&who), Decision::Allow, "token issued", 200);
@@ -599,15 +601,21 @@ async fn caller<'r>(
     gw: &Gateway,
     rt: &'r Runtime,
     call: &Call<'_>,
-) -> Result<(auth::Authenticated, Option<&'r crate::policy::Subject>), Response<Body>> {
-    let unauthorized = |e: auth::AuthError| {
+) -> Result<
+    (
+        credentials::Authenticated,
+        Option<&'r crate::policy::Subject>,
+    ),
+    Response<Body>,
+> {
+    let unauthorized = |e: credentials::AuthError| {
         json_error(
             StatusCode::UNAUTHORIZED,
             &format!("gateway: {e}"),
             call.request_id,
         )
     };
-    let (ip, _) = crate::clientip::resolve(call.peer.ip(), call.headers, &rt.trusted_proxies);
+    let (ip, _) = crate::http::clientip::resolve(call.peer.ip(), call.headers, &rt.trusted_proxies);
     let limiters = gw.limiters();
     if let Some(l) = limiters.auth_blocked(ip) {
         gw.metrics.rate_limited(l.bucket.as_str());
@@ -616,9 +624,9 @@ async fn caller<'r>(
             &format!("gateway: {}", l.message),
             call.request_id,
         );
-        return Err(crate::proxy::with_retry_after(r, &l));
+        return Err(crate::http::respond::with_retry_after(r, &l));
     }
-    let who = match auth::basic_token(call.headers) {
+    let who = match credentials::basic_token(call.headers) {
         Ok(token) => {
             rt.credentials
                 .authenticate(&rt.policy, gw.federation(), &token, unix_now())
@@ -631,7 +639,7 @@ async fn caller<'r>(
         unauthorized(e)
     })?;
     let subject = match who.identity.kind {
-        auth::IdentityKind::Person => rt.policy.person(&who.identity.name),
+        credentials::IdentityKind::Person => rt.policy.person(&who.identity.name),
         _ => rt
             .policy
             .subject(crate::policy::SubjectKind::Ci, &who.identity.name),
@@ -709,7 +717,7 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
     let verdict = rt.policy.decide_assuming(subject, &facts, &process);
     let note = verdict
         .is_allow()
-        .then(|| crate::secrets::can_note(&rt.policy, subject, &facts))
+        .then(|| crate::rack::secrets::can_note(&rt.policy, subject, &facts))
         .flatten();
     let reason = match note {
         Some(note) => format!("{}; {note}", verdict.reason()),

@@ -4,9 +4,11 @@
 //! Records carry names and decisions, never secrets: no header values, no
 //! bodies, no query strings (they may carry file names or form values).
 
+pub mod file;
+
 use std::net::IpAddr;
 
-use crate::auth::Identity;
+use crate::identity::credentials::Identity;
 
 /// The tracing target audit records use.
 pub const TARGET: &str = "audit";
@@ -148,7 +150,7 @@ fn rfc3339_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let (y, mo, d, h, mi, s) = crate::utc::civil(now.as_secs() as i64);
+    let (y, mo, d, h, mi, s) = crate::clock::civil(now.as_secs() as i64);
     format!(
         "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
         now.subsec_millis()
@@ -156,10 +158,10 @@ fn rfc3339_now() -> String {
 }
 
 /// The hash-chained audit file, when `serve --audit-file` set one up.
-static FILE: std::sync::OnceLock<crate::auditlog::Sink> = std::sync::OnceLock::new();
+static FILE: std::sync::OnceLock<crate::audit::file::Sink> = std::sync::OnceLock::new();
 
 /// Sends every later record to `sink` as well (once per process).
-pub fn install_file(sink: crate::auditlog::Sink) {
+pub fn install_file(sink: crate::audit::file::Sink) {
     let _ = FILE.set(sink);
 }
 

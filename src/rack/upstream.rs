@@ -19,8 +19,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use thiserror::Error;
 
-use crate::body::Body;
 use crate::config::{RackConfig, Timeouts, UpstreamTls};
+use crate::http::body::Body;
 
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 

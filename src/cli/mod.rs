@@ -1,8 +1,11 @@
 //! The command line: `serve`, `check`, `demo`, `routes`, `token`, and the
 //! `mock-rack` used by the benchmark for operators; `login`, `racks`,
 //! `whoami`, `env`, `can` and any convox command for people (see
-//! [`crate::client`]). Parsing is clap derive; each command is a small
+//! [`crate::cli::client`]). Parsing is clap derive; each command is a small
 //! function returning an exit code.
+
+pub mod client;
+pub mod logsink;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -283,7 +286,7 @@ fn open_audit_file(args: &AuditArgs) -> Result<(), String> {
         return Ok(());
     };
     let key = args.audit_key_file.as_deref().map(read_key).transpose()?;
-    let sink = crate::auditlog::Sink::open(crate::auditlog::FileSettings {
+    let sink = crate::audit::file::Sink::open(crate::audit::file::FileSettings {
         path: path.clone(),
         rotate_bytes: Some(args.audit_rotate),
         key,
@@ -325,7 +328,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Dropped at the end of main, after everything logged is written.
     let _log = init_logging(cli.log_format);
-    crate::tls::install_crypto_provider();
+    crate::http::tls::install_crypto_provider();
     match cli.command {
         Command::Serve {
             config,
@@ -353,7 +356,7 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files, key_file },
         } => match key_file.as_deref().map(read_key).transpose() {
-            Ok(key) => crate::auditlog::verify_command(&files, key.as_deref()),
+            Ok(key) => crate::audit::file::verify_command(&files, key.as_deref()),
             Err(e) => {
                 eprintln!("rack-gateway audit verify: {e}");
                 ExitCode::from(2)
@@ -369,9 +372,9 @@ pub fn main() -> ExitCode {
             process_command,
             list: false,
             config: None,
-        } => crate::client::can(
+        } => crate::cli::client::can(
             cli.rack.as_deref(),
-            crate::client::CanQuery {
+            crate::cli::client::CanQuery {
                 operation: first,
                 app,
                 service,
@@ -401,12 +404,12 @@ pub fn main() -> ExitCode {
                 list,
             },
         ),
-        Command::Demo { listen } => runtime().block_on(crate::demo::run(listen)),
+        Command::Demo { listen } => runtime().block_on(crate::dev::demo::run(listen)),
         Command::Routes { markdown } => {
             if markdown {
-                print!("{}", crate::routes::markdown_table());
+                print!("{}", crate::rack::routes::markdown_table());
             } else {
-                for r in crate::routes::ROUTES {
+                for r in crate::rack::routes::ROUTES {
                     println!("{:<8} {:<55} {}", r.method.as_str(), r.pattern, r.operation);
                 }
             }
@@ -428,14 +431,14 @@ pub fn main() -> ExitCode {
                             return ExitCode::from(2);
                         }
                         // A year from now, as a date.
-                        None => crate::client::utc(crate::proxy::unix_now() + 365 * 86_400)
+                        None => crate::cli::client::utc(crate::clock::unix_now() + 365 * 86_400)
                             .split(' ')
                             .next()
                             .unwrap_or_default()
                             .to_string(),
                     };
-                    let token = crate::auth::generate_token("rgw_");
-                    let hash = config::hex(&crate::auth::token_sha256(&token));
+                    let token = crate::identity::credentials::generate_token("rgw_");
+                    let hash = config::hex(&crate::identity::credentials::token_sha256(&token));
                     println!("token (shown once; store it in your CI system's secret store):\n  {token}\n");
                     println!("ci.yaml entry (holds only the hash):");
                     println!(
@@ -453,17 +456,17 @@ pub fn main() -> ExitCode {
             rack_name,
             gateway,
             no_browser,
-        } => crate::client::login(&rack_name, &gateway, no_browser),
+        } => crate::cli::client::login(&rack_name, &gateway, no_browser),
         Command::Logout { rack_name } => {
-            crate::client::logout(cli.rack.as_deref(), rack_name.as_deref())
+            crate::cli::client::logout(cli.rack.as_deref(), rack_name.as_deref())
         }
-        Command::Racks => crate::client::racks(),
-        Command::Switch { rack_name } => crate::client::switch(&rack_name),
-        Command::Whoami => crate::client::whoami(cli.rack.as_deref()),
-        Command::Env { args } if args.is_empty() => crate::client::env(cli.rack.as_deref()),
+        Command::Racks => crate::cli::client::racks(),
+        Command::Switch { rack_name } => crate::cli::client::switch(&rack_name),
+        Command::Whoami => crate::cli::client::whoami(cli.rack.as_deref()),
+        Command::Env { args } if args.is_empty() => crate::cli::client::env(cli.rack.as_deref()),
         Command::Env { mut args } => {
             args.insert(0, "env".into());
-            crate::client::passthrough(cli.rack.as_deref(), args)
+            crate::cli::client::passthrough(cli.rack.as_deref(), args)
         }
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -480,14 +483,14 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Convox(args) => crate::client::passthrough(cli.rack.as_deref(), args),
+        Command::Convox(args) => crate::cli::client::passthrough(cli.rack.as_deref(), args),
     }
 }
 
 fn keygen(out: &std::path::Path) -> ExitCode {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let pem = crate::token::generate_private_pem();
+    let pem = crate::identity::token::generate_private_pem();
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -501,7 +504,10 @@ fn keygen(out: &std::path::Path) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let (Ok(kid), Ok(public)) = (crate::token::key_id(&pem), crate::token::public_pem(&pem)) else {
+    let (Ok(kid), Ok(public)) = (
+        crate::identity::token::key_id(&pem),
+        crate::identity::token::public_pem(&pem),
+    ) else {
         eprintln!("rack-gateway token keygen: the generated key is unusable (a bug)");
         return ExitCode::FAILURE;
     };
@@ -535,10 +541,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime starts")
 }
 
-fn init_logging(format: LogFormat) -> crate::logsink::LogGuard {
+fn init_logging(format: LogFormat) -> crate::cli::logsink::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RACK_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (sink, guard) = crate::logsink::stderr();
+    let (sink, guard) = crate::cli::logsink::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(sink);
@@ -656,7 +662,7 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
     let verdict = policy.decide_assuming(subject, &facts, &process);
     match verdict {
         crate::policy::Verdict::Allow(r) => {
-            match crate::secrets::can_note(policy, subject, &facts) {
+            match crate::rack::secrets::can_note(policy, subject, &facts) {
                 Some(note) => println!("allow: {r}; {note}"),
                 None => println!("allow: {r}"),
             }
@@ -678,8 +684,8 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
 
 fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
     let env = Env::from_process();
-    let fetch = crate::gitops::DirFetch(dir.clone());
-    let first = match crate::gitops::Fetch::fetch(&fetch, None) {
+    let fetch = crate::reload::DirFetch(dir.clone());
+    let first = match crate::reload::Fetch::fetch(&fetch, None) {
         Ok(Some(f)) => f,
         Ok(None) => unreachable!("a first fetch always returns files"),
         Err(e) => {
@@ -695,7 +701,7 @@ fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
         }
     };
     runtime().block_on(async move {
-        let runtime = match crate::proxy::Runtime::from_config(&cfg) {
+        let runtime = match crate::gateway::Runtime::from_config(&cfg) {
             Ok(mut rt) => {
                 rt.version = first.version.clone();
                 rt
@@ -705,7 +711,7 @@ fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let serving = crate::server::Serving {
+        let serving = crate::server::listener::Serving {
             listen: cfg.listen,
             tls: cfg.tls.clone(),
             header_read: cfg.timeouts.header_read,
@@ -721,7 +727,7 @@ fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
             version = %first.version,
             "rack-gateway serving"
         );
-        let reloader = crate::gitops::Reloader::new(
+        let reloader = crate::reload::Reloader::new(
             running.gateway.clone(),
             std::sync::Arc::new(fetch),
             env,
@@ -746,9 +752,9 @@ fn serve_git(file: PathBuf) -> ExitCode {
     };
     // git2's first use changes the process environment: do it before the
     // runtime starts threads.
-    crate::gitsource::init();
+    crate::reload::git::init();
     let base = file.parent().unwrap_or(std::path::Path::new("."));
-    let fetch = match crate::gitops::GitFetch::new(&settings.repo, base) {
+    let fetch = match crate::reload::GitFetch::new(&settings.repo, base) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("rack-gateway: {}: {e}", file.display());
@@ -756,7 +762,7 @@ fn serve_git(file: PathBuf) -> ExitCode {
         }
     };
     runtime().block_on(async move {
-        let serving = crate::server::Serving {
+        let serving = crate::server::listener::Serving {
             listen: settings.listen,
             tls: settings.tls.clone(),
             header_read: settings.header_read,
@@ -774,7 +780,7 @@ fn serve_git(file: PathBuf) -> ExitCode {
         if let Some(secret) = settings.repo.webhook_secret.clone() {
             running.gateway.reload.set_webhook_secret(secret);
         }
-        let reloader = crate::gitops::Reloader::new(
+        let reloader = crate::reload::Reloader::new(
             running.gateway.clone(),
             std::sync::Arc::new(fetch),
             env,
@@ -786,12 +792,12 @@ fn serve_git(file: PathBuf) -> ExitCode {
 }
 
 async fn start(
-    serving: &crate::server::Serving,
-    runtime: Option<crate::proxy::Runtime>,
-) -> Result<crate::server::Running, ExitCode> {
-    match crate::server::Running::bind(serving, runtime).await {
+    serving: &crate::server::listener::Serving,
+    runtime: Option<crate::gateway::Runtime>,
+) -> Result<crate::server::listener::Running, ExitCode> {
+    match crate::server::listener::Running::bind(serving, runtime).await {
         Ok(r) => Ok(r),
-        Err(crate::server::StartError::Config(e)) => {
+        Err(crate::server::listener::StartError::Config(e)) => {
             print_config_errors(&e);
             Err(ExitCode::from(EXIT_CONFIG))
         }
@@ -804,7 +810,7 @@ async fn start(
 
 /// Serves until SIGTERM/SIGINT (graceful shutdown); SIGHUP asks the
 /// reloader for an immediate, forced reload.
-async fn run_until_signalled(running: crate::server::Running) -> ExitCode {
+async fn run_until_signalled(running: crate::server::listener::Running) -> ExitCode {
     let gateway = running.gateway.clone();
     let shutdown = running.shutdown_handle();
     tokio::spawn(async move {
@@ -836,7 +842,7 @@ async fn mock_rack(listen: SocketAddr, password_env: String) -> ExitCode {
         eprintln!("rack-gateway mock-rack: set {password_env} to the password the mock rack should accept");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let mock = match crate::mock_rack::MockRack::start(crate::mock_rack::MockOptions {
+    let mock = match crate::dev::mock_rack::MockRack::start(crate::dev::mock_rack::MockOptions {
         listen,
         password,
         tls: None,

@@ -9,22 +9,22 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use crate::config::{self, Env, MemSource};
-use crate::mock_rack::{MockOptions, MockRack};
+use crate::dev::mock_rack::{MockOptions, MockRack};
 
 /// The example config files, embedded so the demo needs no checkout.
 pub const EXAMPLE_FILES: &[(&str, &str)] = &[
-    ("roles/viewer.yaml", include_str!("../roles/viewer.yaml")),
-    ("roles/ops.yaml", include_str!("../roles/ops.yaml")),
+    ("roles/viewer.yaml", include_str!("../../roles/viewer.yaml")),
+    ("roles/ops.yaml", include_str!("../../roles/ops.yaml")),
     (
         "roles/deployer.yaml",
-        include_str!("../roles/deployer.yaml"),
+        include_str!("../../roles/deployer.yaml"),
     ),
-    ("roles/admin.yaml", include_str!("../roles/admin.yaml")),
-    ("users.yaml", include_str!("../users.yaml.example")),
-    ("ci.yaml", include_str!("../ci.yaml.example")),
+    ("roles/admin.yaml", include_str!("../../roles/admin.yaml")),
+    ("users.yaml", include_str!("../../users.yaml.example")),
+    ("ci.yaml", include_str!("../../ci.yaml.example")),
     (
         "tests/example-policy.yaml",
-        include_str!("../tests/example-policy.yaml"),
+        include_str!("../../tests/example-policy.yaml"),
     ),
 ];
 
@@ -61,7 +61,7 @@ pub fn demo_source(
     for ((name, role, scope), token) in DEMO_IDENTITIES.iter().zip(tokens) {
         ci.push_str(&format!(
             "  {name}:\n    description: rack-gateway demo\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: {role}\n        scope: \"{scope}\"\n",
-            config::hex(&crate::auth::token_sha256(token))
+            config::hex(&crate::identity::credentials::token_sha256(token))
         ));
     }
     MemSource {
@@ -72,7 +72,7 @@ pub fn demo_source(
 }
 
 pub async fn run(listen: SocketAddr) -> ExitCode {
-    let password = crate::auth::generate_token("mock_");
+    let password = crate::identity::credentials::generate_token("mock_");
     let start_mock = || {
         MockRack::start(MockOptions {
             listen: "127.0.0.1:0".parse().expect("loopback address parses"),
@@ -90,7 +90,7 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
     };
     let tokens: Vec<String> = DEMO_IDENTITIES
         .iter()
-        .map(|_| crate::auth::generate_token("demo_"))
+        .map(|_| crate::identity::credentials::generate_token("demo_"))
         .collect();
     let src = demo_source(listen, &staging.url(), &production.url(), &tokens);
     let env = Env::from_pairs([("DEMO_RACK_PASSWORD", password.as_str())]);
@@ -101,7 +101,7 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let running = match crate::server::Running::start(&cfg).await {
+    let running = match crate::server::listener::Running::start(&cfg).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("rack-gateway demo: {e} (pass --listen 127.0.0.1:<free port>)");

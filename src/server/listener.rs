@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::proxy::Gateway;
+use crate::gateway::Gateway;
 
 /// Listener settings that can't change without a restart.
 #[derive(Clone)]
@@ -92,10 +92,11 @@ async fn serve_conn<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, heads) = crate::sniff::Sniff::new(io);
+    let (io, heads) = crate::http::sniff::Sniff::new(io);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         if heads.next_ambiguous() {
-            req.extensions_mut().insert(crate::sniff::AmbiguousFraming);
+            req.extensions_mut()
+                .insert(crate::http::sniff::AmbiguousFraming);
         }
         let gateway = gateway.clone();
         async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
@@ -103,7 +104,7 @@ async fn serve_conn<I>(
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read)
-        .max_buf_size(crate::sniff::MAX_HEAD)
+        .max_buf_size(crate::http::sniff::MAX_HEAD)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -170,7 +171,7 @@ impl Running {
     /// Validates everything that can fail (racks, TLS files) before binding,
     /// then binds `cfg.listen` and serves in the background.
     pub async fn start(cfg: &crate::config::Config) -> Result<Running, StartError> {
-        let runtime = crate::proxy::Runtime::from_config(cfg)?;
+        let runtime = crate::gateway::Runtime::from_config(cfg)?;
         let serving = Serving {
             listen: cfg.listen,
             tls: cfg.tls.clone(),
@@ -184,11 +185,12 @@ impl Running {
     /// refused with 503 until a reloader swaps a valid config in.
     pub async fn bind(
         serving: &Serving,
-        runtime: Option<crate::proxy::Runtime>,
+        runtime: Option<crate::gateway::Runtime>,
     ) -> Result<Running, StartError> {
         let tls = match &serving.tls {
             Some(t) => Some(
-                crate::tls::server_config(t).map_err(|e| crate::config::ConfigErrors(vec![e]))?,
+                crate::http::tls::server_config(t)
+                    .map_err(|e| crate::config::ConfigErrors(vec![e]))?,
             ),
             None => None,
         };
@@ -218,7 +220,7 @@ impl Running {
         // One single-threaded runtime per core, each with its own
         // SO_REUSEPORT listener: a request and its upstream connection stay
         // on one thread, so no cross-thread wake-ups on the hot path.
-        let workers = crate::upstream::workers();
+        let workers = crate::rack::upstream::workers();
         let mut done = Vec::new();
         let mut first = Some(listener);
         for i in 0..workers {
@@ -237,7 +239,7 @@ impl Running {
             std::thread::Builder::new()
                 .name(format!("gateway-{i}"))
                 .spawn(move || {
-                    crate::upstream::set_worker(i);
+                    crate::rack::upstream::set_worker(i);
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

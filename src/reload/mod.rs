@@ -8,6 +8,8 @@
 //! Requests in flight keep the snapshot they started with (`arc-swap`), so
 //! no request fails because of a reload.
 
+pub mod git;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +18,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::audit::{self, Decision};
+use crate::clock::unix_now;
 use crate::config::{self, Env, MemSource, Secret};
-use crate::proxy::{unix_now, Gateway, Runtime};
+use crate::gateway::{Gateway, Runtime};
 
 /// A set of config files and the version they are.
 pub struct Fetched {
@@ -78,7 +81,7 @@ impl Fetch for DirFetch {
 /// A Git repository fetched with git2 into a bare cache; files are read
 /// straight from the commit's tree.
 pub struct GitFetch {
-    settings: crate::gitsource::GitSettings,
+    settings: crate::reload::git::GitSettings,
     label: String,
     /// Relative paths in gateway.yaml (password files) resolve here: the
     /// settings file's directory, on the gateway host.
@@ -91,7 +94,7 @@ pub struct GitFetch {
 
 impl GitFetch {
     pub fn new(repo: &config::RepoConfig, base: &Path) -> Result<GitFetch, String> {
-        use crate::gitsource::{AllowedSigners, GitAuth, GitRef, GitSettings};
+        use crate::reload::git::{AllowedSigners, GitAuth, GitRef, GitSettings};
         let allowed_signers = match &repo.allowed_signers {
             Some(p) => Some(AllowedSigners::load(p)?),
             None => None,
@@ -144,7 +147,7 @@ impl GitFetch {
     }
 
     fn read(&self, base: Option<&str>) -> Result<Option<Fetched>, FetchError> {
-        let snap = crate::gitsource::fetch(&self.settings, base).map_err(|e| FetchError {
+        let snap = crate::reload::git::fetch(&self.settings, base).map_err(|e| FetchError {
             version: e.commit().map(str::to_string),
             message: e.to_string(),
         })?;
@@ -158,8 +161,8 @@ impl GitFetch {
                 },
                 summary: Some(s.summary),
                 signature: match s.signature {
-                    crate::gitsource::SignatureStatus::NotRequired => "not required".into(),
-                    crate::gitsource::SignatureStatus::Verified {
+                    crate::reload::git::SignatureStatus::NotRequired => "not required".into(),
+                    crate::reload::git::SignatureStatus::Verified {
                         principal,
                         key_fingerprint,
                     } => format!("verified: {principal} ({key_fingerprint})"),

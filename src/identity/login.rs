@@ -4,7 +4,7 @@
 //!    `/_gateway/login/start?cli=<base64url(SHA-256(verifier))>&redirect=http://127.0.0.1:<port>/callback`
 //!    (no `redirect` for `--no-browser`).
 //! 2. The gateway seals the PKCE verifier, nonce, the CLI's hash and the
-//!    redirect into the OAuth `state` (see [`crate::seal`]) and sends the
+//!    redirect into the OAuth `state` (see [`crate::identity::seal`]) and sends the
 //!    browser to the identity provider.
 //! 3. On the callback it exchanges the code, verifies the ID token, checks
 //!    the email against users.yaml, and hands the browser a short-lived
@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex};
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::body::{self, Body};
 use crate::config::IdentityConfig;
-use crate::oidc::{IdClaims, Provider};
+use crate::http::body::{self, Body};
+use crate::identity::oidc::{IdClaims, Provider};
+use crate::identity::seal::{self, Purpose, Sealer};
 use crate::policy::Policy;
-use crate::seal::{self, Purpose, Sealer};
 
 /// How long a started login may take at the identity provider.
 pub const STATE_TTL: i64 = 10 * 60;

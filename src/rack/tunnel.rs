@@ -42,7 +42,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use crate::ws::{self, Frame, FrameTracker, Opcode, EXIT_MARKER};
+use crate::rack::ws::{self, Frame, FrameTracker, Opcode, EXIT_MARKER};
 
 /// Longest wait, once the gateway decides to end a session, for each
 /// direction to finish the frame in flight and take the close frame. After

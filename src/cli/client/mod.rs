@@ -101,7 +101,7 @@ fn report(r: Result<ExitCode, ClientError>) -> ExitCode {
 }
 
 fn now() -> i64 {
-    crate::proxy::unix_now()
+    crate::clock::unix_now()
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -114,7 +114,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// `2026-11-22 13:05 UTC`.
 pub fn utc(ts: i64) -> String {
-    let (y, mo, d, h, mi, _) = crate::utc::civil(ts);
+    let (y, mo, d, h, mi, _) = crate::clock::civil(ts);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
 }
 

@@ -1,5 +1,5 @@
 //! The CLI's half of the browser login (the gateway's half is
-//! [`crate::login`]).
+//! [`crate::identity::login`]).
 //!
 //! The CLI keeps a random verifier and puts only its SHA-256 in the login
 //! link, so the link and the one-time code it yields are useless to anyone
@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::gateway::{Gateway, GatewayError, GatewayUrl};
 use super::ClientError;
-use crate::body::Body;
+use crate::http::body::Body;
 
 /// How long a login may take from the printed link to the code.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -66,11 +66,11 @@ pub async fn login(rack: &str, url: &GatewayUrl, no_browser: bool) -> Result<Iss
         }
         other => other?,
     };
-    let verifier = crate::seal::random_token(32);
+    let verifier = crate::identity::seal::random_token(32);
     let start = format!(
         "{}/_gateway/login/start?cli={}",
         url.base(),
-        crate::seal::verifier_hash(&verifier)
+        crate::identity::seal::verifier_hash(&verifier)
     );
     let again = format!("run `rack-gateway login {rack} {}` again", url.base());
     if no_browser {
@@ -214,11 +214,11 @@ async fn answer(
     first: &First,
     written: &Mutex<Option<oneshot::Sender<()>>>,
 ) -> Response<Body> {
-    use crate::login::page;
+    use crate::identity::login::page;
     if req.method() != Method::GET || req.uri().path() != "/callback" {
         return page(StatusCode::NOT_FOUND, "Not found", "<p>Nothing here.</p>");
     }
-    let pairs = crate::login::query_pairs(req.uri().query().unwrap_or(""));
+    let pairs = crate::identity::login::query_pairs(req.uri().query().unwrap_or(""));
     let Some(code) = pairs.into_iter().find(|(k, _)| k == "code").map(|(_, v)| v) else {
         return page(
             StatusCode::BAD_REQUEST,

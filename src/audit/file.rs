@@ -289,13 +289,13 @@ fn now_secs() -> i64 {
 
 /// `20260101T010101Z`: the rotated-file suffix.
 fn compact_utc(ts: i64) -> String {
-    let (y, mo, d, h, mi, s) = crate::utc::civil(ts);
+    let (y, mo, d, h, mi, s) = crate::clock::civil(ts);
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// `2026-01-01T01:01:01Z`.
 fn rfc3339(ts: i64) -> String {
-    let (y, mo, d, h, mi, s) = crate::utc::civil(ts);
+    let (y, mo, d, h, mi, s) = crate::clock::civil(ts);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 

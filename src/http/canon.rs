@@ -214,10 +214,10 @@ pub enum Reject {
 pub fn canonicalize(parts: &http::request::Parts) -> Result<Canonical, Reject> {
     let (segments, query) = canonical_target(&parts.uri)?;
     // hyper keeps only one framing header of an ambiguous pair; the
-    // connection's raw-head observer (crate::sniff) marks such requests.
+    // connection's raw-head observer (crate::http::sniff) marks such requests.
     if parts
         .extensions
-        .get::<crate::sniff::AmbiguousFraming>()
+        .get::<crate::http::sniff::AmbiguousFraming>()
         .is_some()
     {
         return Err(Reject::ContentLengthWithTransferEncoding);

@@ -88,10 +88,10 @@ pub struct Credentials {
     pub federated: Vec<crate::policy::load::FederatedIdentity>,
     /// The gateway's own token keys (after an OIDC login), and the issuer
     /// its tokens carry (the gateway's public URL).
-    pub keys: Option<(crate::token::Keys, String)>,
+    pub keys: Option<(crate::identity::token::Keys, String)>,
     /// Verified gateway tokens; per config snapshot, so a key removed from
     /// the config can't be served from the cache.
-    pub cache: crate::token::VerifyCache,
+    pub cache: crate::identity::token::VerifyCache,
 }
 
 /// Audience of the gateway's own tokens.
@@ -105,7 +105,7 @@ impl Credentials {
     pub async fn authenticate(
         &self,
         policy: &crate::policy::Policy,
-        federation: &crate::oidc::FederationVerifier,
+        federation: &crate::identity::oidc::FederationVerifier,
         token: &str,
         now: i64,
     ) -> Result<Authenticated, AuthError> {
@@ -128,11 +128,11 @@ impl Credentials {
                 expires: Some(t.expires),
             });
         }
-        let issuer = crate::oidc::unverified_issuer(token).ok_or(AuthError::Invalid)?;
+        let issuer = crate::identity::oidc::unverified_issuer(token).ok_or(AuthError::Invalid)?;
         if let Some((keys, our_issuer)) = &self.keys {
             if *our_issuer == issuer {
                 let claims = self.cache.verify(keys, token, now).map_err(|e| match e {
-                    crate::token::TokenError::Expired => AuthError::Expired,
+                    crate::identity::token::TokenError::Expired => AuthError::Expired,
                     _ => AuthError::Invalid,
                 })?;
                 let person = policy.person(&claims.sub).ok_or(AuthError::NotAuthorized)?;

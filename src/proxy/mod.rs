@@ -6,13 +6,14 @@
 //! forwarded is rebuilt from the canonical request, so the rack sees exactly
 //! what was authorized.
 
-use std::collections::BTreeMap;
+use crate::clock::unix_now;
+use crate::gateway::{Gateway, Runtime};
+use crate::http::respond::{json_error, with_retry_after};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -23,15 +24,15 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::audit::{self, Decision};
-use crate::auth::{self, Identity, IdentityKind};
-use crate::body::{self, Body, Idle};
-use crate::canon::{self, Upgrade};
-use crate::config::{Config, ConfigError, ConfigErrors, Timeouts, WebsocketLimits};
-use crate::policy::{Facts, Policy, Process, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS};
-use crate::routes::{self, RouteMatch, RouteMethod, Stream};
-use crate::secrets::{self, Masking};
-use crate::tunnel;
-use crate::upstream::Rack;
+use crate::config::WebsocketLimits;
+use crate::http::body::{self, Body, Idle};
+use crate::http::canon::{self, Upgrade};
+use crate::identity::credentials::{self, Identity, IdentityKind};
+use crate::policy::{Facts, Process, SubjectKind, Verdict, RESTRICTED_RUN_HEADERS};
+use crate::rack::routes::{self, RouteMatch, RouteMethod, Stream};
+use crate::rack::secrets::{self, Masking};
+use crate::rack::tunnel;
+use crate::rack::upstream::Rack;
 
 /// The first path segment of the gateway's own endpoints. No rack route
 /// starts with an underscore, so it can never shadow one.
@@ -79,189 +80,7 @@ const DROP_RESPONSE: &[&str] = &[
 static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 static CONVOX_ACTOR: HeaderName = HeaderName::from_static("convox-actor");
 
-/// Everything a request is decided and forwarded with; swapped whole on
-/// reload, so a request sees one consistent snapshot.
-pub struct Runtime {
-    pub racks: BTreeMap<String, Arc<Rack>>,
-    pub policy: Policy,
-    pub credentials: auth::Credentials,
-    pub identity: Option<crate::config::IdentityConfig>,
-    pub timeouts: Timeouts,
-    pub websocket: WebsocketLimits,
-    /// The config version that decides requests: a commit id in git mode,
-    /// a content digest in directory mode. Every audit record carries it.
-    pub version: String,
-    pub trusted_proxies: Vec<crate::clientip::Cidr>,
-    pub redactor: crate::auditlog::CommandRedactor,
-    pub rate_limits: crate::ratelimit::RateSettings,
-}
-
-impl Runtime {
-    /// Builds upstream clients for every rack; fails with config errors
-    /// (file:line) when a rack's TLS material can't be loaded.
-    pub fn from_config(cfg: &Config) -> Result<Runtime, ConfigErrors> {
-        let mut racks = BTreeMap::new();
-        let mut errors = Vec::new();
-        for (name, rc) in &cfg.racks {
-            match Rack::new(rc, &cfg.timeouts) {
-                Ok(r) => {
-                    racks.insert(name.clone(), Arc::new(r));
-                }
-                Err(e) => errors.push(ConfigError {
-                    file: rc.defined_at.clone(),
-                    line: None,
-                    column: None,
-                    message: format!("rack `{name}`: {e}"),
-                }),
-            }
-        }
-        let keys = match &cfg.identity {
-            Some(id) => match token_keys(id) {
-                Ok(k) => k,
-                Err(message) => {
-                    errors.push(ConfigError {
-                        file: cfg
-                            .dir
-                            .join(crate::config::GATEWAY_FILE)
-                            .display()
-                            .to_string(),
-                        line: None,
-                        column: None,
-                        message,
-                    });
-                    None
-                }
-            },
-            None => None,
-        };
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors));
-        }
-        Ok(Runtime {
-            racks,
-            policy: cfg.policy.clone(),
-            credentials: auth::Credentials {
-                ci_tokens: cfg.ci_tokens.clone(),
-                federated: cfg.federated.clone(),
-                keys,
-                cache: crate::token::VerifyCache::new(10_000),
-            },
-            identity: cfg.identity.clone(),
-            timeouts: cfg.timeouts,
-            websocket: cfg.websocket,
-            version: String::from("unversioned"),
-            trusted_proxies: cfg.trusted_proxies.clone(),
-            redactor: cfg.redactor.clone(),
-            rate_limits: cfg.rate_limits.clone(),
-        })
-    }
-
-    /// With exactly one rack, `/` serves it without a `/racks/<name>` prefix.
-    fn single_rack(&self) -> Option<&Arc<Rack>> {
-        if self.racks.len() == 1 {
-            self.racks.values().next()
-        } else {
-            None
-        }
-    }
-}
-
-/// The gateway's token keys from the identity settings: the signing key
-/// (its id defaults to one derived from the key) and older verification keys.
-fn token_keys(
-    id: &crate::config::IdentityConfig,
-) -> Result<Option<(crate::token::Keys, String)>, String> {
-    if id.signing_key.is_none() && id.verification_keys.is_empty() {
-        return Ok(None);
-    }
-    let signing = match &id.signing_key {
-        Some((kid, pem)) => {
-            let kid = match kid {
-                Some(k) => k.clone(),
-                None => crate::token::key_id(pem.expose())
-                    .map_err(|e| format!("identity.signing_key: {e}"))?,
-            };
-            Some((kid, pem.expose().to_string()))
-        }
-        None => None,
-    };
-    let verifying = id
-        .verification_keys
-        .iter()
-        .map(|(kid, pem)| (kid.clone(), pem.expose().to_string()))
-        .collect();
-    crate::token::Keys::new(&id.url, auth::AUDIENCE, signing, verifying)
-        .map(|k| Some((k, id.url.clone())))
-        .map_err(|e| format!("identity keys: {e}"))
-}
-
-/// The gateway: the live runtime plus process-wide state.
-pub struct Gateway {
-    /// `None` until a valid config has been loaded: every rack request is
-    /// then refused with 503 (fail closed, never "allow").
-    runtime: ArcSwapOption<Runtime>,
-    /// Open websocket sessions, and the signal that closes them.
-    pub sessions: Sessions,
-    /// Login bookkeeping: redeemed one-time codes, the discovered provider.
-    pub login: crate::login::LoginStore,
-    federation: std::sync::OnceLock<crate::oidc::FederationVerifier>,
-    /// What is loaded, the last reload failure, and the webhook's trigger.
-    pub reload: crate::gitops::Control,
-    /// Per-identity and per-address rate limits; rebuilt (keeping the
-    /// buckets whose quota is unchanged) when a reload changes them.
-    limiters: arc_swap::ArcSwap<crate::ratelimit::Limiters>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The last readiness probe of the racks.
-    pub ready: crate::gateway_api::ReadyCache,
-}
-
 impl Gateway {
-    pub fn new(runtime: Option<Runtime>) -> Arc<Gateway> {
-        let limits = runtime
-            .as_ref()
-            .map(|r| r.rate_limits.clone())
-            .unwrap_or_default();
-        Arc::new(Gateway {
-            limiters: arc_swap::ArcSwap::from_pointee(crate::ratelimit::Limiters::new(limits)),
-            metrics: Default::default(),
-            ready: Default::default(),
-            runtime: ArcSwapOption::new(runtime.map(Arc::new)),
-            sessions: Sessions::default(),
-            login: Default::default(),
-            federation: std::sync::OnceLock::new(),
-            reload: Default::default(),
-        })
-    }
-
-    /// Replaces the live runtime; requests in flight keep their snapshot.
-    pub fn swap(&self, runtime: Runtime) {
-        let limiters = self.limiters.load();
-        if *limiters.settings() != runtime.rate_limits {
-            self.limiters
-                .store(Arc::new(limiters.reconfigured(runtime.rate_limits.clone())));
-        }
-        self.runtime.store(Some(Arc::new(runtime)));
-    }
-
-    pub fn limiters(&self) -> Arc<crate::ratelimit::Limiters> {
-        self.limiters.load_full()
-    }
-
-    /// The live runtime, or `None` before the first valid config.
-    pub fn runtime(&self) -> Option<Arc<Runtime>> {
-        self.runtime.load_full()
-    }
-
-    /// Verifier of CI systems' own OIDC tokens (JWKS cached per issuer).
-    pub fn federation(&self) -> &crate::oidc::FederationVerifier {
-        self.federation.get_or_init(|| {
-            crate::oidc::FederationVerifier::new(
-                crate::oidc::IdpHttp::new(None)
-                    .expect("an HTTP client with the bundled roots builds"),
-            )
-        })
-    }
-
     /// Handles one request end to end. Never fails: every outcome is a
     /// response.
     pub async fn handle(
@@ -316,7 +135,7 @@ impl Gateway {
                     "gateway: bad request: gateway endpoints do not upgrade",
                 );
             }
-            let call = crate::gateway_api::Call {
+            let call = crate::server::endpoints::Call {
                 method: &parts.method,
                 rest: &canon.segments[1..],
                 query: canon.query.as_deref(),
@@ -324,13 +143,13 @@ impl Gateway {
                 request_id: &ctx.request_id,
                 peer,
             };
-            return crate::gateway_api::handle(&self, rt.as_deref(), call, body).await;
+            return crate::server::endpoints::handle(&self, rt.as_deref(), call, body).await;
         }
         let Some(rt) = rt else {
             return self.refuse_unconfigured(&ctx, &parts, &canon, on_upgrade);
         };
         (ctx.client_ip, ctx.via) =
-            crate::clientip::resolve(peer.ip(), &parts.headers, &rt.trusted_proxies);
+            crate::http::clientip::resolve(peer.ip(), &parts.headers, &rt.trusted_proxies);
 
         let (rack, offset) = match canon.segments.as_slice() {
             [first, name, rest @ ..] if first == "racks" && !rest.is_empty() => {
@@ -433,7 +252,7 @@ impl Gateway {
         if let Some(l) = limiters.auth_blocked(ctx.client_ip) {
             return ctx.rate_limited(socket, &l);
         }
-        let who = match auth::basic_token(&parts.headers) {
+        let who = match credentials::basic_token(&parts.headers) {
             Ok(token) => {
                 rt.credentials
                     .authenticate(&rt.policy, self.federation(), &token, unix_now())
@@ -466,7 +285,7 @@ impl Gateway {
                 socket,
                 StatusCode::UNAUTHORIZED,
                 Decision::Deny,
-                &format!("gateway: {}", auth::AuthError::NotAuthorized),
+                &format!("gateway: {}", credentials::AuthError::NotAuthorized),
             );
         };
         let limited = {
@@ -1240,93 +1059,6 @@ impl Gateway {
     }
 }
 
-/// Open websocket sessions. At shutdown the server first lets REST
-/// requests finish, then asks every session to close (each sends close
-/// frames at its next frame boundary) and waits for them.
-pub struct Sessions {
-    close: tokio::sync::watch::Sender<bool>,
-    live: Arc<AtomicU64>,
-    ended: Arc<tokio::sync::Notify>,
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Sessions {
-            close: tokio::sync::watch::channel(false).0,
-            live: Default::default(),
-            ended: Default::default(),
-        }
-    }
-}
-
-/// One open session; dropping it (however the session's task ends) marks
-/// the session ended, here and in the metrics.
-pub struct SessionGuard {
-    close: tokio::sync::watch::Receiver<bool>,
-    live: Arc<AtomicU64>,
-    ended: Arc<tokio::sync::Notify>,
-    metrics: Arc<crate::metrics::Metrics>,
-    kind: &'static str,
-}
-
-impl Sessions {
-    fn open(&self, metrics: Arc<crate::metrics::Metrics>, kind: &'static str) -> SessionGuard {
-        self.live.fetch_add(1, Ordering::SeqCst);
-        metrics.session_opened(kind);
-        SessionGuard {
-            close: self.close.subscribe(),
-            live: self.live.clone(),
-            ended: self.ended.clone(),
-            metrics,
-            kind,
-        }
-    }
-
-    /// Sessions currently open (a metric).
-    pub fn live(&self) -> u64 {
-        self.live.load(Ordering::SeqCst)
-    }
-
-    /// Asks every open (and future) session to close.
-    pub fn close_all(&self) {
-        self.close.send_replace(true);
-    }
-
-    /// Waits until no session is open, or `limit` passes.
-    pub async fn wait_closed(&self, limit: Duration) {
-        let all_ended = async {
-            loop {
-                let ended = self.ended.notified();
-                tokio::pin!(ended);
-                ended.as_mut().enable();
-                if self.live() == 0 {
-                    return;
-                }
-                ended.await;
-            }
-        };
-        let _ = tokio::time::timeout(limit, all_ended).await;
-    }
-}
-
-impl SessionGuard {
-    /// Resolves once the sessions are asked to close.
-    fn closing(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let mut rx = self.close.clone();
-        async move {
-            let _ = rx.wait_for(|closing| *closing).await;
-        }
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.metrics.session_closed(self.kind);
-        self.live.fetch_sub(1, Ordering::SeqCst);
-        self.ended.notify_waiters();
-    }
-}
-
 /// What the form checks of a request need besides its body.
 struct FormRequest<'a> {
     headers: &'a HeaderMap,
@@ -1337,7 +1069,7 @@ struct FormRequest<'a> {
 /// A canonical rack path (segments escaped as the canonicalizer does) with
 /// an optional query.
 fn rack_path(segments: &[&str], query: Option<&str>) -> String {
-    crate::canon::Canonical {
+    crate::http::canon::Canonical {
         segments: segments.iter().map(|s| s.to_string()).collect(),
         query: query.map(str::to_string),
         upgrade: Upgrade::None,
@@ -1414,7 +1146,7 @@ impl Socket {
         let h = resp.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        if let Ok(v) = HeaderValue::from_str(&crate::ws::accept_key(&self.key)) {
+        if let Ok(v) = HeaderValue::from_str(&crate::rack::ws::accept_key(&self.key)) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }
         h.insert(REQUEST_ID.clone(), ctx.request_id_value());
@@ -1661,39 +1393,6 @@ impl Ctx {
     }
 }
 
-/// Adds `Retry-After` to a 429 (an in-band websocket refusal is a 101 and
-/// carries the wait in its message only).
-pub fn with_retry_after(mut r: Response<Body>, l: &crate::ratelimit::Limited) -> Response<Body> {
-    if r.status() == StatusCode::TOO_MANY_REQUESTS {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
-    }
-    r
-}
-
-/// A JSON error the stock CLI prints as `ERROR: <msg>`.
-pub fn json_error(status: StatusCode, msg: &str, request_id: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": msg }).to_string() + "\n";
-    let mut r = Response::new(body::full(body));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(REQUEST_ID.clone(), v);
-    }
-    if status == StatusCode::UNAUTHORIZED {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"rack-gateway\""),
-        );
-    }
-    r
-}
-
 /// The headers sent to the rack: the client's, minus everything in
 /// [`DROP_REQUEST`], `X-Forwarded-*` and anything `Connection` names; plus
 /// the rack credential, the actor and the request id.
@@ -1810,14 +1509,6 @@ fn new_request_id() -> String {
         n /= 36;
     }
     String::from_utf8(out.to_vec()).expect("ASCII")
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

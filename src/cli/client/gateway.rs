@@ -29,7 +29,7 @@ pub enum GatewayError {
     #[error("`{url}` is not a usable gateway address: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("RACK_GATEWAY_CA_FILE: {0}")]
-    CaFile(#[from] crate::upstream::UpstreamError),
+    CaFile(#[from] crate::rack::upstream::UpstreamError),
     #[error("cannot reach the gateway at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the gateway at {url} did not answer within {secs} seconds", secs = REQUEST_TIMEOUT.as_secs())]
@@ -146,7 +146,7 @@ impl Gateway {
         let ca_file = std::env::var_os("RACK_GATEWAY_CA_FILE")
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from);
-        let tls = crate::upstream::client_tls(&UpstreamTls::Verify { ca_file })?;
+        let tls = crate::rack::upstream::client_tls(&UpstreamTls::Verify { ca_file })?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(REQUEST_TIMEOUT));

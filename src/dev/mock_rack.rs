@@ -72,7 +72,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::ws::{self, Frame, Opcode};
+use crate::rack::ws::{self, Frame, Opcode};
 
 /// How much of each request body a [`Recorded`] keeps.
 const RECORDED_BODY_LIMIT: usize = 64 << 10;
@@ -1141,7 +1141,7 @@ fn now_rfc3339() -> String {
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (Go's time JSON form).
 fn rfc3339(secs: u64) -> String {
-    crate::utc::rfc3339(secs as i64)
+    crate::clock::rfc3339(secs as i64)
 }
 
 fn system() -> System {

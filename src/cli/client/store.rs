@@ -136,7 +136,10 @@ impl Store {
         fs::set_permissions(dir, Permissions::from_mode(0o700)).map_err(write_err(dir))?;
         let mut json = serde_json::to_vec_pretty(&self.logins).expect("logins serialize");
         json.push(b'\n');
-        let tmp = dir.join(format!(".config.json.{}.tmp", crate::seal::random_token(9)));
+        let tmp = dir.join(format!(
+            ".config.json.{}.tmp",
+            crate::identity::seal::random_token(9)
+        ));
         let written = (|| {
             let mut f = OpenOptions::new()
                 .write(true)

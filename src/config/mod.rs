@@ -361,10 +361,10 @@ pub struct Config {
     pub federated: Vec<crate::policy::load::FederatedIdentity>,
     /// How many policy test cases passed while loading.
     pub policy_cases: usize,
-    pub trusted_proxies: Vec<crate::clientip::Cidr>,
+    pub trusted_proxies: Vec<crate::http::clientip::Cidr>,
     pub rate_limits: crate::ratelimit::RateSettings,
     /// How run/exec commands are recorded in the audit trail.
-    pub redactor: crate::auditlog::CommandRedactor,
+    pub redactor: crate::audit::file::CommandRedactor,
 }
 
 /// Default listen address: loopback, so a fresh install never exposes
@@ -1022,18 +1022,18 @@ impl<'a> Validator<'a> {
         let identity = raw.identity.and_then(|i| self.identity(i));
         let mut trusted_proxies = Vec::new();
         for p in raw.trusted_proxies.unwrap_or_default() {
-            match crate::clientip::Cidr::parse(&p.value) {
+            match crate::http::clientip::Cidr::parse(&p.value) {
                 Ok(c) => trusted_proxies.push(c),
                 Err(e) => self.err_at(Some(p.referenced), format!("trusted_proxies: {e}")),
             }
         }
         let redactor = match raw.audit.and_then(|a| a.redact_commands) {
-            None => crate::auditlog::CommandRedactor::new(&[]).expect("no patterns is valid"),
-            Some(r) => match crate::auditlog::CommandRedactor::new(&r.value) {
+            None => crate::audit::file::CommandRedactor::new(&[]).expect("no patterns is valid"),
+            Some(r) => match crate::audit::file::CommandRedactor::new(&r.value) {
                 Ok(c) => c,
                 Err(e) => {
                     self.err_at(Some(r.referenced), e);
-                    crate::auditlog::CommandRedactor::new(&[]).expect("no patterns is valid")
+                    crate::audit::file::CommandRedactor::new(&[]).expect("no patterns is valid")
                 }
             },
         };

@@ -54,7 +54,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::config::UpstreamTls;
-use crate::upstream::{client_tls, UpstreamError};
+use crate::rack::upstream::{client_tls, UpstreamError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole request, connect to last body byte.

@@ -1,6 +1,6 @@
-//! Calendar dates in UTC from Unix seconds, for the few places that print
-//! one (audit records, rotated file names, the mock rack, the CLI), without
-//! a date-time dependency.
+//! The one clock helper module: Unix seconds now, and calendar dates in UTC
+//! from Unix seconds (RFC 3339 and the compact form rotated files use),
+//! without a date-time dependency.
 
 /// (year, month, day, hour, minute, second) in UTC.
 pub fn civil(ts: i64) -> (i64, i64, i64, i64, i64, i64) {
@@ -23,6 +23,14 @@ pub fn civil(ts: i64) -> (i64, i64, i64, i64, i64, i64) {
 pub fn rfc3339(ts: i64) -> String {
     let (y, mo, d, h, mi, s) = civil(ts);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
