@@ -33,6 +33,24 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// `20260101T010101Z`: the compact form rotated file names carry.
+pub fn compact_utc(ts: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(ts);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
+/// The current UTC time with milliseconds: `2026-11-22T10:11:12.345Z`.
+pub fn now_rfc3339_millis() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, mo, d, h, mi, s) = civil(now.as_secs() as i64);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -21,7 +21,7 @@
 //! - [`policy`]: the pure decision engine and its loader.
 //! - [`reload`]: hot reload from a directory or a Git repository.
 //! - [`audit`]: records, the hash-chained file, its verifier, redaction.
-//! - [`ratelimit`], [`metrics`], [`config`], [`clock`]: as named.
+//! - [`ratelimit`], [`metrics`], [`config`], [`clock`], [`hex`]: as named.
 //! - [`cli`]: the command line (operators and people).
 //! - [`dev`]: the mock rack and the demo (not used by `serve`).
 #![forbid(unsafe_code)]
@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod gateway;
+pub mod hex;
 pub mod http;
 pub mod identity;
 pub mod metrics;
