@@ -662,7 +662,7 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
     let verdict = policy.decide_assuming(subject, &facts, &process);
     match verdict {
         crate::policy::Verdict::Allow(r) => {
-            match crate::rack::secrets::can_note(policy, subject, &facts) {
+            match crate::rack::mask::can_note(policy, subject, &facts) {
                 Some(note) => println!("allow: {r}; {note}"),
                 None => println!("allow: {r}"),
             }

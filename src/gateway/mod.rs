@@ -2,6 +2,7 @@
 //! reload, each request holding its snapshot), open sessions, login
 //! bookkeeping, reload status, rate limiters and metrics.
 
+pub mod identify;
 pub mod runtime;
 pub mod sessions;
 

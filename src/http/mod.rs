@@ -9,3 +9,21 @@ pub mod clientip;
 pub mod respond;
 pub mod sniff;
 pub mod tls;
+
+use std::net::SocketAddr;
+
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+
+/// A request as the dispatcher hands it on: canonical, with its request id
+/// and arrival time.
+pub struct Inbound {
+    pub request_id: String,
+    pub started: Instant,
+    pub peer: SocketAddr,
+    pub parts: ::http::request::Parts,
+    pub canon: canon::Canonical,
+    pub body: Incoming,
+    pub on_upgrade: Option<OnUpgrade>,
+}

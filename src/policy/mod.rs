@@ -18,8 +18,10 @@
 //!    no denied pattern.
 
 pub mod command;
+pub mod forms;
 pub mod glob;
 pub mod load;
+pub mod tunnel;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,9 +1,10 @@
 //! Outbound to Convox: the route table ([`routes`]), one pooled client per
 //! rack ([`upstream`]), the websocket codec ([`ws`]) and tunnel ([`tunnel`]),
-//! and the rack's response semantics for secrets ([`secrets`]).
+//! how the rack reads forms ([`form`]) and which responses carry secrets ([`mask`]).
 
+pub mod form;
+pub mod mask;
 pub mod routes;
-pub mod secrets;
 pub mod tunnel;
 pub mod upstream;
 pub mod ws;

@@ -11,9 +11,12 @@ use hyper::body::Incoming;
 
 use crate::audit::{self, Decision};
 use crate::clock::unix_now;
+use crate::gateway::identify::{self, Caller, Client};
 use crate::gateway::{Gateway, Runtime};
 use crate::http::body::{self, Body};
 use crate::http::respond::json_error;
+use crate::http::respond::Metric;
+use crate::http::Inbound;
 use crate::identity::credentials;
 use crate::identity::login::{self, LoginError};
 use crate::identity::oidc::{IdpHttp, Provider, ProviderConfig};
@@ -23,22 +26,35 @@ use crate::identity::seal::Sealer;
 const MAX_BODY: usize = 16 * 1024;
 
 /// One request to `/_gateway/<rest>`.
-pub struct Call<'a> {
-    pub method: &'a Method,
-    pub rest: &'a [String],
-    pub query: Option<&'a str>,
-    pub headers: &'a http::HeaderMap,
-    pub request_id: &'a str,
-    pub peer: SocketAddr,
+struct Call<'a> {
+    method: &'a Method,
+    query: Option<&'a str>,
+    headers: &'a http::HeaderMap,
+    request_id: &'a str,
+    peer: SocketAddr,
+    /// The client address, by the same rules as rack traffic.
+    client: Client,
 }
 
-pub async fn handle(
-    gw: &Gateway,
-    rt: Option<&Runtime>,
-    call: Call<'_>,
-    body: Incoming,
-) -> Response<Body> {
-    let rest: Vec<&str> = call.rest.iter().map(String::as_str).collect();
+/// Answers a `/_gateway/…` request (the dispatcher has checked the prefix).
+pub(crate) async fn handle(gw: &Gateway, rt: Option<&Runtime>, req: Inbound) -> Response<Body> {
+    let Inbound {
+        request_id,
+        peer,
+        parts,
+        canon,
+        body,
+        ..
+    } = req;
+    let call = Call {
+        method: &parts.method,
+        query: canon.query.as_deref(),
+        headers: &parts.headers,
+        request_id: &request_id,
+        peer,
+        client: Client::of(peer, &parts.headers, rt),
+    };
+    let rest: Vec<&str> = canon.segments[1..].iter().map(String::as_str).collect();
     let mut resp = match (call.method, rest.as_slice(), rt) {
         (&Method::GET, ["healthz"], _) => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
         (&Method::GET, ["readyz"], _) => readyz(gw, rt, &call).await,
@@ -106,10 +122,10 @@ async fn operator(
             call.request_id,
         ));
     };
-    let (_, subject) = caller(gw, rt, call).await?;
-    match subject {
-        Some(s) if rt.policy.has_permission(s, "gateway status") => Ok(()),
-        _ => Err(json_error(
+    let who = caller(gw, rt, call).await?;
+    match rt.policy.has_permission(who.subject, "gateway status") {
+        true => Ok(()),
+        false => Err(json_error(
             StatusCode::FORBIDDEN,
             "gateway: denied: this endpoint needs the `gateway status` permission",
             call.request_id,
@@ -316,7 +332,8 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
     audit::emit(&audit::Record {
         event: "webhook",
         request_id: call.request_id,
-        client_ip: Some(call.peer.ip()),
+        client_ip: Some(call.client.ip),
+        via: call.client.via,
         method: call.method.as_str(),
         path: "/_gateway/webhook",
         decision: Some(if ok { Decision::Local } else { Decision::Deny }),
@@ -329,7 +346,7 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
         ..Default::default()
     });
     if !ok {
-        gw.limiters().auth_failed(call.peer.ip());
+        gw.limiters().auth_failed(call.client.ip);
         return json_error(
             StatusCode::UNAUTHORIZED,
             "gateway: webhook signature (X-Hub-Signature-256) missing or invalid",
@@ -372,7 +389,8 @@ fn audit_login(
         event: "login",
         request_id: call.request_id,
         identity,
-        client_ip: Some(call.peer.ip()),
+        client_ip: Some(call.client.ip),
+        via: call.client.via,
         method: call.method.as_str(),
         path: "/_gateway/login",
         config_version: Some(&rt.version),
@@ -596,55 +614,21 @@ async fn login_token(
     }
 }
 
-/// The caller of a gateway endpoint, authenticated like a proxied request.
+/// The caller of a gateway endpoint, identified exactly like a rack
+/// request.
 async fn caller<'r>(
     gw: &Gateway,
     rt: &'r Runtime,
     call: &Call<'_>,
-) -> Result<
-    (
-        credentials::Authenticated,
-        Option<&'r crate::policy::Subject>,
-    ),
-    Response<Body>,
-> {
-    let unauthorized = |e: credentials::AuthError| {
-        json_error(
-            StatusCode::UNAUTHORIZED,
-            &format!("gateway: {e}"),
-            call.request_id,
-        )
-    };
-    let (ip, _) = crate::http::clientip::resolve(call.peer.ip(), call.headers, &rt.trusted_proxies);
-    let limiters = gw.limiters();
-    if let Some(l) = limiters.auth_blocked(ip) {
-        gw.metrics.rate_limited(l.bucket.as_str());
-        let r = json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("gateway: {}", l.message),
-            call.request_id,
-        );
-        return Err(crate::http::respond::with_retry_after(r, &l));
-    }
-    let who = match credentials::basic_token(call.headers) {
-        Ok(token) => {
-            rt.credentials
-                .authenticate(&rt.policy, gw.federation(), &token, unix_now())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let who = who.map_err(|e| {
-        limiters.auth_failed(ip);
-        unauthorized(e)
-    })?;
-    let subject = match who.identity.kind {
-        credentials::IdentityKind::Person => rt.policy.person(&who.identity.name),
-        _ => rt
-            .policy
-            .subject(crate::policy::SubjectKind::Ci, &who.identity.name),
-    };
-    Ok((who, subject))
+) -> Result<Caller<'r>, Response<Body>> {
+    identify::identify(gw, rt, call.headers, call.client)
+        .await
+        .map_err(|r| {
+            if let Metric::RateLimited(bucket) = r.metric {
+                gw.metrics.rate_limited(bucket.as_str());
+            }
+            r.into_response(call.request_id)
+        })
 }
 
 #[derive(serde::Deserialize)]
@@ -663,10 +647,11 @@ struct CanRequest {
 /// `rack-gateway can` for the logged-in identity: the same engine that
 /// decides requests, answering a hypothetical one.
 async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Response<Body> {
-    let (who, subject) = match caller(gw, rt, call).await {
+    let who = match caller(gw, rt, call).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let subject = who.subject;
     let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
@@ -694,13 +679,6 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
             call.request_id,
         );
     }
-    let Some(subject) = subject else {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "gateway: not authorized for this gateway",
-            call.request_id,
-        );
-    };
     let process = crate::policy::Process {
         service: q.service.clone().unwrap_or_default(),
         command: q.process_command.clone().unwrap_or_else(|| "-".into()),
@@ -717,7 +695,7 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
     let verdict = rt.policy.decide_assuming(subject, &facts, &process);
     let note = verdict
         .is_allow()
-        .then(|| crate::rack::secrets::can_note(&rt.policy, subject, &facts))
+        .then(|| crate::rack::mask::can_note(&rt.policy, subject, &facts))
         .flatten();
     let reason = match note {
         Some(note) => format!("{}; {note}", verdict.reason()),
@@ -734,25 +712,23 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
 }
 
 async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
-    let (who, subject) = match caller(gw, rt, call).await {
+    let who = match caller(gw, rt, call).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let grants: Vec<serde_json::Value> = subject
-        .map(|s| {
-            s.grants
-                .iter()
-                .map(|g| {
-                    serde_json::json!({
-                        "role": rt.policy.roles[g.role].name,
-                        "scope": g.scope(),
-                        "racks": rt.racks.keys().filter(|r| g.rack.matches(r)).collect::<Vec<_>>(),
-                        "defined_at": g.at.to_string(),
-                    })
-                })
-                .collect()
+    let grants: Vec<serde_json::Value> = who
+        .subject
+        .grants
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "role": rt.policy.roles[g.role].name,
+                "scope": g.scope(),
+                "racks": rt.racks.keys().filter(|r| g.rack.matches(r)).collect::<Vec<_>>(),
+                "defined_at": g.at.to_string(),
+            })
         })
-        .unwrap_or_default();
+        .collect();
     json(
         StatusCode::OK,
         serde_json::json!({

@@ -99,7 +99,7 @@ async fn serve_conn<I>(
                 .insert(crate::http::sniff::AmbiguousFraming);
         }
         let gateway = gateway.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+        async move { Ok::<_, Infallible>(super::dispatch::handle(&gateway, req, peer).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -3,5 +3,6 @@
 //! ([`endpoints`]) or to rack traffic ([`crate::proxy`]), siblings that never
 //! import each other.
 
+pub mod dispatch;
 pub mod endpoints;
 pub mod listener;

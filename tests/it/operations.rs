@@ -395,7 +395,7 @@ async fn secrets_reach_no_output_and_commands_are_redacted() {
     const KEY_SECRET: &str = "PRIVATEKEY-secret-material-4242";
     const VALUE_SECRET: &str = "formvalue-secret-777";
     let form = |pairs: &[(&str, &str)]| {
-        rack_gateway::rack::secrets::encode_form(
+        rack_gateway::rack::form::encode_form(
             &pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

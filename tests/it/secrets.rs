@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rack_gateway::config::{self, Env};
 use rack_gateway::dev::mock_rack::{MockRack, Recorded, MOCK_PRIVATE_KEY};
-use rack_gateway::rack::secrets::parse_form;
+use rack_gateway::rack::form::parse_form;
 use rack_gateway::server::listener::Running;
 
 use crate::support::*;
@@ -94,7 +94,7 @@ impl Setup {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let body = rack_gateway::rack::secrets::encode_form(&pairs);
+        let body = rack_gateway::rack::form::encode_form(&pairs);
         send("POST", &self.url(path), Some(&token(role)), &[FORM], body).await
     }
 
@@ -432,7 +432,7 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
         ("object://billing/tmp/x.tgz", true),
     ] {
         let r = if query {
-            let q = rack_gateway::rack::secrets::encode_form(&[("url".into(), url.into())]);
+            let q = rack_gateway::rack::form::encode_form(&[("url".into(), url.into())]);
             s.post_form(
                 "admin",
                 &format!("/apps/myapp/builds?{q}"),
@@ -671,7 +671,7 @@ async fn no_secret_reaches_a_viewer_or_the_logs() {
             bodies.push_str(&r.text());
         }
     }
-    let env = rack_gateway::rack::secrets::encode_form(&[(
+    let env = rack_gateway::rack::form::encode_form(&[(
         "env".into(),
         "DATABASE_URL=******\nFEATURE_X=9\nNEW_KEY=v\nSECRET_KEY=******".into(),
     )]);

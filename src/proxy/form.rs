@@ -1,0 +1,86 @@
+//! The small form bodies the gateway reads before forwarding (builds and
+//! release creations): read them (capped), parse them as the rack will,
+//! fetch the facts their decision needs, and ask the pure checks in
+//! `policy::forms`. What is forwarded is exactly the body that was
+//! checked (rewritten for the env round-trip).
+
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::ctx::Ctx;
+use super::lookup;
+use crate::gateway::Runtime;
+use crate::http::body::Idle;
+use crate::http::respond::Refusal;
+use crate::policy::forms::{self, FormRefusal};
+use crate::policy::SecretAccess;
+use crate::rack::form::{self as rack_form, MAX_FORM_BODY};
+use crate::rack::upstream::Rack;
+
+impl From<FormRefusal> for Refusal {
+    fn from(r: FormRefusal) -> Refusal {
+        match r {
+            FormRefusal::Denied(why) => Refusal::denied(why),
+            FormRefusal::Invalid(why) => Refusal::bad_request(why),
+        }
+    }
+}
+
+/// Reads, checks and (for `releases create`) rewrites the form body of a
+/// `build` or `releases create` request; the bytes to forward, or the
+/// refusal to send.
+pub(crate) async fn checked(
+    ctx: &mut Ctx,
+    rt: &Runtime,
+    rack: &Rack,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    access: &SecretAccess,
+    body: Incoming,
+) -> Result<Bytes, Refusal> {
+    let query = rack_form::parse_form(query.unwrap_or_default());
+    let limited = http_body_util::Limited::new(Idle::new(body, rt.timeouts.idle), MAX_FORM_BODY);
+    let raw = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(Refusal::invalid(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the form body is larger than 1 MiB",
+            ))
+        }
+        Err(_) => return Err(Refusal::bad_request("the request body could not be read")),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !raw.is_empty() && !rack_form::is_form(content_type) {
+        return Err(Refusal::invalid(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "this route accepts only an application/x-www-form-urlencoded body",
+        ));
+    }
+    let Ok(text) = std::str::from_utf8(&raw) else {
+        return Err(Refusal::bad_request("the form body is not UTF-8"));
+    };
+    let fields = rack_form::parse_form(text);
+    let app = ctx.param("app").unwrap_or_default().to_string();
+    if ctx.operation() == Some("build") {
+        forms::check_build_form(&app, &fields, &query, access)?;
+        return Ok(raw);
+    }
+    let inputs = forms::release_inputs(&fields, &query)?;
+    let Some(posted) = inputs.env else {
+        return Ok(raw);
+    };
+    let parent_env = lookup::parent_env(rt, rack, ctx, &app, inputs.parent.as_deref()).await?;
+    let (env, changes) =
+        forms::check_release_env(&rt.policy, &rack.name, &app, access, &posted, &parent_env)?;
+    ctx.set_env_changes(changes.summary());
+    let rewritten: Vec<(String, String)> = fields
+        .into_iter()
+        .map(|(k, v)| if k == "env" { (k, env.clone()) } else { (k, v) })
+        .collect();
+    Ok(Bytes::from(rack_form::encode_form(&rewritten)))
+}
