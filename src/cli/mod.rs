@@ -356,7 +356,7 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files, key_file },
         } => match key_file.as_deref().map(read_key).transpose() {
-            Ok(key) => crate::audit::file::verify_command(&files, key.as_deref()),
+            Ok(key) => crate::audit::verify::verify_command(&files, key.as_deref()),
             Err(e) => {
                 eprintln!("rack-gateway audit verify: {e}");
                 ExitCode::from(2)

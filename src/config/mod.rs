@@ -364,7 +364,7 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::http::clientip::Cidr>,
     pub rate_limits: crate::ratelimit::RateSettings,
     /// How run/exec commands are recorded in the audit trail.
-    pub redactor: crate::audit::file::CommandRedactor,
+    pub redactor: crate::audit::redact::CommandRedactor,
 }
 
 /// Default listen address: loopback, so a fresh install never exposes
@@ -1028,12 +1028,12 @@ impl<'a> Validator<'a> {
             }
         }
         let redactor = match raw.audit.and_then(|a| a.redact_commands) {
-            None => crate::audit::file::CommandRedactor::new(&[]).expect("no patterns is valid"),
-            Some(r) => match crate::audit::file::CommandRedactor::new(&r.value) {
+            None => crate::audit::redact::CommandRedactor::new(&[]).expect("no patterns is valid"),
+            Some(r) => match crate::audit::redact::CommandRedactor::new(&r.value) {
                 Ok(c) => c,
                 Err(e) => {
                     self.err_at(Some(r.referenced), e);
-                    crate::audit::file::CommandRedactor::new(&[]).expect("no patterns is valid")
+                    crate::audit::redact::CommandRedactor::new(&[]).expect("no patterns is valid")
                 }
             },
         };

@@ -22,7 +22,7 @@ pub struct Runtime {
     /// a content digest in directory mode. Every audit record carries it.
     pub version: String,
     pub trusted_proxies: Vec<crate::http::clientip::Cidr>,
-    pub redactor: crate::audit::file::CommandRedactor,
+    pub redactor: crate::audit::redact::CommandRedactor,
     pub rate_limits: crate::ratelimit::RateSettings,
 }
 

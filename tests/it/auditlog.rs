@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rack_gateway::audit::file::{
-    is_sensitive_field, line_digest, seal, verify, verify_command, verify_with, CommandRedactor,
-    FileSettings, Sink, Tamper, TamperKind, VerifyOptions, VerifySummary, GENESIS_PREV,
+use rack_gateway::audit::chain::{line_digest, seal, GENESIS_PREV};
+use rack_gateway::audit::file::{FileSettings, Sink};
+use rack_gateway::audit::redact::{is_sensitive_field, CommandRedactor};
+use rack_gateway::audit::verify::{
+    verify, verify_command, verify_with, Tamper, TamperKind, VerifyOptions, VerifySummary,
 };
 use serde_json::{json, Map, Value};
 
