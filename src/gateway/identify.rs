@@ -49,10 +49,13 @@ pub struct Caller<'r> {
 
 /// Identifies the caller of a request from its `Authorization` header.
 ///
-/// Refusals: 429 while the client's address is blocked for failed
-/// authentication, 401 for a missing, invalid, expired or revoked
-/// credential or an identity the policy no longer admits (each of which
-/// counts as a failed authentication for the address).
+/// Refusals: 401 for a missing, invalid, expired or revoked credential or
+/// an identity the policy no longer admits, each of which counts as a
+/// failed authentication for the client's address; 429 instead once the
+/// address is blocked for too many of them. Only failing credentials are
+/// slowed down: a valid one from a blocked address (a NAT, a CI runner
+/// pool) still gets through, since the limiter exists to slow guessing,
+/// not to deny service to everyone behind the guesser's address.
 pub async fn identify<'r>(
     gw: &Gateway,
     rt: &'r Runtime,
@@ -60,9 +63,13 @@ pub async fn identify<'r>(
     client: Client,
 ) -> Result<Caller<'r>, Refusal> {
     let limiters = gw.limiters();
-    if let Some(l) = limiters.auth_blocked(client.ip) {
-        return Err(Refusal::rate_limited(&l));
-    }
+    let failed = |why: AuthError| {
+        if let Some(l) = limiters.auth_blocked(client.ip) {
+            return Refusal::rate_limited(&l);
+        }
+        limiters.auth_failed(client.ip);
+        Refusal::unauthenticated(why)
+    };
     let who = match credentials::basic_token(headers) {
         Ok(token) => {
             rt.credentials
@@ -71,10 +78,7 @@ pub async fn identify<'r>(
         }
         Err(e) => Err(e),
     };
-    let who = who.map_err(|e| {
-        limiters.auth_failed(client.ip);
-        Refusal::unauthenticated(e)
-    })?;
+    let who = who.map_err(failed)?;
     let subject = match who.identity.kind {
         IdentityKind::Person => rt.policy.person(&who.identity.name),
         IdentityKind::CiToken | IdentityKind::FederatedCi => {
@@ -82,8 +86,7 @@ pub async fn identify<'r>(
         }
     };
     let Some(subject) = subject else {
-        limiters.auth_failed(client.ip);
-        return Err(Refusal::unauthenticated(AuthError::NotAuthorized));
+        return Err(failed(AuthError::NotAuthorized));
     };
     Ok(Caller {
         identity: who.identity,

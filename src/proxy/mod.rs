@@ -103,11 +103,10 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     };
     let subject = caller.subject;
     ctx.identified(caller.identity);
-    if let Err(l) = limit(gw, &rt, &ctx, subject) {
-        return ctx.refuse(socket, Refusal::rate_limited(&l));
-    }
 
-    let verdict = match decide(&rt, &rack, &ctx, &parts.headers, subject).await {
+    // The policy decides before the rate limits: a refused request spends
+    // no tokens, and its reason (never "rate limit") reaches the user.
+    let verdict = match decide(gw, &rt, &rack, &ctx, &parts.headers, subject).await {
         Ok(v) => v,
         Err(r) => return ctx.refuse(socket, r),
     };
@@ -253,6 +252,7 @@ fn refuse_unconfigured(
 /// Runs the policy; when it needs the target process (exec, stopping a
 /// run's placeholder), asks the rack which service it belongs to first.
 async fn decide(
+    gw: &Gateway,
     rt: &Runtime,
     rack: &Rack,
     ctx: &Ctx,
@@ -286,6 +286,12 @@ async fn decide(
         run_headers: &restricted,
     };
     let verdict = rt.policy.decide(subject, &facts);
+    if matches!(verdict, Verdict::Deny(_)) {
+        return Ok(verdict);
+    }
+    // Allowed so far: the request spends its rate-limit tokens now, before
+    // any look-up it makes the rack answer.
+    limit(gw, rt, ctx, subject).map_err(|l| Refusal::rate_limited(&l))?;
     if verdict != Verdict::NeedProcess {
         return Ok(verdict);
     }

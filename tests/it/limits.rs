@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use rack_gateway::config::{self, Env};
 use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
 use rack_gateway::server::listener::Running;
@@ -176,7 +178,7 @@ async fn expensive_bucket_refuses_exec_and_run_in_band_but_not_reads() {
 }
 
 #[tokio::test]
-async fn failed_authentications_block_the_address_even_for_valid_tokens() {
+async fn failed_authentications_slow_only_failing_credentials() {
     let gw = Gw::start_with(
         "rate_limits: {default: 1000/s, ci: 1000/s, expensive: 1000/s, auth_failures: {rate: 3/min, burst: 3}}\n",
     )
@@ -189,18 +191,20 @@ async fn failed_authentications_block_the_address_even_for_valid_tokens() {
     }
     let before = gw.forwarded_count();
     assert_eq!(before, 1);
-    let r = get(&gw.url(APPS), Some(CI_STAGING)).await;
+    // The address is blocked for failing credentials...
+    let r = get(&gw.url(APPS), Some(WRONG)).await;
     assert_limited(
         &r,
         "gateway: too many failed authentication attempts from this address",
     );
-    let r = get(&gw.url(APPS), Some(WRONG)).await;
+    let r = get(&gw.url(APPS), None).await;
     assert_eq!(r.status, 429, "{}", r.text());
-    assert_eq!(
-        gw.forwarded_count(),
-        before,
-        "the rack saw a blocked request"
-    );
+    assert_eq!(gw.forwarded_count(), before, "the rack saw a refused request");
+    // ...but a valid credential from the same address (a NAT, a CI runner
+    // pool) is still served.
+    let r = get(&gw.url(APPS), Some(CI_STAGING)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.forwarded_count(), before + 1);
 }
 
 /// Extracts one sample's value from a Prometheus exposition: `name` with
@@ -310,4 +314,57 @@ async fn limiter_keys_and_refusals_show_in_metrics() {
         "{text}"
     );
     assert_eq!(rack.requests().len(), 23);
+}
+
+/// A refused request spends no rate-limit tokens, and its reason reaches
+/// the user even when the identity's buckets are empty: a viewer's exec
+/// says "may not", never "rate limit".
+#[tokio::test]
+async fn a_denial_wins_over_the_rate_limit_and_spends_nothing() {
+    init();
+    let rack = mock().await;
+    const VIEWER: &str = "ci-viewer-token-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
+    let dir = write_repo(
+        &format!(
+            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\nrate_limits: {{default: 1000/s, ci: {{rate: 1/min, burst: 1}}, expensive: {{rate: 1/min, burst: 1}}, auth_failures: 1000/s}}\n",
+            rack.url()
+        ),
+        &[("viewer-bot", VIEWER, "viewer", "*"), ("admin-bot", CI_ALL, "admin", "*")],
+    );
+    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = Running::start(&cfg).await.unwrap();
+    let base = format!("http://{}", gw.addr);
+    // Denied requests first: they must not spend the viewer's one token.
+    for _ in 0..3 {
+        let r = release(&base, VIEWER).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.text().contains("may not"), "{}", r.text());
+    }
+    // Control: the token is still there for an allowed request...
+    let r = get(&format!("{base}/apps?"), Some(VIEWER)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // ...and once it is spent, an allowed request is limited while a
+    // denied one still says why it is denied.
+    let r = get(&format!("{base}/apps?"), Some(VIEWER)).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = release(&base, VIEWER).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(!r.text().contains("rate limit"), "{}", r.text());
+    assert_eq!(
+        rack.requests().iter().filter(|q| q.target.contains("releases")).count(),
+        0,
+        "a denied release reached the rack"
+    );
+}
+
+async fn release(base: &str, token: &str) -> Resp {
+    send(
+        "POST",
+        &format!("{base}/apps/myapp/releases"),
+        Some(token),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Bytes::from_static(b"env=A%3D1"),
+    )
+    .await
 }
