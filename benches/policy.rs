@@ -572,6 +572,7 @@ fn gen_cases(policy: &Policy, requests: &[Request]) -> String {
             app: m.params.get("app"),
             service,
             command: r.command.as_deref(),
+            command_shown: None,
             process: r.process.as_ref(),
             run_headers: &[],
         };
@@ -700,6 +701,7 @@ fn decide_request(policy: &Policy, r: &Request) -> Option<Verdict> {
         app: m.params.get("app"),
         service: m.params.get("service"),
         command: r.command.as_deref(),
+        command_shown: None,
         process: None,
         run_headers: &[],
     };
@@ -762,6 +764,7 @@ fn decide_only(bencher: Bencher) {
                 app: m.params.get("app"),
                 service: m.params.get("service"),
                 command: r.command.as_deref(),
+                command_shown: None,
                 process: r.process.as_ref(),
                 run_headers: &[],
             };

@@ -656,6 +656,7 @@ fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
         app: q.app.as_deref(),
         service: q.service.as_deref(),
         command: q.command.as_deref(),
+        command_shown: None,
         process: None,
         run_headers: &[],
     };

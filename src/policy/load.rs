@@ -1000,6 +1000,7 @@ fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
         app: c.app.as_deref(),
         service: c.service.as_deref(),
         command: c.command.as_deref(),
+        command_shown: None,
         process: process.as_ref(),
         run_headers: &header_refs,
     };

@@ -268,6 +268,10 @@ pub struct Facts<'a> {
     pub app: Option<&'a str>,
     pub service: Option<&'a str>,
     pub command: Option<&'a str>,
+    /// The command as reasons may quote it: redacted by the proxy, so a
+    /// refusal never carries a secret typed into the command; `None`
+    /// quotes `command` itself (offline `can`, policy tests).
+    pub command_shown: Option<&'a str>,
     pub process: Option<&'a Process>,
     /// Restricted run headers present on the request (lower-case).
     pub run_headers: &'a [&'a str],
@@ -565,10 +569,11 @@ impl Policy {
         let Some(cmd) = f.command else {
             return Verdict::Deny(format!("denied: {op} without a command is refused"));
         };
+        let shown = f.command_shown.unwrap_or(cmd);
         let argv = match split(cmd) {
             Ok(w) if !w.is_empty() => w,
             Ok(_) => return Verdict::Deny(format!("denied: {op} without a command is refused")),
-            Err(e) => return Verdict::Deny(format!("denied: command {}: {e}", quote(cmd))),
+            Err(e) => return Verdict::Deny(format!("denied: command {}: {e}", quote(shown))),
         };
         // Restricted headers need an explicit grant from a role that allows run.
         for h in f.run_headers {
@@ -594,7 +599,7 @@ impl Policy {
                     role.name,
                     rule.at,
                     rule.pattern.source,
-                    quote(cmd)
+                    quote(shown)
                 ));
             }
         }
@@ -639,7 +644,7 @@ impl Policy {
                     role.name,
                     first.at,
                     list.join(", "),
-                    quote(cmd)
+                    quote(shown)
                 ))
             }
         }

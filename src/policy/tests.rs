@@ -933,6 +933,7 @@ mod properties {
             app: r.app,
             service: (r.op == "run").then_some(r.service),
             command: matches!(r.op, "run" | "exec").then_some(r.command),
+            command_shown: None,
             process: None,
             run_headers: headers,
         };

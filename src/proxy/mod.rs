@@ -276,12 +276,14 @@ async fn decide(
     } else {
         Vec::new()
     };
+    let shown = command.map(|c| rt.redactor.apply(c));
     let mut facts = Facts {
         rack: &rack.name,
         operation: op,
         app: ctx.param("app"),
         service: ctx.param("service"),
         command,
+        command_shown: shown.as_deref(),
         process: None,
         run_headers: &restricted,
     };

@@ -689,6 +689,7 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
         app: q.app.as_deref(),
         service: q.service.as_deref(),
         command: q.command.as_deref(),
+        command_shown: None,
         process: None,
         run_headers: &[],
     };

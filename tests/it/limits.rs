@@ -199,7 +199,11 @@ async fn failed_authentications_slow_only_failing_credentials() {
     );
     let r = get(&gw.url(APPS), None).await;
     assert_eq!(r.status, 429, "{}", r.text());
-    assert_eq!(gw.forwarded_count(), before, "the rack saw a refused request");
+    assert_eq!(
+        gw.forwarded_count(),
+        before,
+        "the rack saw a refused request"
+    );
     // ...but a valid credential from the same address (a NAT, a CI runner
     // pool) is still served.
     let r = get(&gw.url(APPS), Some(CI_STAGING)).await;
@@ -352,7 +356,10 @@ async fn a_denial_wins_over_the_rate_limit_and_spends_nothing() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(!r.text().contains("rate limit"), "{}", r.text());
     assert_eq!(
-        rack.requests().iter().filter(|q| q.target.contains("releases")).count(),
+        rack.requests()
+            .iter()
+            .filter(|q| q.target.contains("releases"))
+            .count(),
         0,
         "a denied release reached the rack"
     );
