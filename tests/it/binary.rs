@@ -4,26 +4,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
 
 use crate::support::*;
-
-/// Runs `rack-gateway` with `args` and the given environment to completion.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn bad_config_exits_64_with_file_line_before_binding() {
@@ -87,78 +71,6 @@ async fn check_command_reports_and_exits_nonzero() {
     assert!(stdout.contains("ok (1 rack(s)"), "{stdout}");
 }
 
-/// A running `rack-gateway serve` whose stderr is captured.
-pub(crate) struct Proc {
-    child: Child,
-    pub(crate) addr: String,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Proc {
-    /// SIGTERM, wait for a clean exit, and return everything it logged
-    /// (stderr and stdout).
-    pub(crate) async fn stop(self) -> String {
-        let Proc { mut child, log, .. } = self;
-        let pid = child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let logs = log.lock().unwrap().clone();
-        logs + &stdout
-    }
-}
-
-pub(crate) async fn spawn_serve(dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
-    let mut child = Command::new(bin())
-        .args(["serve", "--config", dir.to_str().unwrap()])
-        .env_clear()
-        .env("RACK_GATEWAY_LOG", "trace")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.lock().unwrap().push_str(&line);
-            log.lock().unwrap().push('\n');
-            if let Some(rest) = line.split("addr=").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_string();
-            }
-        }
-        panic!("gateway exited: {}", log.lock().unwrap());
-    })
-    .await
-    .expect("gateway starts");
-    let sink = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    Proc { child, addr, log }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_responses_or_logs() {
     init();
@@ -166,13 +78,11 @@ async fn secrets_never_reach_responses_or_logs() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
-    let dir = write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n  down:\n    url: http://127.0.0.1:{dead_port}\n    password_env: RACK_PW\n",
-            rack.url(),
-        ),
-        &[("ci", CI_ALL, "admin", "*")],
-    );
+    let dir = ConfigDir::new()
+        .rack("staging", &rack.url())
+        .rack("down", &format!("http://127.0.0.1:{dead_port}"))
+        .ci(&[("ci", CI_ALL, "admin", "*")])
+        .write();
     let p = spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
     let base = format!("http://{}", p.addr);
     let mut bodies = String::new();
@@ -202,7 +112,7 @@ async fn secrets_never_reach_responses_or_logs() {
     // A refused and an accepted websocket, so session logging runs too.
     for token in ["wrong", CI_ALL] {
         let mut c = rack_gateway::rack::ws::client_connect(
-            p.addr.parse().unwrap(),
+            p.addr,
             "/racks/staging/apps/myapp/processes/web-abc12/exec",
             &[("Authorization", &basic(token)), ("Command", "echo hi")],
         )
@@ -211,35 +121,10 @@ async fn secrets_never_reach_responses_or_logs() {
         c.send(&rack_gateway::rack::ws::Frame::binary(Vec::new()))
             .await
             .unwrap();
-        while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
-            bodies.push_str(&String::from_utf8_lossy(&f.payload));
-            if f.opcode == rack_gateway::rack::ws::Opcode::Close {
-                break;
-            }
-        }
+        bodies.push_str(&in_band_text(&mut c).await);
     }
 
-    let Proc { mut child, log, .. } = p;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = format!("{}{}", log.lock().unwrap(), stdout);
+    let logs = p.stop().await;
 
     // The gateway did log (audit records at least), so the check means something.
     assert!(logs.contains("target") || logs.contains("audit"), "{logs}");
@@ -346,22 +231,9 @@ async fn generated_token_snippet_works_as_printed() {
     assert!(!snippet.contains(&token));
     init();
     let rack = mock().await;
-    let dir = write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-            rack.url()
-        ),
-        &[],
-    );
+    let dir = ConfigDir::new().rack("staging", &rack.url()).write();
     std::fs::write(dir.path().join("ci.yaml"), snippet).unwrap();
-    let cfg = rack_gateway::config::load_dir(
-        dir.path(),
-        &rack_gateway::config::Env::from_pairs([("RACK_PW", RACK_PASSWORD)]),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let gw = rack_gateway::server::listener::Running::start(&cfg)
-        .await
-        .unwrap();
+    let gw = start_gateway(dir.path()).await;
     let r = get(&format!("http://{}/apps?", gw.addr), Some(&token)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -376,20 +248,13 @@ async fn generated_token_snippet_works_as_printed() {
 async fn sighup_reload_keeps_the_good_config() {
     init();
     let rack = mock().await;
-    let gateway_yaml = format!(
-        "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    );
-    let dir = write_repo(&gateway_yaml, &[("ci", CI_ALL, "viewer", "*")]);
+    let dir = ConfigDir::new()
+        .rack("staging", &rack.url())
+        .ci(&[("ci", CI_ALL, "viewer", "*")])
+        .write();
     let p = spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
     let base = format!("http://{}", p.addr);
-    let hup = |p: &Proc| {
-        let pid = p.child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap();
-    };
+    let hup = |p: &Proc| p.signal("-HUP");
     assert_eq!(
         get(&format!("{base}/apps?"), Some(CI_ALL)).await.status,
         200

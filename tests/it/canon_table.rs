@@ -5,9 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rack_gateway::config::{self, Env};
 use rack_gateway::rack::ws::{self, Frame, Opcode};
-use rack_gateway::server::listener::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -926,17 +924,12 @@ async fn client_headers_are_stripped() {
 async fn single_rack_serves_root() {
     init();
     let rack = mock().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\n\
-         discover_racks_from_env: false\n\
-         racks:\n  \
-           only:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url(),
-    );
-    let dir = write_repo(&yaml, &[("ci", CI_ALL, "admin", "*")]);
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let running = Running::start(&cfg).await.expect("gateway starts");
+    let (running, _dir) = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("only", &rack.url())
+        .ci(&[("ci", CI_ALL, "admin", "*")])
+        .start()
+        .await;
     let url = |p: &str| format!("http://{}{p}", running.addr);
 
     let r = get(&url("/apps?"), Some(CI_ALL)).await;

@@ -10,9 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use rack_gateway::config::{self, Env};
 use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::server::listener::Running;
 use serde_json::{json, Value};
@@ -23,24 +20,14 @@ use crate::support::*;
 
 const CLIENT_ID: &str = "rack-gateway-client-test";
 const CLIENT_SECRET: &str = "oidc-client-secret-c11e";
+/// The one person the identity provider offers.
+const ALICE_CLAIMS: &str = r#"{"sub":"alice","email":"alice@example.com","email_verified":true}"#;
 /// A stored token; tokens are opaque to the client.
 const TOKEN: &str = "stored.gateway-token_0123456789~abc";
 const INSTALL_URL: &str = "https://docs.convox.com/installation/cli";
 /// Upper bound for one run of the binary, so a hang fails instead of
 /// stalling the suite (not a timing assertion).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn write_exe(path: &Path, script: &str) {
     std::fs::write(path, script).unwrap();
@@ -691,132 +678,44 @@ async fn completions_and_man_page_come_from_the_command_definitions() {
     }
 }
 
-/// `oidc-provider-mock` on a loopback port, killed on drop.
-struct Provider {
-    url: String,
-    child: std::process::Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The provider's executable, as tests/it/identity.rs finds it.
-fn provider_bin() -> PathBuf {
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/oidc-provider-mock");
-    std::env::var_os("RACK_GATEWAY_TEST_OIDC_MOCK")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([default])
-        .find(|p| p.is_file())
-        .expect("run scripts/test.sh: it installs oidc-provider-mock")
-}
-
-async fn answers(url: &str) -> bool {
-    let req = http::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), client().request(req)).await,
-        Ok(Ok(r)) if r.status() == 200
-    )
-}
-
-impl Provider {
-    async fn start() -> Provider {
-        for _attempt in 0..3 {
-            let port = free_port();
-            let log = tempfile::NamedTempFile::new().unwrap();
-            let child = std::process::Command::new(provider_bin())
-                .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-                .args(["--require-nonce", "true"])
-                .args([
-                    "--user-claims",
-                    r#"{"sub":"alice","email":"alice@example.com","email_verified":true}"#,
-                ])
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.reopen().unwrap()))
-                .stderr(Stdio::from(log.reopen().unwrap()))
-                .spawn()
-                .expect("oidc-provider-mock starts");
-            let mut p = Provider {
-                url: format!("http://127.0.0.1:{port}"),
-                child,
-                log,
-            };
-            let discovery = format!("{}/.well-known/openid-configuration", p.url);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                if answers(&discovery).await {
-                    return p;
-                }
-                if p.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "oidc-provider-mock did not come up:\n{}",
-                    read(p.log.path())
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("oidc-provider-mock failed to start three times");
-    }
-}
-
 /// A gateway with login configured (alice: deployer on staging/*), its
 /// staging rack, and the identity provider.
 struct Fx {
     gw: String,
     _running: Running,
     _staging: MockRack,
-    _provider: Provider,
+    _provider: OidcMock,
     _dir: tempfile::TempDir,
 }
 
 impl Fx {
     async fn start() -> Fx {
         init();
-        let provider = Provider::start().await;
+        let provider = OidcMock::start(&[ALICE_CLAIMS]).await;
         let staging = mock().await;
         let port = free_port();
         let gw = format!("http://127.0.0.1:{port}");
-        let dir = tempfile::tempdir().unwrap();
-        copy_roles(dir.path());
-        let pem = rack_gateway::identity::token::generate_private_pem();
-        std::fs::write(dir.path().join("signing.pem"), pem.trim_end()).unwrap();
-        std::fs::write(
-            dir.path().join("gateway.yaml"),
-            format!(
-                "listen: 127.0.0.1:{port}\n\
-                 discover_racks_from_env: false\n\
-                 racks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n\
-                 identity:\n  url: {gw}\n  token_ttl: 1h\n  signing_key:\n    file: signing.pem\n  \
+        let dir = ConfigDir::new()
+            .listen(&format!("127.0.0.1:{port}"))
+            .no_rack_discovery()
+            .rack("staging", &staging.url())
+            .extra(&format!(
+                "identity:\n  url: {gw}\n  token_ttl: 1h\n  signing_key:\n    file: signing.pem\n  \
                  signing_key_id: k1\n  oidc:\n    issuer: {}\n    \
                  client_id:\n      env: OIDC_CLIENT_ID\n    client_secret:\n      env: OIDC_CLIENT_SECRET\n",
-                staging.url(),
                 provider.url,
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("users.yaml"),
-            "users:\n  alice@example.com:\n    grants:\n      - role: deployer\n        scope: \"staging/*\"\n",
-        )
-        .unwrap();
-        let env = Env::from_pairs([
-            ("RACK_PW", RACK_PASSWORD),
-            ("OIDC_CLIENT_ID", CLIENT_ID),
-            ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
-        ]);
-        let cfg = config::load_dir(dir.path(), &env)
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+            ))
+            .users("users:\n  alice@example.com:\n    grants:\n      - role: deployer\n        scope: \"staging/*\"\n")
+            .write();
+        std::fs::write(dir.path().join("signing.pem"), signing_pem()).unwrap();
+        let cfg = load(
+            dir.path(),
+            &[
+                ("RACK_PW", RACK_PASSWORD),
+                ("OIDC_CLIENT_ID", CLIENT_ID),
+                ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
+            ],
+        );
         let running = Running::start(&cfg).await.expect("gateway starts");
         Fx {
             gw,
@@ -826,15 +725,6 @@ impl Fx {
             _dir: dir,
         }
     }
-}
-
-fn location(r: &Resp) -> String {
-    r.headers
-        .get("location")
-        .unwrap_or_else(|| panic!("no Location (HTTP {}): {}", r.status, r.text()))
-        .to_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Asserts what a successful login of alice to `rack` left behind.

@@ -37,12 +37,6 @@ fn assert_forwarded_cleanly(r: &Recorded, actor: &str) {
     }
 }
 
-fn targets(rs: &[Recorded]) -> Vec<String> {
-    rs.iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect()
-}
-
 #[tokio::test]
 async fn apps_rack_and_ps() {
     let gw = Gw::start().await;
@@ -168,25 +162,6 @@ async fn run_attached_is_create_poll_exec_stop() {
     for r in &got {
         assert_forwarded_cleanly(r, "ci-all");
     }
-}
-
-async fn read_until_eof(c: &mut ws::ClientConn) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    loop {
-        let f = tokio::time::timeout(std::time::Duration::from_secs(10), c.recv())
-            .await
-            .expect("frame within 10s")
-            .expect("read ok");
-        match f {
-            None => break,
-            Some(f) if f.opcode == Opcode::Close => {
-                frames.push(f);
-                break;
-            }
-            Some(f) => frames.push(f),
-        }
-    }
-    frames
 }
 
 #[tokio::test]
@@ -379,8 +354,4 @@ fn ring_sha256(b: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, b)
         .as_ref()
         .to_vec()
-}
-
-fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

@@ -6,12 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -27,6 +26,8 @@ use rack_gateway::reload::git::{
 use ssh_key::private::Ed25519Keypair;
 use ssh_key::{HashAlg, LineEnding, PrivateKey};
 use tempfile::TempDir;
+
+use crate::support::{free_port, git, run_ok, Daemon};
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -602,7 +603,7 @@ fn unreachable_remotes() {
     );
     assert!(e.commit().is_none());
 
-    let port = closed_port();
+    let port = free_port();
     let url = format!("ssh://git@127.0.0.1:{port}/policy.git");
     let mut s = settings(&url, main_branch(), &cache);
     s.auth = GitAuth::SshKey {
@@ -958,7 +959,7 @@ fn commits_signed_by_the_git_cli_verify() {
         if let Some(bits) = extra {
             args.extend(["-b", bits]);
         }
-        run(Command::new("ssh-keygen").args(&args));
+        run_ok(Command::new("ssh-keygen").args(&args));
         let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
         allowed.push_str(&format!("{kind}@example.com {public}"));
         let parsed = ssh_key::PublicKey::from_openssh(public.trim()).unwrap();
@@ -1018,84 +1019,8 @@ fn commits_signed_by_the_git_cli_verify() {
     }
 }
 
-pub fn git(dir: &Path, home: &Path, args: &[&str]) {
-    run(Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Policy Author")
-        .env("GIT_AUTHOR_EMAIL", "author@example.com")
-        .env("GIT_COMMITTER_NAME", "Policy Author")
-        .env("GIT_COMMITTER_EMAIL", "author@example.com"));
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 // ---------------------------------------------------------------------------
 // Network transports on loopback
-
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// `git daemon` serving a base directory; killed (by its own handle) on drop.
-pub struct Daemon {
-    child: std::process::Child,
-    pub port: u16,
-}
-
-impl Daemon {
-    pub fn start(base: &Path) -> Daemon {
-        let port = closed_port();
-        let mut child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                &format!("--base-path={}", base.display()),
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                base.to_str().unwrap(),
-            ])
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Readiness, not a timed assertion: poll until the port accepts.
-        for _ in 0..400 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Daemon { child, port };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("git daemon exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = child.kill();
-        panic!("git daemon did not start listening on {port}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn fetch_over_git_daemon() {

@@ -5,11 +5,9 @@
 //! remove people without a new login.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,7 +15,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rack_gateway::config::{self, Env};
+use rack_gateway::config::{self};
 use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::identity::login::{LoginCode, LoginState};
 use rack_gateway::identity::seal::{Purpose, Sealer};
@@ -60,85 +58,6 @@ const PEOPLE: &[(&str, &str, Option<&str>)] = &[
     ("bob@example.com", "viewer", None),
 ];
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A port nothing listens on right now, for servers whose URL must be known
-/// before they start.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn location(r: &Resp) -> String {
-    r.headers
-        .get("location")
-        .unwrap_or_else(|| panic!("no Location (HTTP {}): {}", r.status, r.text()))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// A query parameter of an absolute URL, percent-decoded.
-fn query_param(url: &str, name: &str) -> String {
-    let (_, query) = url.split_once('?').expect("URL has a query");
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8()
-                .unwrap()
-                .into_owned()
-        })
-        .unwrap_or_else(|| panic!("no {name} in {url}"))
-}
-
-/// The JSON of one JWT segment (0 header, 1 claims).
-fn jwt_part(token: &str, i: usize) -> Value {
-    let seg = token.split('.').nth(i).expect("JWT segment");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(seg).unwrap()).unwrap()
-}
-
-/// The DER inside a PEM block.
-fn pem_der(pem: &str) -> Vec<u8> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
-}
-
-/// A compact JWS over exactly the header and claims given, so tests can
-/// forge what no JWT library would produce.
-fn jws(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
-    let input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
-    let sig = sign(input.as_bytes());
-    format!("{input}.{}", b64(sig))
-}
-
-fn ed25519_signer(pem: &str) -> impl Fn(&[u8]) -> Vec<u8> {
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pem_der(pem)).unwrap();
-    move |m| pair.sign(m).as_ref().to_vec()
-}
-
-fn hs256_signer(secret: Vec<u8>) -> impl Fn(&[u8]) -> Vec<u8> {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
-    move |m| ring::hmac::sign(&key, m).as_ref().to_vec()
-}
-
 /// What the CLI keeps secret (the verifier) and what it puts in the login
 /// link instead (base64url of its SHA-256).
 struct Cli {
@@ -154,92 +73,6 @@ impl Cli {
             verifier.as_bytes(),
         ));
         Cli { verifier, hash }
-    }
-}
-
-/// `oidc-provider-mock` on a loopback port, killed on drop.
-struct OidcMock {
-    url: String,
-    child: Child,
-    /// Its log, shown when it fails to start.
-    log: tempfile::NamedTempFile,
-}
-
-impl Drop for OidcMock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The provider's executable: `$RACK_GATEWAY_TEST_OIDC_MOCK` (set by
-/// scripts/test.sh), else the project's `.venv-test`. Never skipped: the
-/// login tests are only meaningful against the real provider.
-fn oidc_mock_bin() -> PathBuf {
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/oidc-provider-mock");
-    std::env::var_os("RACK_GATEWAY_TEST_OIDC_MOCK")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([default])
-        .find(|p| p.is_file())
-        .expect("run scripts/test.sh: it installs oidc-provider-mock")
-}
-
-/// Whether `url` answers 200 (the provider is up).
-async fn answers(url: &str) -> bool {
-    let req = http::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), client().request(req)).await,
-        Ok(Ok(r)) if r.status() == 200
-    )
-}
-
-impl OidcMock {
-    async fn start(users: &[&str]) -> OidcMock {
-        let bin = oidc_mock_bin();
-        // A freed port can be taken again before the provider binds it.
-        for _attempt in 0..3 {
-            let port = free_port();
-            let log = tempfile::NamedTempFile::new().unwrap();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-                .args(["--require-nonce", "true"])
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.reopen().unwrap()))
-                .stderr(Stdio::from(log.reopen().unwrap()));
-            for u in users {
-                cmd.args(["--user-claims", u]);
-            }
-            let mut mock = OidcMock {
-                url: format!("http://127.0.0.1:{port}"),
-                child: cmd.spawn().expect("oidc-provider-mock starts"),
-                log,
-            };
-            let discovery = format!("{}/.well-known/openid-configuration", mock.url);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                if answers(&discovery).await {
-                    return mock;
-                }
-                if mock.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "oidc-provider-mock did not come up:\n{}",
-                    read(mock.log.path())
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            eprintln!(
-                "oidc-provider-mock exited, retrying:\n{}",
-                read(mock.log.path())
-            );
-        }
-        panic!("oidc-provider-mock failed to start three times");
     }
 }
 
@@ -406,14 +239,9 @@ impl Fx {
         let staging = mock().await;
         let production = mock().await;
         let gw = format!("http://127.0.0.1:{}", free_port());
-        // Secret files lose trailing newlines on load; the sealing key is
-        // derived from the loaded text, so keep exactly that.
-        let pem = rack_gateway::identity::token::generate_private_pem()
-            .trim_end()
-            .to_string();
-        let retired_pem = rack_gateway::identity::token::generate_private_pem()
-            .trim_end()
-            .to_string();
+        // The sealing key is derived from the key as loaded (trimmed).
+        let pem = signing_pem();
+        let retired_pem = signing_pem();
         let dir = tempfile::tempdir().unwrap();
         copy_roles(dir.path());
         std::fs::write(dir.path().join("signing.pem"), &pem).unwrap();
@@ -478,15 +306,12 @@ impl Fx {
 
     /// Token keys like the gateway's, with any issuer, audience, kid, key.
     fn keys(&self, issuer: &str, audience: &str, kid: &str, pem: &str) -> Keys {
-        Keys::new(issuer, audience, Some((kid.into(), pem.into())), vec![]).unwrap()
+        token_keys(issuer, audience, kid, pem)
     }
 
     /// A token the gateway itself would mint for `sub` at time `at`.
     fn mint(&self, sub: &str, at: i64, ttl: Duration) -> String {
-        self.keys(&self.gw, AUDIENCE, KID, &self.pem)
-            .mint(sub, vec![], None, ttl, at)
-            .unwrap()
-            .0
+        gateway_token(&self.gw, KID, &self.pem, sub, at, ttl)
     }
 
     /// Claims shaped like the gateway's own, for forged tokens.
@@ -591,24 +416,25 @@ impl Files<'_> {
         } else {
             " []".into()
         };
-        let gateway = format!(
-            "listen: 127.0.0.1:{port}\n\
-             discover_racks_from_env: false\n\
-             racks:\n\
-            \x20 staging:\n    url: {}\n    password_env: RACK_PW\n\
-            \x20 production:\n    url: {}\n    password_env: RACK_PW\n\
-             identity:\n\
-            \x20 url: {}\n\
-            \x20 token_ttl: 1h\n\
-            \x20 signing_key:\n    file: signing.pem\n\
-            \x20 signing_key_id: {KID}\n\
-            \x20 verification_keys:{verification_keys}\n\
-            \x20 oidc:\n\
-            \x20   issuer: {}\n\
-            \x20   client_id:\n      env: OIDC_CLIENT_ID\n\
-            \x20   client_secret:\n      env: OIDC_CLIENT_SECRET\n",
-            self.staging, self.production, self.gw, self.idp,
-        );
+        let gateway = ConfigDir::new()
+            .listen(&format!("127.0.0.1:{port}"))
+            .no_rack_discovery()
+            .rack("staging", self.staging)
+            .rack("production", self.production)
+            .extra(&format!(
+                "identity:\n\
+                \x20 url: {}\n\
+                \x20 token_ttl: 1h\n\
+                \x20 signing_key:\n    file: signing.pem\n\
+                \x20 signing_key_id: {KID}\n\
+                \x20 verification_keys:{verification_keys}\n\
+                \x20 oidc:\n\
+                \x20   issuer: {}\n\
+                \x20   client_id:\n      env: OIDC_CLIENT_ID\n\
+                \x20   client_secret:\n      env: OIDC_CLIENT_SECRET\n",
+                self.gw, self.idp,
+            ))
+            .gateway_yaml();
         std::fs::write(dir.join("gateway.yaml"), with_lifted_limits(&gateway)).unwrap();
 
         let mut users = String::from("users:\n");
@@ -646,12 +472,14 @@ impl Files<'_> {
 }
 
 fn load(dir: &Path) -> config::Config {
-    let env = Env::from_pairs([
-        ("RACK_PW", RACK_PASSWORD),
-        ("OIDC_CLIENT_ID", CLIENT_ID),
-        ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
-    ]);
-    config::load_dir(dir, &env).unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
+    crate::support::load(
+        dir,
+        &[
+            ("RACK_PW", RACK_PASSWORD),
+            ("OIDC_CLIENT_ID", CLIENT_ID),
+            ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
+        ],
+    )
 }
 
 /// `token` as the Basic password is refused with 401 and a gateway JSON

@@ -4,13 +4,8 @@
 //! metrics that count them. Every limit here is per minute with a small
 //! burst, so the refused request always comes well inside the window.
 
-use std::time::Duration;
-
 use bytes::Bytes;
-
-use rack_gateway::config::{self, Env};
-use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
-use rack_gateway::server::listener::Running;
+use rack_gateway::rack::ws::{self, Frame, EXIT_MARKER};
 
 use crate::support::*;
 
@@ -104,19 +99,7 @@ async fn exec_frames(gw: &Gw, token: &str) -> Vec<Frame> {
     .unwrap();
     assert_eq!(c.status, 101);
     c.send(&Frame::binary(Vec::new())).await.unwrap();
-    let mut frames = Vec::new();
-    while let Some(f) = tokio::time::timeout(Duration::from_secs(15), c.recv())
-        .await
-        .expect("frame within 15s")
-        .expect("read ok")
-    {
-        let close = f.opcode == Opcode::Close;
-        frames.push(f);
-        if close {
-            break;
-        }
-    }
-    frames
+    read_until_eof(&mut c).await
 }
 
 #[tokio::test]
@@ -253,16 +236,12 @@ async fn limiter_keys_and_refusals_show_in_metrics() {
         .zip(&tokens)
         .map(|(n, t)| (n.as_str(), t.as_str(), "admin", "*"))
         .collect();
-    let dir = write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\nrate_limits: {{default: 1000/s, ci: {{rate: 2/min, burst: 2}}, expensive: 1000/s, auth_failures: 1000/s}}\n",
-            rack.url()
-        ),
-        &ci,
-    );
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = Running::start(&cfg).await.unwrap();
+    let (gw, _dir) = ConfigDir::new()
+        .rack("staging", &rack.url())
+        .extra("rate_limits: {default: 1000/s, ci: {rate: 2/min, burst: 2}, expensive: 1000/s, auth_failures: 1000/s}\n")
+        .ci(&ci)
+        .start()
+        .await;
     let base = format!("http://{}", gw.addr);
     let metrics = || async {
         let r = get(&format!("{base}/_gateway/metrics"), None).await;
@@ -328,16 +307,12 @@ async fn a_denial_wins_over_the_rate_limit_and_spends_nothing() {
     init();
     let rack = mock().await;
     const VIEWER: &str = "ci-viewer-token-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
-    let dir = write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\nrate_limits: {{default: 1000/s, ci: {{rate: 1/min, burst: 1}}, expensive: {{rate: 1/min, burst: 1}}, auth_failures: 1000/s}}\n",
-            rack.url()
-        ),
-        &[("viewer-bot", VIEWER, "viewer", "*"), ("admin-bot", CI_ALL, "admin", "*")],
-    );
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let gw = Running::start(&cfg).await.unwrap();
+    let (gw, _dir) = ConfigDir::new()
+        .rack("staging", &rack.url())
+        .extra("rate_limits: {default: 1000/s, ci: {rate: 1/min, burst: 1}, expensive: {rate: 1/min, burst: 1}, auth_failures: 1000/s}\n")
+        .ci(&[("viewer-bot", VIEWER, "viewer", "*"), ("admin-bot", CI_ALL, "admin", "*")])
+        .start()
+        .await;
     let base = format!("http://{}", gw.addr);
     // Denied requests first: they must not spend the viewer's one token.
     for _ in 0..3 {

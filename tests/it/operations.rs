@@ -4,22 +4,17 @@
 //! racks in this process) and stop it with SIGTERM.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rack_gateway::config::{self, Env};
 use rack_gateway::rack::ws::{self, Frame, Opcode};
 use rack_gateway::server::listener::Running;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
 
 use crate::support::*;
 
@@ -29,127 +24,13 @@ const WRONG: &str = "wrong-token-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
 /// Only there to turn a hang into a failure.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A running `rack-gateway serve`, all of its output (stdout and stderr)
-/// collected.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    out: Arc<Mutex<String>>,
-    readers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn collect(
-    mut r: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    out: Arc<Mutex<String>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 << 10];
-        loop {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    })
-}
-
-/// The listen address from the start-up line, text or JSON.
-fn find_addr(out: &str) -> Option<SocketAddr> {
-    for line in out.lines() {
-        let rest = line
-            .split("addr=")
-            .nth(1)
-            .or_else(|| line.split("\"addr\":\"").nth(1));
-        if let Some(rest) = rest {
-            let a: String = rest
-                .chars()
-                .take_while(|c| !c.is_whitespace() && *c != '"')
-                .collect();
-            if let Ok(a) = a.parse() {
-                return Some(a);
-            }
-        }
-    }
-    None
-}
-
 impl Proc {
+    /// `rack-gateway serve --config <dir> <args>` with the racks' password
+    /// and `env`.
     async fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(dir)
-            .args(args)
-            .env_clear()
-            .env("RACK_PW", RACK_PASSWORD)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), out.clone()),
-            collect(child.stderr.take().unwrap(), out.clone()),
-        ];
-        let until = Instant::now() + DEADLINE;
-        let addr = loop {
-            if let Some(a) = find_addr(&out.lock().unwrap()) {
-                break a;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("gateway exited {status:?}: {}", out.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < until,
-                "gateway did not start: {}",
-                out.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Proc {
-            child,
-            addr,
-            out,
-            readers,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for a clean exit (after [`Proc::sigterm`]) and returns all
-    /// output.
-    async fn wait_exit(mut self) -> String {
-        let status = tokio::time::timeout(DEADLINE, self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        for r in self.readers.drain(..) {
-            let _ = tokio::time::timeout(DEADLINE, r).await;
-        }
-        let out = self.out.lock().unwrap().clone();
-        assert!(status.success(), "{status:?}\n{out}");
-        out
-    }
-
-    async fn stop(self) -> String {
-        self.sigterm();
-        self.wait_exit().await
+        let mut all = vec![("RACK_PW", RACK_PASSWORD)];
+        all.extend_from_slice(env);
+        Proc::serve(dir, args, &all).await
     }
 }
 
@@ -178,15 +59,7 @@ fn records(file: &Path) -> Vec<Value> {
 /// Racks `staging` and `production` (mock racks in this process); ci-staging
 /// may use staging only, ci-all both.
 fn repo(staging: &str, production: &str, extra: &str) -> tempfile::TempDir {
-    write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {staging}\n    password_env: RACK_PW\n  production:\n    url: {production}\n    password_env: RACK_PW\n{extra}"
-        ),
-        &[
-            ("ci-staging", CI_STAGING, "admin", "staging/*"),
-            ("ci-all", CI_ALL, "admin", "*"),
-        ],
-    )
+    standard_racks(staging, production).extra(extra).write()
 }
 
 async fn upload(url: &str, token: &str, body: Vec<u8>) -> Resp {
@@ -771,13 +644,6 @@ async fn metrics_parse_and_count_the_traffic() {
 type Chunk = Result<http_body::Frame<Bytes>, Infallible>;
 type ChanBody = StreamBody<futures_util::stream::BoxStream<'static, Chunk>>;
 
-async fn recv(c: &mut ws::ClientConn) -> Option<Frame> {
-    tokio::time::timeout(DEADLINE, c.recv())
-        .await
-        .expect("frame in time")
-        .expect("read ok")
-}
-
 /// SIGTERM while an upload is in flight and an exec session is open: the
 /// upload, fed by the test after the signal, completes with 200; the
 /// session then gets close 1001; the process exits 0.
@@ -906,18 +772,8 @@ async fn readyz_follows_the_racks() {
 
     // A wrong rack password.
     let rack = mock().await;
-    let dir = write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-            rack.url()
-        ),
-        &[],
-    );
-    let cfg = config::load_dir(
-        dir.path(),
-        &Env::from_pairs([("RACK_PW", "not-the-password")]),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let dir = ConfigDir::new().rack("staging", &rack.url()).write();
+    let cfg = load(dir.path(), &[("RACK_PW", "not-the-password")]);
     let gw = Running::start(&cfg).await.unwrap();
     let r = get(&format!("http://{}/_gateway/readyz", gw.addr), None).await;
     assert_eq!(r.status, 503, "{}", r.text());
@@ -936,19 +792,15 @@ async fn operator_endpoints_need_the_permission_through_a_proxy() {
     const VIEWER: &str = "viewer-bot-token-0123456789abcdef0123";
     const ADMIN: &str = "admin-bot-token-0123456789abcdef01234";
     let rack = mock().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    );
-    let dir = write_repo(
-        &yaml,
-        &[
+    let (running, _dir) = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .ci(&[
             ("viewer-bot", VIEWER, "viewer", "*"),
             ("admin-bot", ADMIN, "admin", "*"),
-        ],
-    );
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)])).unwrap();
-    let running = Running::start(&cfg).await.unwrap();
+        ])
+        .start()
+        .await;
     let url = |p: &str| format!("http://{}{p}", running.addr);
     let fwd = [("X-Forwarded-For", "203.0.113.7")];
     for path in ["/_gateway/status", "/_gateway/metrics"] {

@@ -9,8 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rack_gateway::config::{self, Env};
-use rack_gateway::dev::mock_rack::{MockRack, Recorded};
+use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::rack::routes::{RouteMethod, ROUTES};
 use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
 use rack_gateway::server::listener::Running;
@@ -129,17 +128,11 @@ impl Setup {
     async fn start(ci: &[(&str, &str, &str, &str)], roles: &[(&str, &str)]) -> Setup {
         init();
         let rack = mock().await;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-            rack.url()
-        );
-        let dir = write_repo(&yaml, ci);
+        let mut cfg = staging_only(&rack).ci(ci);
         for (name, text) in roles {
-            std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
+            cfg = cfg.role(name, text);
         }
-        let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let running = Running::start(&cfg).await.expect("gateway starts");
+        let (running, dir) = cfg.start().await;
         Setup {
             rack,
             running,
@@ -157,34 +150,15 @@ impl Setup {
     }
 }
 
-fn targets(rs: &[Recorded]) -> Vec<String> {
-    rs.iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect()
+/// One mock rack `staging`, no racks from the environment.
+fn staging_only(rack: &MockRack) -> ConfigDir {
+    ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
 }
 
 fn token_for(role: &str) -> String {
     format!("tok-{role}-0123456789abcdefghijklmnop")
-}
-
-/// Reads frames until the server's close frame (or EOF).
-async fn frames_until_close(c: &mut ws::ClientConn) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    loop {
-        let f = tokio::time::timeout(Duration::from_secs(10), c.recv())
-            .await
-            .expect("frame within 10s")
-            .expect("read ok");
-        match f {
-            None => break,
-            Some(f) if f.opcode == Opcode::Close => {
-                frames.push(f);
-                break;
-            }
-            Some(f) => frames.push(f),
-        }
-    }
-    frames
 }
 
 /// Reads what could be an in-band refusal: frames until close, but stops
@@ -425,23 +399,18 @@ async fn proxy_reaches_only_resources_of_apps_in_scope() {
     init();
     let token = token_for("tunnel");
     let rack = mock().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    );
     // The tunnel is a rack-wide operation; `resources info` only on myapp.
-    let dir = write_repo(&yaml, &[("who", &token, "tunnel", "staging/*")]);
-    let roles = dir.path().join("roles");
-    std::fs::write(roles.join("tunnel.yaml"), "allow: [proxy]\n").unwrap();
-    std::fs::write(roles.join("reader.yaml"), "allow: [resources info]\n").unwrap();
+    let dir = staging_only(&rack)
+        .ci(&[("who", &token, "tunnel", "staging/*")])
+        .role("tunnel", "allow: [proxy]\n")
+        .role("reader", "allow: [resources info]\n")
+        .write();
     let ci = dir.path().join("ci.yaml");
     let more = "      - role: reader\n        scope: \"staging/myapp\"\n";
     std::fs::write(&ci, read(&ci) + more).unwrap();
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     let s = Setup {
         rack,
-        running: Running::start(&cfg).await.expect("gateway starts"),
+        running: start_gateway(dir.path()).await,
         _dir: dir,
     };
     let auth = basic(&token);
@@ -637,7 +606,7 @@ async fn attached_run_with_an_allowed_command() {
     let pid = r.json()["id"].as_str().unwrap().to_string();
     let mut c = exec_ws(&s, DEPLOYER_TOKEN, &pid, "rake db:migrate").await;
     c.send(&Frame::binary(Vec::new())).await.unwrap();
-    let frames = frames_until_close(&mut c).await;
+    let frames = read_until_eof(&mut c).await;
     assert!(
         frames.contains(&Frame::text(format!("{EXIT_MARKER}:0\n"))),
         "{frames:?}"
@@ -672,7 +641,7 @@ async fn attached_run_with_a_refused_command_still_cleans_up() {
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
     let mut c = exec_ws(&s, DEPLOYER_TOKEN, &pid, "rails console").await;
-    let frames = frames_until_close(&mut c).await;
+    let frames = read_until_eof(&mut c).await;
     assert_eq!(in_band_refusal(&frames, true), Ok(rails_console_denial()));
     let r = send(
         "DELETE",
@@ -857,18 +826,7 @@ fn fixture(class: &str) -> PathBuf {
 
 /// Runs `rack-gateway check` with no environment (no rack passwords).
 async fn check(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(bin())
-        .arg("check")
-        .args(args)
-        .env_clear()
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run(&[&["check"], args].concat(), &[]).await
 }
 
 #[tokio::test]

@@ -6,9 +6,7 @@
 //! Nothing here asserts on elapsed time: every wait polls for a condition
 //! and fails only if it never happens within a generous deadline.
 
-use std::future::Future;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,20 +17,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rack_gateway::config::{self, Env};
 use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
-use rack_gateway::identity::token::Keys;
-use rack_gateway::rack::ws::{self, ClientConn, Frame, Opcode, EXIT_MARKER};
+use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
 use rack_gateway::reload::{DirFetch, Fetch, Outcome, Reloader};
 use rack_gateway::server::listener::Running;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
 
 use crate::support::*;
 
-/// How long any awaited condition may take before the test fails. Only
-/// there to turn a hang into a failure: conditions normally hold within
-/// milliseconds.
-const DEADLINE: Duration = Duration::from_secs(30);
 /// The gateway's token issuer (identity.url) in the directory-mode configs.
 const ISSUER: &str = "http://127.0.0.1:9";
 const KID: &str = "k1";
@@ -43,49 +34,9 @@ const ERIN: &str = "erin@example.com";
 const FRANK: &str = "frank@example.com";
 const HOOK_SECRET: &str = "webhook-secret-0123456789abcdef";
 
-/// Polls `probe` until it returns `Ok`, failing with its last `Err` (what
-/// was observed instead) if that never happens before `deadline`.
-async fn eventually_by<T, Fut>(deadline: Instant, what: &str, mut probe: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Result<T, String>>,
-{
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: did not happen within {DEADLINE:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-async fn eventually<T, Fut>(what: &str, probe: impl FnMut() -> Fut) -> T
-where
-    Fut: Future<Output = Result<T, String>>,
-{
-    eventually_by(Instant::now() + DEADLINE, what, probe).await
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A gateway token for `email`, as the gateway mints after a login.
 fn user_token(pem: &str, email: &str) -> String {
-    Keys::new(
-        ISSUER,
-        rack_gateway::identity::credentials::AUDIENCE,
-        Some((KID.into(), pem.into())),
-        vec![],
-    )
-    .unwrap()
-    .mint(email, vec![], None, Duration::from_secs(3600), now())
-    .unwrap()
-    .0
+    gateway_token(ISSUER, KID, pem, email, now(), Duration::from_secs(3600))
 }
 
 /// users.yaml granting each `(email, role)` on `staging/*`.
@@ -137,19 +88,15 @@ impl Repo {
     async fn new(signing_key: &str) -> Repo {
         init();
         let rack = mock().await;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\n\
-             discover_racks_from_env: false\n\
-             racks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n\
-             identity:\n  url: {ISSUER}\n  signing_key:\n    {signing_key}\n  signing_key_id: {KID}\n",
-            rack.url()
-        );
-        let dir = write_repo(&yaml, &[("ci-all", CI_ALL, "deployer", "*")]);
-        std::fs::write(
-            dir.path().join("users.yaml"),
-            users_yaml(&[(ALICE, "viewer")]),
-        )
-        .unwrap();
+        let dir = ConfigDir::new()
+            .no_rack_discovery()
+            .rack("staging", &rack.url())
+            .extra(&format!(
+                "identity:\n  url: {ISSUER}\n  signing_key:\n    {signing_key}\n  signing_key_id: {KID}\n"
+            ))
+            .ci(&[("ci-all", CI_ALL, "deployer", "*")])
+            .users(&users_yaml(&[(ALICE, "viewer")]))
+            .write();
         std::fs::create_dir_all(dir.path().join("tests")).unwrap();
         std::fs::write(
             dir.path().join("tests/policy.yaml"),
@@ -172,70 +119,12 @@ impl Repo {
     }
 }
 
-/// A running `rack-gateway` process; everything it writes (stderr and
-/// stdout) is collected.
-struct Proc {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-fn collect(out: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<String>>) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(out).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut l = log.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-}
-
-/// The listening address from a start-up log line (text or JSON format).
-fn addr_in(line: &str) -> Option<String> {
-    if let Ok(v) = serde_json::from_str::<Value>(line) {
-        return v["addr"].as_str().map(str::to_string);
-    }
-    let rest = line.split("addr=").nth(1)?;
-    Some(rest.split_whitespace().next()?.to_string())
-}
-
 impl Proc {
-    /// Starts `rack-gateway <args>` with exactly `env` (plus JSON logs) and
-    /// waits for it to listen.
-    async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(bin())
-            .args(args)
-            .env_clear()
-            .env("RACK_GATEWAY_LOG_FORMAT", "json")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), log.clone());
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                {
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-                if line.contains("rack-gateway serving") {
-                    if let Some(a) = addr_in(&line) {
-                        return a;
-                    }
-                }
-            }
-            panic!("gateway exited: {}", log.lock().unwrap());
-        })
-        .await
-        .expect("gateway starts listening");
-        collect(lines.into_inner().into_inner(), log.clone());
-        Proc { child, addr, log }
+    /// Starts `rack-gateway <args>` with exactly `env` plus JSON logs.
+    async fn spawn_json(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut all = vec![("RACK_GATEWAY_LOG_FORMAT", "json")];
+        all.extend_from_slice(env);
+        Proc::spawn(args, &all).await
     }
 
     /// `serve --config <dir> --poll-interval 1h`: only file events (and
@@ -243,7 +132,7 @@ impl Proc {
     async fn serve_dir(repo: &Repo, extra_env: &[(&str, &str)]) -> Proc {
         let mut env = vec![("RACK_PW", RACK_PASSWORD)];
         env.extend_from_slice(extra_env);
-        Proc::spawn(
+        Proc::spawn_json(
             &[
                 "serve",
                 "--config",
@@ -254,10 +143,6 @@ impl Proc {
             &env,
         )
         .await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
     }
 
     async fn get_status(&self, path: &str, token: &str) -> u16 {
@@ -299,19 +184,6 @@ impl Proc {
         .await
     }
 
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
     /// The JSON audit records logged so far.
     fn audit_records(&self) -> Vec<Value> {
         self.log()
@@ -336,33 +208,30 @@ impl Proc {
         )
         .await
     }
+}
 
-    /// SIGTERM; the process must exit cleanly. Returns everything logged.
-    async fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let status = tokio::time::timeout(DEADLINE, self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status:?}\n{}", self.log());
-        // The collectors may still be appending the last lines.
-        let log = self.log.clone();
-        eventually("the log to end", || {
-            let log = log.clone();
-            async move {
-                let before = log.lock().unwrap().len();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let after = log.lock().unwrap().len();
-                if before == after {
-                    Ok(())
-                } else {
-                    Err("still growing".into())
-                }
-            }
-        })
-        .await;
-        self.log()
-    }
+/// One mock rack `staging`, no racks from the environment.
+fn staging_only(rack: &MockRack) -> ConfigDir {
+    ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+}
+
+/// A gateway in this process on `dir` and its reloader (polling every
+/// `poll`), started with the directory as it is; returns that version too.
+async fn with_reloader(dir: &Path, poll: Duration) -> (Running, Reloader, String) {
+    let env = Env::from_pairs([("RACK_PW", RACK_PASSWORD)]);
+    let cfg = load(dir, &[("RACK_PW", RACK_PASSWORD)]);
+    let running = Running::start(&cfg).await.expect("gateway starts");
+    let reloader = Reloader::new(
+        running.gateway.clone(),
+        Arc::new(DirFetch(dir.to_path_buf())),
+        env,
+        poll,
+    );
+    let first = DirFetch(dir.to_path_buf()).fetch(None).unwrap().unwrap();
+    reloader.started_with(&first, cfg.policy_cases);
+    (running, reloader, first.version)
 }
 
 fn is_refused(status: u16) -> bool {
@@ -638,28 +507,10 @@ async fn sighup_retries_a_version_that_failed_for_an_outside_reason() {
 async fn a_bad_edit_made_again_after_a_revert_is_reported_again() {
     init();
     let rack = mock().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\n\
-         discover_racks_from_env: false\n\
-         racks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    );
-    let dir = write_repo(&yaml, &[("ci-all", CI_ALL, "admin", "*")]);
-    let env = Env::from_pairs([("RACK_PW", RACK_PASSWORD)]);
-    let cfg = config::load_dir(dir.path(), &env).unwrap_or_else(|e| panic!("{e}"));
-    let running = Running::start(&cfg).await.expect("gateway starts");
-    let mut reloader = Reloader::new(
-        running.gateway.clone(),
-        Arc::new(DirFetch(dir.path().to_path_buf())),
-        env,
-        Duration::from_secs(3600),
-    );
-    let first = DirFetch(dir.path().to_path_buf())
-        .fetch(None)
-        .unwrap()
-        .unwrap();
-    reloader.started_with(&first, cfg.policy_cases);
-    let v0 = first.version.clone();
+    let dir = staging_only(&rack)
+        .ci(&[("ci-all", CI_ALL, "admin", "*")])
+        .write();
+    let (running, mut reloader, v0) = with_reloader(dir.path(), Duration::from_secs(3600)).await;
     let status = || running.gateway.reload.status();
     let apps = format!("http://{}{APPS}", running.addr);
     let ci = dir.path().join("ci.yaml");
@@ -705,27 +556,10 @@ async fn a_bad_edit_made_again_after_a_revert_is_reported_again() {
 async fn the_poll_timer_picks_up_changes_without_file_events() {
     init();
     let rack = mock().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\n\
-         discover_racks_from_env: false\n\
-         racks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    );
-    let dir = write_repo(&yaml, &[("ci-all", CI_ALL, "admin", "*")]);
-    let env = Env::from_pairs([("RACK_PW", RACK_PASSWORD)]);
-    let cfg = config::load_dir(dir.path(), &env).unwrap_or_else(|e| panic!("{e}"));
-    let running = Running::start(&cfg).await.expect("gateway starts");
-    let reloader = Reloader::new(
-        running.gateway.clone(),
-        Arc::new(DirFetch(dir.path().to_path_buf())),
-        env,
-        Duration::from_millis(200),
-    );
-    let first = DirFetch(dir.path().to_path_buf())
-        .fetch(None)
-        .unwrap()
-        .unwrap();
-    reloader.started_with(&first, cfg.policy_cases);
+    let dir = staging_only(&rack)
+        .ci(&[("ci-all", CI_ALL, "admin", "*")])
+        .write();
+    let (running, reloader, v0) = with_reloader(dir.path(), Duration::from_millis(200)).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(reloader.run(None, stop_rx));
     let apps = format!("http://{}{APPS}", running.addr);
@@ -744,7 +578,7 @@ async fn the_poll_timer_picks_up_changes_without_file_events() {
         }
     })
     .await;
-    assert_ne!(running.gateway.reload.status().version, Some(first.version));
+    assert_ne!(running.gateway.reload.status().version, Some(v0));
     stop_tx.send(true).unwrap();
     task.await.unwrap();
     running.stop().await;
@@ -784,24 +618,10 @@ fn ci_variant(b: bool) -> String {
     } else {
         ("variant-a", TOKEN_A)
     };
-    let entry = |name: &str, token: &str, role: &str| {
-        format!(
-            "  {name}:\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: {role}\n        scope: \"*\"\n",
-            sha(token)
-        )
-    };
-    format!(
-        "ci:\n{}{}",
-        entry("ci-all", CI_ALL, "admin"),
-        entry(name, token, "viewer")
-    )
-}
-
-async fn recv_frame(c: &mut ClientConn) -> Option<Frame> {
-    tokio::time::timeout(DEADLINE, c.recv())
-        .await
-        .expect("a frame in time")
-        .expect("read ok")
+    crate::support::ci_yaml(&[
+        ("ci-all", CI_ALL, "admin", "*"),
+        (name, token, "viewer", "*"),
+    ])
 }
 
 /// 8 clients hammer the gateway (keep-alive connections) while the config
@@ -819,17 +639,11 @@ async fn reload_storm_under_load_fails_no_request() {
     })
     .await
     .unwrap();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\n\
-         discover_racks_from_env: false\n\
-         racks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    );
-    let dir = write_repo(&yaml, &[]);
+    let dir = staging_only(&rack).write();
     let ci = dir.path().join("ci.yaml");
     std::fs::write(&ci, ci_variant(false)).unwrap();
     let env = Env::from_pairs([("RACK_PW", RACK_PASSWORD)]);
-    let cfg = config::load_dir(dir.path(), &env).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = load(dir.path(), &[("RACK_PW", RACK_PASSWORD)]);
     let running = Running::start(&cfg).await.expect("gateway starts");
     let addr = running.addr;
     let mut reloader = Reloader::new(
@@ -957,7 +771,7 @@ async fn reload_storm_under_load_fails_no_request() {
         // The session and the upload live on.
         let line = Frame::text(format!("after swap {i}\n"));
         session.send(&line).await.unwrap();
-        assert_eq!(recv_frame(&mut session).await, Some(line), "swap {i}");
+        assert_eq!(recv(&mut session).await, Some(line), "swap {i}");
         let chunk = Bytes::from(vec![i as u8; 16 * 1024 + i]);
         uploaded.update(&chunk);
         uploaded_len += chunk.len() as u64;
@@ -979,7 +793,7 @@ async fn reload_storm_under_load_fails_no_request() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     session.send(&Frame::binary(Vec::new())).await.unwrap();
     let mut rest = Vec::new();
-    while let Some(f) = recv_frame(&mut session).await {
+    while let Some(f) = recv(&mut session).await {
         let close = f.opcode == Opcode::Close;
         rest.push(f);
         if close {
@@ -1054,22 +868,11 @@ async fn reload_storm_under_load_fails_no_request() {
 /// A git-mode settings file for a repository that cannot be fetched (with
 /// the git2 source a nonexistent path; today's stand-in fails every fetch).
 fn git_settings(dir: &Path, extra_repository: &str) -> std::path::PathBuf {
-    let file = dir.join("settings.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "listen: 127.0.0.1:0\n\
-             repository:\n  url: file:///nonexistent/repo.git\n  branch: main\n  \
-             cache_dir: {}\n  poll_interval: 1h\n{extra_repository}",
-            dir.join("cache").display()
-        ),
-    )
-    .unwrap();
-    file
+    git_mode_settings(dir, "file:///nonexistent/repo.git", extra_repository)
 }
 
 async fn serve_git(settings: &Path, env: &[(&str, &str)]) -> Proc {
-    Proc::spawn(&["serve", "--git", settings.to_str().unwrap()], env).await
+    Proc::spawn_json(&["serve", "--git", settings.to_str().unwrap()], env).await
 }
 
 /// Waits for the first failed fetch; returns the status.
@@ -1142,7 +945,7 @@ async fn git_mode_without_a_valid_config_refuses_rack_traffic_with_503() {
     // EOF frame, close.
     let auth = basic(CI_ALL);
     let mut c = ws::client_connect(
-        p.addr.parse().unwrap(),
+        p.addr,
         "/apps/myapp/processes/web-abc12/exec",
         &[("Authorization", &auth), ("Command", "ls")],
     )
@@ -1150,7 +953,7 @@ async fn git_mode_without_a_valid_config_refuses_rack_traffic_with_503() {
     .unwrap();
     assert_eq!(c.status, 101, "refused in-band, not at the handshake");
     let mut frames = Vec::new();
-    while let Some(f) = recv_frame(&mut c).await {
+    while let Some(f) = recv(&mut c).await {
         let close = f.opcode == Opcode::Close;
         frames.push(f);
         if close {
@@ -1184,7 +987,7 @@ async fn git_mode_without_a_valid_config_refuses_rack_traffic_with_503() {
 
     // Still running, still failing, still at no version.
     let mut p = p;
-    assert!(p.child.try_wait().unwrap().is_none(), "the gateway exited");
+    assert!(!p.has_exited(), "the gateway exited");
     let s = p.status().await;
     assert_eq!(s["version"], Value::Null);
     assert!(s["consecutive_failures"].as_u64().unwrap() >= 1);
@@ -1279,24 +1082,10 @@ async fn webhook_needs_a_valid_signature_and_fetches_now() {
     assert_eq!(audits.iter().filter(|a| a["status"] == 202).count(), 8);
 }
 
-/// Runs `rack-gateway` to completion.
+/// Runs `rack-gateway` to completion: (exit code, stderr then stdout).
 async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let out = tokio::time::timeout(
-        DEADLINE,
-        Command::new(bin())
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("exits")
-    .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
+    let (code, stdout, stderr) = crate::support::run(args, env).await;
+    (code, stderr + &stdout)
 }
 
 /// An invalid settings file stops git mode before it listens: exit 64 and
@@ -1361,7 +1150,7 @@ async fn invalid_git_settings_exit_64_with_file_and_line() {
 /// A working clone that pushes to a bare repository `git daemon` serves.
 struct Upstream {
     tmp: tempfile::TempDir,
-    _daemon: crate::gitsource::Daemon,
+    _daemon: Daemon,
     url: String,
 }
 
@@ -1371,14 +1160,14 @@ impl Upstream {
         for d in ["home", "work", "srv"] {
             std::fs::create_dir_all(tmp.path().join(d)).unwrap();
         }
-        let up = |args: &[&str]| crate::gitsource::git(tmp.path(), &tmp.path().join("home"), args);
+        let up = |args: &[&str]| git(tmp.path(), &tmp.path().join("home"), args);
         up(&["init", "-q", "--bare", "-b", "main", "srv/policy.git"]);
         up(&["init", "-q", "-b", "main", "work"]);
         let work = tmp.path().join("work");
         std::fs::write(work.join("gateway.yaml"), gateway_yaml).unwrap();
         copy_roles(&work);
         std::fs::write(work.join("ci.yaml"), ci_yaml(ci)).unwrap();
-        let daemon = crate::gitsource::Daemon::start(&tmp.path().join("srv"));
+        let daemon = Daemon::start(&tmp.path().join("srv"));
         let url = format!("git://127.0.0.1:{}/policy.git", daemon.port);
         let u = Upstream {
             tmp,
@@ -1394,7 +1183,7 @@ impl Upstream {
     }
 
     fn git(&self, args: &[&str]) {
-        crate::gitsource::git(&self.work(), &self.tmp.path().join("home"), args);
+        git(&self.work(), &self.tmp.path().join("home"), args);
     }
 
     /// Commits everything and pushes (forced, so a rewritten history lands
@@ -1414,15 +1203,10 @@ impl Upstream {
     }
 }
 
+/// A ci.yaml making each `(name, token)` admin everywhere.
 fn ci_yaml(ci: &[(&str, &str)]) -> String {
-    let mut yaml = String::from("ci:\n");
-    for (name, token) in ci {
-        yaml.push_str(&format!(
-            "  {name}:\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: admin\n        scope: \"*\"\n",
-            sha(token)
-        ));
-    }
-    yaml
+    let admins: Vec<_> = ci.iter().map(|(n, t)| (*n, *t, "admin", "*")).collect();
+    crate::support::ci_yaml(&admins)
 }
 
 async fn push_hook(p: &Proc) {
@@ -1467,17 +1251,11 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
     ));
     let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
     let tmp = tempfile::tempdir().unwrap();
-    let settings = tmp.path().join("settings.yaml");
-    std::fs::write(
-        &settings,
-        format!(
-            "listen: 127.0.0.1:0\nrepository:\n  url: {}\n  branch: main\n  cache_dir: {}\n  \
-             poll_interval: 1h\n  webhook_secret: {{env: HOOK_SECRET}}\n",
-            up.url,
-            tmp.path().join("cache").display()
-        ),
-    )
-    .unwrap();
+    let settings = git_mode_settings(
+        tmp.path(),
+        &up.url,
+        "  webhook_secret: {env: HOOK_SECRET}\n",
+    );
     let p = serve_git(
         &settings,
         &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
@@ -1565,18 +1343,14 @@ async fn git_mode_requires_signed_commits_when_configured() {
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let signers = tmp.path().join("allowed_signers");
     std::fs::write(&signers, format!("policy-bot@example.com {public}")).unwrap();
-    let settings = tmp.path().join("settings.yaml");
-    std::fs::write(
-        &settings,
-        format!(
-            "listen: 127.0.0.1:0\nrepository:\n  url: {}\n  branch: main\n  cache_dir: {}\n  \
-             poll_interval: 1h\n  webhook_secret: {{env: HOOK_SECRET}}\n  allowed_signers: {}\n",
-            up.url,
-            tmp.path().join("cache").display(),
+    let settings = git_mode_settings(
+        tmp.path(),
+        &up.url,
+        &format!(
+            "  webhook_secret: {{env: HOOK_SECRET}}\n  allowed_signers: {}\n",
             signers.display()
         ),
-    )
-    .unwrap();
+    );
     let p = serve_git(
         &settings,
         &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],

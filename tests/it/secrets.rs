@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rack_gateway::config::{self, Env};
 use rack_gateway::dev::mock_rack::{MockRack, Recorded, MOCK_PRIVATE_KEY};
 use rack_gateway::rack::form::parse_form;
 use rack_gateway::server::listener::Running;
@@ -50,14 +49,18 @@ fn token(role: &str) -> String {
     format!("tok-{role}-0123456789abcdefghijklmnop")
 }
 
+/// The test's own roles ([`ROLES`]) added to a config.
+fn with_roles(mut cfg: ConfigDir) -> ConfigDir {
+    for (name, text) in ROLES {
+        cfg = cfg.role(name, text);
+    }
+    cfg
+}
+
 impl Setup {
     async fn start() -> Setup {
         init();
         let rack = mock().await;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n{GATEWAY_POLICY}",
-            rack.url()
-        );
         let roles = [
             "viewer", "deployer", "ops", "admin", "featurer", "keeper", "external", "reader",
         ];
@@ -67,13 +70,15 @@ impl Setup {
             .zip(&tokens)
             .map(|(r, t)| (*r, t.as_str(), *r, "staging/*"))
             .collect();
-        let dir = write_repo(&yaml, &ci);
-        for (name, text) in ROLES {
-            std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
-        }
-        let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let running = Running::start(&cfg).await.expect("gateway starts");
+        let (running, dir) = with_roles(
+            ConfigDir::new()
+                .no_rack_discovery()
+                .rack("staging", &rack.url())
+                .extra(GATEWAY_POLICY)
+                .ci(&ci),
+        )
+        .start()
+        .await;
         Setup {
             rack,
             running,
@@ -580,18 +585,6 @@ async fn can_says_whether_secrets_are_shown() {
     }
 }
 
-/// Everything the gateway sends on a websocket until it closes, as text.
-async fn in_band_text(c: &mut rack_gateway::rack::ws::ClientConn) -> String {
-    let mut text = String::new();
-    while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
-        text.push_str(&String::from_utf8_lossy(&f.payload));
-        if f.opcode == rack_gateway::rack::ws::Opcode::Close {
-            break;
-        }
-    }
-    text
-}
-
 #[tokio::test]
 async fn tcp_proxy_reaches_only_the_apps_resources() {
     let s = Setup::start().await;
@@ -643,20 +636,17 @@ async fn tcp_proxy_reaches_only_the_apps_resources() {
 async fn no_secret_reaches_a_viewer_or_the_logs() {
     init();
     let rack = mock().await;
-    let dir = write_repo(
-        &format!(
-            "listen: 127.0.0.1:0\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n{GATEWAY_POLICY}",
-            rack.url()
-        ),
-        &[
-            ("viewer", &token("viewer"), "viewer", "staging/*"),
-            ("deployer", &token("deployer"), "deployer", "staging/*"),
-        ],
-    );
-    for (name, text) in ROLES {
-        std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
-    }
-    let p = crate::binary::spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
+    let dir = with_roles(
+        ConfigDir::new()
+            .rack("staging", &rack.url())
+            .extra(GATEWAY_POLICY)
+            .ci(&[
+                ("viewer", &token("viewer"), "viewer", "staging/*"),
+                ("deployer", &token("deployer"), "deployer", "staging/*"),
+            ]),
+    )
+    .write();
+    let p = spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
     let base = format!("http://{}", p.addr);
     let mut bodies = String::new();
     for path in [

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rack_gateway::config::{self, Env};
+use rack_gateway::config::{self};
 use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
 use rack_gateway::rack::ws::{self, Opcode};
 use rack_gateway::server::listener::Running;
@@ -131,16 +131,13 @@ async fn tls_mock(pki: &Pki) -> (MockRack, Arc<RecordingResolver>) {
 /// (indented rack keys), and a token for it.
 async fn gateway(url: &str, tls_yaml: &str) -> (Running, tempfile::TempDir) {
     init();
-    let yaml = format!(
-        "listen: 127.0.0.1:0\n\
-         discover_racks_from_env: false\n\
-         racks:\n  secure:\n    url: {url}\n    password_env: RACK_PW\n{tls_yaml}"
-    );
-    let dir = write_repo(&yaml, &[("ci", CI_ALL, "admin", "*")]);
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
-    let running = Running::start(&cfg).await.expect("gateway starts");
-    (running, dir)
+    ConfigDir::new()
+        .no_rack_discovery()
+        .rack("secure", url)
+        .extra(tls_yaml)
+        .ci(&[("ci", CI_ALL, "admin", "*")])
+        .start()
+        .await
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -4,45 +4,16 @@
 //! pings must reach the rack, and refusals must arrive in-band in exactly
 //! the shape the stock CLI understands.
 
-use std::time::Duration;
-
 use futures_util::{SinkExt, StreamExt};
-use rack_gateway::config::{self, Env};
 use rack_gateway::rack::ws::{self, ClientConn, Frame, Opcode, EXIT_MARKER};
-use rack_gateway::server::listener::Running;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-/// Generous bound for any single read; only there to turn a hang into a
-/// failure.
-const READ_TIMEOUT: Duration = Duration::from_secs(15);
-
 const EXEC: &str = "/racks/staging/apps/myapp/processes/web-abc12/exec";
 const PROD_EXEC: &str = "/racks/production/apps/myapp/processes/web-abc12/exec";
 const PROD_LOGS: &str = "/racks/production/apps/myapp/logs";
-
-async fn recv(c: &mut ClientConn) -> Option<Frame> {
-    tokio::time::timeout(READ_TIMEOUT, c.recv())
-        .await
-        .expect("frame within the read timeout")
-        .expect("read ok")
-}
-
-/// Every frame up to and including the close frame (or the end of the
-/// connection).
-async fn read_until_eof(c: &mut ClientConn) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    while let Some(f) = recv(c).await {
-        let close = f.opcode == Opcode::Close;
-        frames.push(f);
-        if close {
-            break;
-        }
-    }
-    frames
-}
 
 /// An exec websocket as `convox exec` opens it.
 async fn exec(gw: &Gw, command: &str, extra: &[(&str, &str)]) -> ClientConn {
@@ -271,27 +242,18 @@ async fn websocket_query_strings_are_refused() {
     assert_eq!(gw.forwarded_count(), 0);
 }
 
-/// A loopback port that nothing listens on.
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// An unreachable rack is reported the way each kind of request prints
 /// best: in-band with the exit marker on exec, 502 JSON on REST.
 #[tokio::test]
 async fn rack_down_is_reported_in_band_and_as_502() {
     init();
-    let port = closed_port().await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\n\
-         discover_racks_from_env: false\n\
-         racks:\n  down:\n    url: http://127.0.0.1:{port}\n    password_env: RACK_PW\n"
-    );
-    let dir = write_repo(&yaml, &[("ci", CI_ALL, "admin", "*")]);
-    let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let running = Running::start(&cfg).await.expect("gateway starts");
+    let port = free_port();
+    let (running, _dir) = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("down", &format!("http://127.0.0.1:{port}"))
+        .ci(&[("ci", CI_ALL, "admin", "*")])
+        .start()
+        .await;
 
     let auth = basic(CI_ALL);
     let c = ws::client_connect(
@@ -341,14 +303,14 @@ async fn tungstenite_client_reads_logs() {
     h.insert("Authorization", basic(CI_STAGING).parse().unwrap());
     h.insert("Follow", "false".parse().unwrap());
     let (mut socket, resp) =
-        tokio::time::timeout(READ_TIMEOUT, tokio_tungstenite::connect_async(req))
+        tokio::time::timeout(FRAME_TIMEOUT, tokio_tungstenite::connect_async(req))
             .await
             .expect("handshake within the timeout")
             .unwrap();
     assert_eq!(resp.status(), 101);
 
     let mut messages = Vec::new();
-    while let Some(m) = tokio::time::timeout(READ_TIMEOUT, socket.next())
+    while let Some(m) = tokio::time::timeout(FRAME_TIMEOUT, socket.next())
         .await
         .expect("message within the timeout")
     {
@@ -399,7 +361,7 @@ async fn idle_sessions_are_closed() {
     }
     // The gateway drops both connections: the client sees the end of the
     // stream (or a reset), never another data frame.
-    let end = tokio::time::timeout(READ_TIMEOUT, c.recv())
+    let end = tokio::time::timeout(FRAME_TIMEOUT, c.recv())
         .await
         .expect("the idle session was closed");
     if let Ok(Some(f)) = end {

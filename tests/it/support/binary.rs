@@ -1,0 +1,185 @@
+//! The real `rack-gateway` binary as a process: run a command to
+//! completion, or start a server ([`Proc`]) that is waited on until it
+//! listens, has everything it writes collected, and is killed on drop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::wait::DEADLINE;
+
+/// Path of the built binary, for tests that run it as a process.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rack-gateway"))
+}
+
+/// Runs `rack-gateway <args>` with exactly `env` to completion: (exit
+/// code, stdout, stderr).
+pub async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        DEADLINE,
+        Command::new(bin())
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("rack-gateway {args:?} did not exit"))
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `rack-gateway` server; everything it writes (stdout and
+/// stderr, line by line) is collected.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+    out: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+fn collect(r: impl AsyncRead + Unpin + Send + 'static, out: Arc<Mutex<String>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut r = BufReader::new(r);
+        let mut line = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut line).await {
+            if n == 0 {
+                break;
+            }
+            let mut o = out.lock().unwrap();
+            o.push_str(&String::from_utf8_lossy(&line));
+            if !line.ends_with(b"\n") {
+                o.push('\n');
+            }
+            line.clear();
+        }
+    })
+}
+
+/// The listening address from the start-up line (text or JSON format).
+fn serving_addr(out: &str) -> Option<SocketAddr> {
+    let line = out.lines().find(|l| l.contains("rack-gateway serving"))?;
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return v["addr"].as_str()?.parse().ok();
+    }
+    let rest = line.split("addr=").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+impl Proc {
+    /// Starts `rack-gateway <args>` with exactly `env` and waits for it to
+    /// listen.
+    pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), out.clone()),
+            collect(child.stderr.take().unwrap(), out.clone()),
+        ];
+        let until = Instant::now() + DEADLINE;
+        let addr = loop {
+            if let Some(a) = serving_addr(&out.lock().unwrap()) {
+                break a;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("gateway exited {status:?}: {}", out.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < until,
+                "gateway did not start: {}",
+                out.lock().unwrap()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        Proc {
+            child,
+            addr,
+            out,
+            readers,
+        }
+    }
+
+    /// `rack-gateway serve --config <dir> <args>` with exactly `env`.
+    pub async fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut all = vec!["serve", "--config", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Proc::spawn(&all, env).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `sig` (as `kill` spells it: `-HUP`, `-TERM`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Whether the process has exited (it should not have).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Everything written so far.
+    pub fn log(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits for a clean exit (after [`Proc::sigterm`]) and returns all
+    /// output.
+    pub async fn wait_exit(mut self) -> String {
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout(DEADLINE, r).await;
+        }
+        let out = self.log();
+        assert!(status.success(), "{status:?}\n{out}");
+        out
+    }
+
+    /// SIGTERM; the process must exit cleanly. Returns all output.
+    pub async fn stop(self) -> String {
+        self.sigterm();
+        self.wait_exit().await
+    }
+}
+
+/// `serve --config <dir>` with trace logging and exactly `env` besides.
+pub async fn spawn_serve(dir: &Path, env: &[(&str, &str)]) -> Proc {
+    let mut all = vec![("RACK_GATEWAY_LOG", "trace")];
+    all.extend_from_slice(env);
+    Proc::serve(dir, &[], &all).await
+}
