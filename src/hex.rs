@@ -48,7 +48,10 @@ mod tests {
         assert_eq!(decode("+a"), None);
         assert_eq!(decode("abc"), None);
         assert_eq!(decode("zz"), None);
-        assert_eq!(decode32(&format!(" {} ", "11".repeat(32))), Some([0x11; 32]));
+        assert_eq!(
+            decode32(&format!(" {} ", "11".repeat(32))),
+            Some([0x11; 32])
+        );
         assert_eq!(decode32(&"11".repeat(31)), None);
     }
 }
