@@ -29,7 +29,7 @@ pub fn init() {
 }
 
 pub fn sha(token: &str) -> String {
-    config::hex(&rack_gateway::identity::credentials::token_sha256(token))
+    rack_gateway::hex::encode(&rack_gateway::identity::credentials::token_sha256(token))
 }
 
 pub async fn mock() -> MockRack {

@@ -75,7 +75,7 @@ impl Pki {
     /// The pin the gateway expects: hex SHA-256 of the leaf's DER.
     fn pin(&self) -> String {
         let d = ring::digest::digest(&ring::digest::SHA256, self.leaf_der.as_ref());
-        config::hex(d.as_ref())
+        rack_gateway::hex::encode(d.as_ref())
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
