@@ -3,9 +3,15 @@
 //! `whoami`, `env`, `can` and any convox command for people (see
 //! [`crate::cli::client`]). Parsing is clap derive; each command is a small
 //! function returning an exit code.
+//!
+//! Layout: this module holds the clap types and the dispatch; [`serve`] is
+//! the composition root of the gateway process; [`operator`] the commands
+//! that need no running gateway.
 
 pub mod client;
 pub mod logsink;
+mod operator;
+mod serve;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -14,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Env};
+use crate::config;
 
 /// Exit code for configuration errors (BSD `EX_USAGE`-style `EX_CONFIG`
 /// family; 64 is what operators' tooling expects from linkerd and friends).
@@ -279,25 +285,6 @@ fn read_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(trimmed)
 }
 
-/// Opens the audit file before serving: a gateway asked to keep one never
-/// serves without it.
-fn open_audit_file(args: &AuditArgs) -> Result<(), String> {
-    let Some(path) = &args.audit_file else {
-        return Ok(());
-    };
-    let key = args.audit_key_file.as_deref().map(read_key).transpose()?;
-    let sink = crate::audit::file::Sink::open(crate::audit::file::FileSettings {
-        path: path.clone(),
-        rotate_bytes: Some(args.audit_rotate),
-        key,
-        fail_closed: args.audit_fail_closed,
-        fsync: args.audit_fsync,
-    })
-    .map_err(|e| format!("audit file {}: {e}", path.display()))?;
-    crate::audit::install_file(sink);
-    Ok(())
-}
-
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Write a new Ed25519 signing key for the gateway's own tokens (PKCS#8
@@ -335,34 +322,11 @@ pub fn main() -> ExitCode {
             git,
             poll_interval,
             audit,
-        } => {
-            if let Err(e) = open_audit_file(&audit) {
-                eprintln!("rack-gateway: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let code = match (config, git) {
-                (Some(dir), _) => serve(dir, poll_interval),
-                (None, Some(file)) => serve_git(file),
-                (None, None) => {
-                    eprintln!("rack-gateway serve: give --config <dir> or --git <settings.yaml>");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            };
-            if !crate::audit::flush(std::time::Duration::from_secs(5)) {
-                eprintln!("rack-gateway: some audit records could not be written to the audit file before exit");
-            }
-            code
-        }
+        } => serve::run(config, git, poll_interval, &audit),
         Command::Audit {
             command: AuditCommand::Verify { files, key_file },
-        } => match key_file.as_deref().map(read_key).transpose() {
-            Ok(key) => crate::audit::verify::verify_command(&files, key.as_deref()),
-            Err(e) => {
-                eprintln!("rack-gateway audit verify: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Check { dir, format } => check(dir, format),
+        } => operator::audit_verify(&files, key_file.as_deref()),
+        Command::Check { dir, format } => operator::check(dir, format),
         Command::Can {
             first,
             second: None,
@@ -391,10 +355,10 @@ pub fn main() -> ExitCode {
             process_command,
             list,
             config,
-        } => can(
+        } => operator::can(
             &config.unwrap_or_else(|| PathBuf::from(".")),
             &first,
-            CanQuery {
+            operator::CanQuery {
                 operation: second,
                 rack: cli.rack,
                 app,
@@ -405,53 +369,12 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::Demo { listen } => runtime().block_on(crate::dev::demo::run(listen)),
-        Command::Routes { markdown } => {
-            if markdown {
-                print!("{}", crate::rack::routes::markdown_table());
-            } else {
-                for r in crate::rack::routes::ROUTES {
-                    println!("{:<8} {:<55} {}", r.method.as_str(), r.pattern, r.operation);
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Command::Token { command } => {
-            match command {
-                TokenCommand::Keygen { out } => keygen(&out),
-                TokenCommand::Generate {
-                    name,
-                    role,
-                    scope,
-                    expires,
-                } => {
-                    let expires = match expires {
-                        Some(e) if crate::policy::load::parse_time(&e).is_some() => e,
-                        Some(e) => {
-                            eprintln!("rack-gateway token generate: --expires `{e}` is not a date like 2027-06-30");
-                            return ExitCode::from(2);
-                        }
-                        // A year from now, as a date.
-                        None => crate::cli::client::utc(crate::clock::unix_now() + 365 * 86_400)
-                            .split(' ')
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    };
-                    let token = crate::identity::credentials::generate_token("rgw_");
-                    let hash = config::hex(&crate::identity::credentials::token_sha256(&token));
-                    println!("token (shown once; store it in your CI system's secret store):\n  {token}\n");
-                    println!("ci.yaml entry (holds only the hash):");
-                    println!(
-                    "ci:\n  {name}:\n    token_sha256: {hash}\n    expires: {expires}\n    grants:\n      - role: {role}\n        scope: \"{scope}\""
-                );
-                    ExitCode::SUCCESS
-                }
-            }
-        }
+        Command::Routes { markdown } => operator::routes(markdown),
+        Command::Token { command } => operator::token(command),
         Command::MockRack {
             listen,
             password_env,
-        } => runtime().block_on(mock_rack(listen, password_env)),
+        } => runtime().block_on(operator::mock_rack(listen, password_env)),
         Command::Login {
             rack_name,
             gateway,
@@ -485,39 +408,6 @@ pub fn main() -> ExitCode {
         }
         Command::Convox(args) => crate::cli::client::passthrough(cli.rack.as_deref(), args),
     }
-}
-
-fn keygen(out: &std::path::Path) -> ExitCode {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let pem = crate::identity::token::generate_private_pem();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out);
-    let written = file.and_then(|mut f| f.write_all(pem.as_bytes()).and_then(|_| f.sync_all()));
-    if let Err(e) = written {
-        eprintln!(
-            "rack-gateway token keygen: cannot write {}: {e}",
-            out.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let (Ok(kid), Ok(public)) = (
-        crate::identity::token::key_id(&pem),
-        crate::identity::token::public_pem(&pem),
-    ) else {
-        eprintln!("rack-gateway token keygen: the generated key is unusable (a bug)");
-        return ExitCode::FAILURE;
-    };
-    println!(
-        "wrote {} (keep it out of Git; give it to the gateway as identity.signing_key)",
-        out.display()
-    );
-    println!("key id: {kid}");
-    print!("{public}");
-    ExitCode::SUCCESS
 }
 
 /// Writes generated text to stdout; a reader that stops early
@@ -561,303 +451,9 @@ fn print_config_errors(errors: &config::ConfigErrors) {
     }
 }
 
-fn check(dir: PathBuf, format: CheckFormat) -> ExitCode {
-    match config::load_dir(&dir, &Env::from_process().secrets_optional()) {
-        Ok(cfg) => {
-            println!(
-                "{}: ok ({} rack(s), {} role(s), {} user(s), {} CI identit{}, {} policy test(s) passed)",
-                dir.display(),
-                cfg.racks.len(),
-                cfg.policy.roles.len(),
-                cfg.policy.users.len(),
-                cfg.policy.ci.len(),
-                if cfg.policy.ci.len() == 1 { "y" } else { "ies" },
-                cfg.policy_cases
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) if format == CheckFormat::Github => {
-            let prefix = format!("{}/", dir.display());
-            for err in &e.0 {
-                let file = err.file.strip_prefix(&prefix).unwrap_or(&err.file);
-                let mut loc = format!("file={file}");
-                if let Some(l) = err.line {
-                    loc.push_str(&format!(",line={l}"));
-                }
-                if let Some(c) = err.column {
-                    loc.push_str(&format!(",col={c}"));
-                }
-                // Annotation messages end at a newline; % , : are escaped.
-                let msg = err
-                    .message
-                    .replace('%', "%25")
-                    .replace('\r', "%0D")
-                    .replace('\n', "%0A");
-                println!("::error {loc}::{msg}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            print_config_errors(&e);
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// What `can` asks.
-struct CanQuery {
-    operation: Option<String>,
-    rack: Option<String>,
-    app: Option<String>,
-    service: Option<String>,
-    command: Option<String>,
-    process_command: Option<String>,
-    list: bool,
-}
-
-fn can(dir: &std::path::Path, identity: &str, q: CanQuery) -> ExitCode {
-    let cfg = match config::load_dir(dir, &Env::from_process().secrets_optional()) {
-        Ok(c) => c,
-        Err(e) => {
-            print_config_errors(&e);
-            return ExitCode::from(2);
-        }
-    };
-    let policy = &cfg.policy;
-    let Some(subject) = policy.find_subject(identity) else {
-        eprintln!("rack-gateway can: `{identity}` is neither a user in users.yaml nor a CI identity in ci.yaml");
-        return ExitCode::from(2);
-    };
-    if q.list {
-        println!("{}:", subject.name);
-        for line in policy.describe(subject) {
-            println!("  {line}");
-        }
-        return ExitCode::SUCCESS;
-    }
-    let (Some(operation), Some(rack)) = (q.operation, q.rack) else {
-        eprintln!(
-            "rack-gateway can: the offline form needs `can <identity> <operation> --rack R` or \
-             `can <identity> --list` (`can <operation>` alone asks the gateway)"
-        );
-        return ExitCode::from(2);
-    };
-    if crate::policy::op_index(&operation).is_none() {
-        eprintln!("rack-gateway can: unknown operation `{operation}` (see `rack-gateway routes`)");
-        return ExitCode::from(2);
-    }
-    let process = crate::policy::Process {
-        service: q.service.clone().unwrap_or_default(),
-        command: q.process_command.unwrap_or_else(|| "-".into()),
-    };
-    let facts = crate::policy::Facts {
-        rack: &rack,
-        operation: &operation,
-        app: q.app.as_deref(),
-        service: q.service.as_deref(),
-        command: q.command.as_deref(),
-        command_shown: None,
-        process: None,
-        run_headers: &[],
-    };
-    let verdict = policy.decide_assuming(subject, &facts, &process);
-    match verdict {
-        crate::policy::Verdict::Allow(r) => {
-            match crate::rack::mask::can_note(policy, subject, &facts) {
-                Some(note) => println!("allow: {r}; {note}"),
-                None => println!("allow: {r}"),
-            }
-            ExitCode::SUCCESS
-        }
-        other => {
-            println!("deny: {}", other.reason());
-            ExitCode::FAILURE
-        }
-    }
-}
-
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    match config::parse_duration(s)? {
+    match config::error::parse_duration(s)? {
         d if d.is_zero() => Err("must be greater than zero".into()),
         d => Ok(d),
     }
-}
-
-fn serve(dir: PathBuf, poll: std::time::Duration) -> ExitCode {
-    let env = Env::from_process();
-    let fetch = crate::reload::DirFetch(dir.clone());
-    let first = match crate::reload::Fetch::fetch(&fetch, None) {
-        Ok(Some(f)) => f,
-        Ok(None) => unreachable!("a first fetch always returns files"),
-        Err(e) => {
-            eprintln!("rack-gateway: {}", e.message);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let cfg = match config::load(&first.files, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            print_config_errors(&e);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    runtime().block_on(async move {
-        let runtime = match crate::gateway::Runtime::from_config(&cfg) {
-            Ok(mut rt) => {
-                rt.version = first.version.clone();
-                rt
-            }
-            Err(e) => {
-                print_config_errors(&e);
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
-        let serving = crate::server::listener::Serving {
-            listen: cfg.listen,
-            tls: cfg.tls.clone(),
-            header_read: cfg.timeouts.header_read,
-            shutdown_grace: cfg.timeouts.shutdown_grace,
-        };
-        let running = match start(&serving, Some(runtime)).await {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
-        tracing::info!(
-            addr = %running.addr,
-            racks = cfg.racks.len(),
-            version = %first.version,
-            "rack-gateway serving"
-        );
-        let reloader = crate::reload::Reloader::new(
-            running.gateway.clone(),
-            std::sync::Arc::new(fetch),
-            env,
-            poll,
-        );
-        reloader.started_with(&first, cfg.policy_cases);
-        tokio::spawn(reloader.run(Some(dir), running.shutdown_handle().subscribe()));
-        run_until_signalled(running).await
-    })
-}
-
-/// Git mode: the listener comes from the local settings file, and rack
-/// traffic is refused with 503 until the first valid commit is loaded.
-fn serve_git(file: PathBuf) -> ExitCode {
-    let env = Env::from_process();
-    let settings = match config::load_git_serve(&file, &env) {
-        Ok(s) => s,
-        Err(e) => {
-            print_config_errors(&e);
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    // git2's first use changes the process environment: do it before the
-    // runtime starts threads.
-    crate::reload::git::init();
-    let base = file.parent().unwrap_or(std::path::Path::new("."));
-    let fetch = match crate::reload::GitFetch::new(&settings.repo, base) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("rack-gateway: {}: {e}", file.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    runtime().block_on(async move {
-        let serving = crate::server::listener::Serving {
-            listen: settings.listen,
-            tls: settings.tls.clone(),
-            header_read: settings.header_read,
-            shutdown_grace: settings.shutdown_grace,
-        };
-        let running = match start(&serving, None).await {
-            Ok(r) => r,
-            Err(code) => return code,
-        };
-        tracing::info!(
-            addr = %running.addr,
-            repository = %settings.repo.url,
-            "rack-gateway serving (git mode): fetching the configuration"
-        );
-        if let Some(secret) = settings.repo.webhook_secret.clone() {
-            running.gateway.reload.set_webhook_secret(secret);
-        }
-        let reloader = crate::reload::Reloader::new(
-            running.gateway.clone(),
-            std::sync::Arc::new(fetch),
-            env,
-            settings.repo.poll_interval,
-        );
-        tokio::spawn(reloader.run(None, running.shutdown_handle().subscribe()));
-        run_until_signalled(running).await
-    })
-}
-
-async fn start(
-    serving: &crate::server::listener::Serving,
-    runtime: Option<crate::gateway::Runtime>,
-) -> Result<crate::server::listener::Running, ExitCode> {
-    match crate::server::listener::Running::bind(serving, runtime).await {
-        Ok(r) => Ok(r),
-        Err(crate::server::listener::StartError::Config(e)) => {
-            print_config_errors(&e);
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-        Err(e) => {
-            eprintln!("rack-gateway: {e}");
-            Err(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// Serves until SIGTERM/SIGINT (graceful shutdown); SIGHUP asks the
-/// reloader for an immediate, forced reload.
-async fn run_until_signalled(running: crate::server::listener::Running) -> ExitCode {
-    let gateway = running.gateway.clone();
-    let shutdown = running.shutdown_handle();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => gateway.reload.trigger(),
-            }
-        }
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = shutdown.send(true);
-    });
-    running.wait().await;
-    ExitCode::SUCCESS
-}
-
-async fn mock_rack(listen: SocketAddr, password_env: String) -> ExitCode {
-    let Some(password) = std::env::var(&password_env).ok().filter(|p| !p.is_empty()) else {
-        eprintln!("rack-gateway mock-rack: set {password_env} to the password the mock rack should accept");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let mock = match crate::dev::mock_rack::MockRack::start(crate::dev::mock_rack::MockOptions {
-        listen,
-        password,
-        tls: None,
-        max_recorded: 0,
-    })
-    .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("rack-gateway mock-rack: cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("mock rack listening on {}", mock.url());
-    let _ = tokio::signal::ctrl_c().await;
-    ExitCode::SUCCESS
 }

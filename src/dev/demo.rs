@@ -61,7 +61,7 @@ pub fn demo_source(
     for ((name, role, scope), token) in DEMO_IDENTITIES.iter().zip(tokens) {
         ci.push_str(&format!(
             "  {name}:\n    description: rack-gateway demo\n    token_sha256: {}\n    expires: 2099-01-01\n    grants:\n      - role: {role}\n        scope: \"{scope}\"\n",
-            config::hex(&crate::identity::credentials::token_sha256(token))
+            crate::hex::encode(&crate::identity::credentials::token_sha256(token))
         ));
     }
     MemSource {

@@ -2,21 +2,31 @@
 //! `users.yaml`, `ci.yaml`, the `policy:` block of gateway.yaml and the
 //! policy tests in `tests/*.yaml` — into a compiled [`Policy`], collecting
 //! every problem with its file and line.
+//!
+//! Layout: [`raw`] holds the serde types, [`identities`] users.yaml and
+//! ci.yaml, [`cases`] the policy tests; this module compiles roles and the
+//! `policy:` block and drives the rest.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod cases;
+mod identities;
+mod raw;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::command::CommandPattern;
 use super::glob::Glob;
 use super::{
-    op_index, operations, ops_matching, CommandRule, Exception, Facts, Grant, OpSet, Policy,
-    Process, ProtectedEnv, Role, RuleRef, Subject, SubjectKind, PERMISSIONS,
-    RESTRICTED_RUN_HEADERS,
+    operations, ops_matching, CommandRule, Exception, OpSet, Policy, ProtectedEnv, Role, RuleRef,
+    PERMISSIONS, RESTRICTED_RUN_HEADERS,
 };
-use crate::config::{parse_yaml, ConfigError};
+use crate::config::error::{parse_yaml, ConfigError};
+use raw::RawRole;
+
+pub use identities::{CiToken, FederatedIdentity};
+pub(crate) use raw::RawPolicySection;
 
 /// Operations blocked for everyone unless a role is given an exception:
 /// rack updates and parameter changes (`PUT /system`), rack JWT minting and
@@ -33,163 +43,8 @@ pub const DEFAULT_BLOCKED: &[&str] = &[
     "instances ssh",
 ];
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawPolicySection {
-    blocked: Option<Spanned<Vec<Spanned<String>>>>,
-    exceptions: Option<Vec<Spanned<RawException>>>,
-    /// `"<rack glob>/<app glob>": [KEY globs]`.
-    protected_env: Option<BTreeMap<String, Spanned<Vec<String>>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawException {
-    role: String,
-    operations: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawRole {
-    description: Option<String>,
-    inherits: Option<Vec<Spanned<String>>>,
-    allow: Option<Vec<Spanned<String>>>,
-    deny: Option<Vec<Spanned<String>>>,
-    commands: Option<RawCommands>,
-    run_headers: Option<Vec<Spanned<String>>>,
-    permissions: Option<Vec<Spanned<String>>>,
-    env_keys: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCommands {
-    allow: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
-    deny: Option<BTreeMap<String, Spanned<Vec<Spanned<String>>>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGrant {
-    role: String,
-    scope: String,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawUsersFile {
-    users: Option<BTreeMap<String, Spanned<RawUser>>>,
-    /// Anyone with a verified email in the domain, with these grants.
-    domains: Option<BTreeMap<String, Spanned<RawUser>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    #[allow(dead_code)]
-    name: Option<String>,
-    grants: Vec<Spanned<RawGrant>>,
-    deny: Option<Vec<Spanned<String>>>,
-    /// Tokens issued before this time are refused (revocation without a
-    /// database): a date or UTC time.
-    tokens_valid_after: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCiFile {
-    ci: Option<BTreeMap<String, Spanned<RawCi>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCi {
-    #[allow(dead_code)]
-    description: Option<String>,
-    token_sha256: Option<String>,
-    federated: Option<RawFederated>,
-    expires: Spanned<String>,
-    grants: Vec<Spanned<RawGrant>>,
-    deny: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFederated {
-    issuer: String,
-    audience: String,
-    /// Claim name → glob the claim's string value must match.
-    #[serde(default)]
-    claims: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCases {
-    cases: Vec<Spanned<RawCase>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCase {
-    name: Option<String>,
-    identity: String,
-    rack: String,
-    app: Option<String>,
-    operation: String,
-    service: Option<String>,
-    command: Option<String>,
-    /// For exec and ps stop: the target process's command as the rack
-    /// reports it (e.g. `sleep 3600` for an attached run).
-    process_command: Option<String>,
-    #[serde(default)]
-    headers: Vec<String>,
-    expect: Expect,
-    reason_contains: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Expect {
-    Allow,
-    Deny,
-}
-
-/// A static CI token as the authenticator needs it.
-#[derive(Debug, Clone)]
-pub struct CiToken {
-    pub name: String,
-    pub sha256: [u8; 32],
-    /// Unix seconds after which the token is refused.
-    pub expires: i64,
-}
-
-/// A CI identity that authenticates with its CI system's own OIDC token.
-#[derive(Debug, Clone)]
-pub struct FederatedIdentity {
-    pub name: String,
-    pub issuer: String,
-    pub audience: String,
-    /// Every listed claim must be a string matching its glob.
-    pub claims: Vec<(String, Glob)>,
-    pub expires: i64,
-}
-
-impl FederatedIdentity {
-    /// Whether verified token claims satisfy every claim pattern.
-    pub fn matches(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
-        self.claims.iter().all(|(name, glob)| {
-            claims
-                .get(name)
-                .and_then(|v| v.as_str())
-                .is_some_and(|v| glob.matches(v))
-        })
-    }
-}
-
 /// A file's text, as read from a config source.
-pub struct File {
+pub(crate) struct File {
     /// Path relative to the config root (`roles/deployer.yaml`).
     pub rel: String,
     /// How to name it in messages.
@@ -198,7 +53,7 @@ pub struct File {
 }
 
 /// Everything the policy needs from a config repository.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub gateway_display: &'a str,
     pub policy_section: Option<RawPolicySection>,
     pub roles: Vec<File>,
@@ -209,7 +64,7 @@ pub struct Inputs<'a> {
 }
 
 /// The compiled policy plus the CI token table, or every problem found.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub policy: Policy,
     pub ci_tokens: Vec<CiToken>,
     pub federated: Vec<FederatedIdentity>,
@@ -293,7 +148,7 @@ fn valid_name(n: &str) -> bool {
 
 /// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` to unix
 /// seconds.
-pub fn parse_time(s: &str) -> Option<i64> {
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
     let (date, time) = match s.split_once('T') {
         Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
@@ -333,7 +188,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
 }
 
 /// Compiles and validates the policy, then runs the policy tests against it.
-pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
+pub(crate) fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
     let mut ctx = Ctx { errors: Vec::new() };
     let mut policy = Policy::default();
 
@@ -668,212 +523,19 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
     // Identities.
     let mut seen: HashSet<String> = HashSet::new();
     if let Some(f) = &inputs.users {
-        if let Some(raw) = parse::<RawUsersFile>(&mut ctx, f) {
-            for (email, u) in raw.users.unwrap_or_default() {
-                let key = email.trim().to_ascii_lowercase();
-                let valid = key.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty() && domain.contains('.') && !domain.contains('@')
-                }) && !key.contains(char::is_whitespace);
-                if !valid {
-                    ctx.err(
-                        &f.display,
-                        Some(u.referenced),
-                        format!("user `{email}` is not an email address"),
-                    );
-                    continue;
-                }
-                if !seen.insert(key.clone()) {
-                    ctx.err(
-                        &f.display,
-                        Some(u.referenced),
-                        format!("duplicate identity `{email}` (emails are case-insensitive)"),
-                    );
-                    continue;
-                }
-                let subject = person(&mut ctx, &policy, f, &key, &u, &inputs.racks);
-                policy.users.insert(key, subject);
-            }
-            for (domain, u) in raw.domains.unwrap_or_default() {
-                let key = domain.trim().to_ascii_lowercase();
-                if key.is_empty()
-                    || key.contains('@')
-                    || !key.contains('.')
-                    || key.contains(char::is_whitespace)
-                {
-                    ctx.err(
-                        &f.display,
-                        Some(u.referenced),
-                        format!("domain `{domain}` is not a domain name (e.g. example.com)"),
-                    );
-                    continue;
-                }
-                if policy.domains.contains_key(&key) {
-                    ctx.err(
-                        &f.display,
-                        Some(u.referenced),
-                        format!("duplicate domain `{domain}`"),
-                    );
-                    continue;
-                }
-                let subject = person(&mut ctx, &policy, f, &format!("*@{key}"), &u, &inputs.racks);
-                policy.domains.insert(key, subject);
-            }
-        }
+        identities::users(&mut ctx, &mut policy, f, &inputs.racks, &mut seen);
     }
-    let mut ci_tokens: Vec<CiToken> = Vec::new();
-    let mut federated: Vec<FederatedIdentity> = Vec::new();
-    if let Some(f) = &inputs.ci {
-        if let Some(raw) = parse::<RawCiFile>(&mut ctx, f) {
-            for (name, c) in raw.ci.unwrap_or_default() {
-                if !valid_name(&name) {
-                    ctx.err(
-                        &f.display,
-                        Some(c.referenced),
-                        format!(
-                            "CI identity name `{name}` must be lower-case letters, digits, - or _"
-                        ),
-                    );
-                    continue;
-                }
-                if !seen.insert(name.clone()) {
-                    ctx.err(
-                        &f.display,
-                        Some(c.referenced),
-                        format!("duplicate identity `{name}`"),
-                    );
-                    continue;
-                }
-                let Some(expires) = parse_time(&c.value.expires.value) else {
-                    ctx.err(
-                        &f.display,
-                        Some(c.value.expires.referenced),
-                        "expires must be a date (2027-06-30) or UTC time (2027-06-30T12:00:00Z)",
-                    );
-                    continue;
-                };
-                if c.value.token_sha256.is_none() && c.value.federated.is_none() {
-                    ctx.err(
-                        &f.display,
-                        Some(c.referenced),
-                        format!("CI identity `{name}` needs token_sha256 (a static token) or federated (its CI system's OIDC token)"),
-                    );
-                }
-                if let Some(h) = &c.value.token_sha256 {
-                    match crate::config::parse_hex32(h) {
-                        None => ctx.err(
-                            &f.display,
-                            Some(c.referenced),
-                            format!("CI identity `{name}`: token_sha256 must be 64 hex digits (see `rack-gateway token generate`)"),
-                        ),
-                        Some(sha256) => {
-                            if ci_tokens.iter().any(|t| t.sha256 == sha256) {
-                                ctx.err(
-                                    &f.display,
-                                    Some(c.referenced),
-                                    format!("CI identity `{name}` has the same token hash as another identity"),
-                                );
-                            }
-                            ci_tokens.push(CiToken { name: name.clone(), sha256, expires });
-                        }
-                    }
-                }
-                if let Some(fed) = &c.value.federated {
-                    if !fed.issuer.starts_with("https://")
-                        && !fed.issuer.starts_with("http://127.0.0.1")
-                    {
-                        ctx.err(
-                            &f.display,
-                            Some(c.referenced),
-                            format!(
-                                "CI identity `{name}`: federated.issuer must be an https:// URL"
-                            ),
-                        );
-                    }
-                    if fed.audience.trim().is_empty() {
-                        ctx.err(
-                            &f.display,
-                            Some(c.referenced),
-                            format!("CI identity `{name}`: federated.audience must not be empty"),
-                        );
-                    }
-                    if fed.claims.is_empty() {
-                        ctx.err(
-                            &f.display,
-                            Some(c.referenced),
-                            format!("CI identity `{name}`: federated.claims must pin at least one claim (e.g. repository), or every token of that issuer would match"),
-                        );
-                    }
-                    federated.push(FederatedIdentity {
-                        name: name.clone(),
-                        issuer: fed.issuer.clone(),
-                        audience: fed.audience.clone(),
-                        claims: fed
-                            .claims
-                            .iter()
-                            .map(|(k, v)| (k.clone(), Glob::new(v)))
-                            .collect(),
-                        expires,
-                    });
-                }
-                let grants = grants(&mut ctx, &policy, f, &c.value.grants, &inputs.racks);
-                let (deny, deny_at) = ctx.ops(
-                    &f.display,
-                    &f.rel,
-                    c.value.deny.as_deref().unwrap_or(&[]),
-                    "deny",
-                );
-                policy.ci.insert(
-                    name.clone(),
-                    Subject {
-                        kind: SubjectKind::Ci,
-                        name,
-                        grants,
-                        deny,
-                        deny_at,
-                        valid_after: None,
-                        at: RuleRef {
-                            file: Arc::from(f.rel.as_str()),
-                            line: c.referenced.line(),
-                        },
-                    },
-                );
-            }
-        }
-    }
+    let (ci_tokens, federated) = match &inputs.ci {
+        Some(f) => identities::ci(&mut ctx, &mut policy, f, &inputs.racks, &mut seen),
+        None => (Vec::new(), Vec::new()),
+    };
 
     if !ctx.errors.is_empty() {
         return Err(ctx.errors);
     }
 
     // Policy tests run only against a policy that loaded cleanly.
-    let mut cases = 0;
-    for f in &inputs.tests {
-        let Some(raw) = (if f.text.trim().is_empty() {
-            None
-        } else {
-            match parse_yaml::<RawCases>(&f.display, &f.text) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    ctx.errors.push(e);
-                    None
-                }
-            }
-        }) else {
-            continue;
-        };
-        for c in raw.cases {
-            cases += 1;
-            if let Err(msg) = run_case(&policy, &c.value) {
-                let label = c
-                    .value
-                    .name
-                    .as_deref()
-                    .map(|n| format!("test `{n}`: "))
-                    .unwrap_or_default();
-                ctx.err(&f.display, Some(c.referenced), format!("{label}{msg}"));
-            }
-        }
-    }
+    let cases = cases::run_cases(&mut ctx, &policy, &inputs.tests);
     if !ctx.errors.is_empty() {
         return Err(ctx.errors);
     }
@@ -883,164 +545,6 @@ pub fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
         federated,
         cases,
     })
-}
-
-/// A person (or domain rule) from users.yaml.
-fn person(
-    ctx: &mut Ctx,
-    policy: &Policy,
-    f: &File,
-    name: &str,
-    u: &Spanned<RawUser>,
-    racks: &[String],
-) -> Subject {
-    let grants = grants(ctx, policy, f, &u.value.grants, racks);
-    let (deny, deny_at) = ctx.ops(
-        &f.display,
-        &f.rel,
-        u.value.deny.as_deref().unwrap_or(&[]),
-        "deny",
-    );
-    let valid_after = u.value.tokens_valid_after.as_ref().and_then(|t| {
-        let parsed = parse_time(&t.value);
-        if parsed.is_none() {
-            ctx.err(
-                &f.display,
-                Some(t.referenced),
-                "tokens_valid_after must be a date (2026-11-01) or UTC time (2026-11-01T12:00:00Z)",
-            );
-        }
-        parsed
-    });
-    Subject {
-        kind: SubjectKind::User,
-        name: name.to_string(),
-        grants,
-        deny,
-        deny_at,
-        valid_after,
-        at: RuleRef {
-            file: Arc::from(f.rel.as_str()),
-            line: u.referenced.line(),
-        },
-    }
-}
-
-fn grants(
-    ctx: &mut Ctx,
-    policy: &Policy,
-    f: &File,
-    raw: &[Spanned<RawGrant>],
-    racks: &[String],
-) -> Vec<Grant> {
-    let mut out = Vec::new();
-    if raw.is_empty() {
-        return out;
-    }
-    for g in raw {
-        let Some(&role) = policy.role_index.get(&g.value.role) else {
-            ctx.err(
-                &f.display,
-                Some(g.referenced),
-                format!("undefined role `{}`", g.value.role),
-            );
-            continue;
-        };
-        let scope = g.value.scope.trim();
-        let (rack, app) = match scope.split_once('/') {
-            Some((r, a)) => (r, a),
-            None if scope == "*" => ("*", "*"),
-            None => (scope, "*"),
-        };
-        if rack.is_empty() || app.is_empty() || app.contains('/') {
-            ctx.err(&f.display, Some(g.referenced), format!("scope `{scope}` must be <rack glob>/<app glob>, e.g. staging/* or production/billing"));
-            continue;
-        }
-        let rack_glob = Glob::new(rack);
-        if !racks.iter().any(|r| rack_glob.matches(r)) {
-            ctx.err(
-                &f.display,
-                Some(g.referenced),
-                format!(
-                    "scope `{scope}` names no configured rack (racks: {})",
-                    racks.join(", ")
-                ),
-            );
-            continue;
-        }
-        out.push(Grant {
-            role,
-            rack: rack_glob,
-            app: Glob::new(app),
-            at: RuleRef {
-                file: Arc::from(f.rel.as_str()),
-                line: g.referenced.line(),
-            },
-        });
-    }
-    out
-}
-
-fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
-    if op_index(&c.operation).is_none() {
-        return Err(format!("unknown operation `{}`", c.operation));
-    }
-    let Some(subject) = policy.find_subject(&c.identity) else {
-        return Err(format!("unknown identity `{}`", c.identity));
-    };
-    let process = c.process_command.as_ref().map(|pc| Process {
-        service: c.service.clone().unwrap_or_default(),
-        command: pc.clone(),
-    });
-    let headers: Vec<String> = c.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
-    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-    let facts = Facts {
-        rack: &c.rack,
-        operation: &c.operation,
-        app: c.app.as_deref(),
-        service: c.service.as_deref(),
-        command: c.command.as_deref(),
-        command_shown: None,
-        process: process.as_ref(),
-        run_headers: &header_refs,
-    };
-    // A case without process_command describes an ordinary process of the
-    // named service.
-    let ordinary = Process {
-        service: c.service.clone().unwrap_or_default(),
-        command: "-".into(),
-    };
-    let verdict = policy.decide_assuming(subject, &facts, &ordinary);
-    let got = if verdict.is_allow() {
-        Expect::Allow
-    } else {
-        Expect::Deny
-    };
-    if got != c.expect {
-        return Err(format!(
-            "expected {}, got {}: {}",
-            if c.expect == Expect::Allow {
-                "allow"
-            } else {
-                "deny"
-            },
-            if got == Expect::Allow {
-                "allow"
-            } else {
-                "deny"
-            },
-            verdict.reason()
-        ));
-    }
-    if let Some(want) = &c.reason_contains {
-        if !verdict.reason().contains(want.as_str()) {
-            return Err(format!(
-                "reason {:?} does not contain {want:?}",
-                verdict.reason()
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

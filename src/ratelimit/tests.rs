@@ -2,12 +2,19 @@
 //! and memory. Time is a manual [`RateClock`]: no test sleeps or depends
 //! on how fast it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use governor::nanos::Nanos;
+use serde::Deserialize;
 
 use super::*;
-use crate::config::{load, parse_yaml, Env, MemSource};
+use crate::config::error::{parse_yaml, ConfigError};
+use crate::config::{load, Env, MemSource};
+use crate::policy::Policy;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -343,7 +343,7 @@ async fn deploy_uploads_builds_and_promotes() {
     assert_eq!(upload.body_len, tarball.len() as u64);
     assert_eq!(
         upload.body_sha256,
-        rack_gateway::config::hex(&ring_sha256(&tarball))
+        rack_gateway::hex::encode(&ring_sha256(&tarball))
     );
     for r in &got {
         assert_forwarded_cleanly(r, "ci-staging");

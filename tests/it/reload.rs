@@ -841,7 +841,10 @@ async fn reload_storm_under_load_fails_no_request() {
         .collect();
     assert_eq!(up.len(), 1);
     assert_eq!(up[0].body_len, uploaded_len);
-    assert_eq!(up[0].body_sha256, config::hex(uploaded.finish().as_ref()));
+    assert_eq!(
+        up[0].body_sha256,
+        rack_gateway::hex::encode(uploaded.finish().as_ref())
+    );
     // Besides: the session (and the gateway's look-up of the target
     // process for the exec policy) and the upload.
     let mut others: Vec<_> = seen
@@ -999,7 +1002,7 @@ fn hub_signature(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     format!(
         "sha256={}",
-        config::hex(ring::hmac::sign(&key, body).as_ref())
+        rack_gateway::hex::encode(ring::hmac::sign(&key, body).as_ref())
     )
 }
 

@@ -54,7 +54,7 @@ fn pattern_sha256(total: u64) -> String {
         ctx.update(&pattern(offset, n));
         offset += n as u64;
     }
-    rack_gateway::config::hex(ctx.finish().as_ref())
+    rack_gateway::hex::encode(ctx.finish().as_ref())
 }
 
 type Frame = Result<http_body::Frame<Bytes>, Infallible>;
@@ -99,7 +99,7 @@ fn upload_body(
         ctx.update(&chunk);
         if s.offset == s.total {
             let done = s.ctx.take().expect("finished once").finish();
-            *s.digest.lock().unwrap() = Some(rack_gateway::config::hex(done.as_ref()));
+            *s.digest.lock().unwrap() = Some(rack_gateway::hex::encode(done.as_ref()));
         }
         Some((Ok(http_body::Frame::data(chunk)), s))
     });
@@ -190,7 +190,7 @@ async fn download_200_mib_streams_through() {
                 len += data.len() as u64;
             }
         }
-        (len, rack_gateway::config::hex(ctx.finish().as_ref()))
+        (len, rack_gateway::hex::encode(ctx.finish().as_ref()))
     })
     .await
     .expect("download within the transfer timeout");

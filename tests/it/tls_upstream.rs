@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rack_gateway::config::{self};
 use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
 use rack_gateway::rack::ws::{self, Opcode};
 use rack_gateway::server::listener::Running;
@@ -75,7 +74,7 @@ impl Pki {
     /// The pin the gateway expects: hex SHA-256 of the leaf's DER.
     fn pin(&self) -> String {
         let d = ring::digest::digest(&ring::digest::SHA256, self.leaf_der.as_ref());
-        config::hex(d.as_ref())
+        rack_gateway::hex::encode(d.as_ref())
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use gateway::{Gateway, GatewayError, GatewayUrl};
 use store::{RackLogin, Store, StoreError};
 
+use crate::clock::unix_now;
+
 /// Exit code when `convox` is not on PATH (the shell's "command not found").
 const EXIT_NOT_FOUND: u8 = 127;
 /// Exit code when `convox` was found but couldn't be started.
@@ -100,10 +102,6 @@ fn report(r: Result<ExitCode, ClientError>) -> ExitCode {
     })
 }
 
-fn now() -> i64 {
-    crate::clock::unix_now()
-}
-
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,7 +118,7 @@ pub fn utc(ts: i64) -> String {
 
 /// `in 2 days 3 hours (2026-11-24 16:05 UTC)` or `5 minutes ago (...)`.
 pub fn describe_expiry(exp: i64) -> String {
-    let left = exp - now();
+    let left = exp - unix_now();
     let span = |s: i64| {
         let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
         let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
@@ -230,7 +228,7 @@ fn do_logout(flag: Option<&str>, rack: Option<&str>) -> Result<ExitCode, ClientE
     login.token = None;
     let expired = login.expires_at.take();
     store.save()?;
-    match expired.filter(|e| *e > now()) {
+    match expired.filter(|e| *e > unix_now()) {
         Some(exp) => println!(
             "Logged out of rack `{rack}`: the token is removed from this machine (a copy \
              elsewhere would keep working until {}).",
@@ -265,7 +263,7 @@ fn do_racks() -> Result<ExitCode, ClientError> {
         };
         let status = match (&l.token, l.expires_at) {
             (None, _) => "logged out".to_string(),
-            (Some(_), Some(exp)) if exp <= now() => format!("expired {}", utc(exp)),
+            (Some(_), Some(exp)) if exp <= unix_now() => format!("expired {}", utc(exp)),
             (Some(_), Some(exp)) => format!("expires {}", utc(exp)),
             (Some(_), None) => "logged in".to_string(),
         };
@@ -462,7 +460,7 @@ mod tests {
 
     #[test]
     fn expiry_in_words() {
-        let t = now();
+        let t = unix_now();
         assert!(describe_expiry(t + 2 * 86_400 + 3 * 3600 + 60).starts_with("in 2 days 3 hours ("));
         assert!(describe_expiry(t + 86_400 + 30).starts_with("in 1 day ("));
         assert!(describe_expiry(t + 5 * 3600 + 60).starts_with("in 5 hours ("));

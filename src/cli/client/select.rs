@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use super::gateway::GatewayUrl;
 use super::store::{RackLogin, Store, StoreError};
-use super::{describe_expiry, now, ClientError};
+use super::{describe_expiry, ClientError};
+use crate::clock::unix_now;
 
 /// Environment variable naming the rack.
 pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
@@ -97,7 +98,7 @@ impl Session {
     /// Prints a reminder on stderr when the token expires within 3 days.
     pub fn remind(&self) {
         if let Some(exp) = self.login.expires_at {
-            if exp - now() < REMIND_WITHIN {
+            if exp - unix_now() < REMIND_WITHIN {
                 eprintln!(
                     "rack-gateway: your login to rack `{}` expires {}; renew it with `{}`",
                     self.rack,
@@ -131,7 +132,7 @@ pub fn session(store: &Store, rack: &str) -> Result<Session, ClientError> {
         return Err(corrupt("the token is malformed".into()).into());
     }
     if let Some(exp) = login.expires_at {
-        if exp <= now() {
+        if exp <= unix_now() {
             return Err(ClientError::Expired {
                 rack: rack.to_string(),
                 gateway: gateway.base(),

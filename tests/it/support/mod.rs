@@ -44,7 +44,7 @@ pub fn init() {
 }
 
 pub fn sha(token: &str) -> String {
-    rack_gateway::config::hex(&rack_gateway::identity::credentials::token_sha256(token))
+    rack_gateway::hex::encode(&rack_gateway::identity::credentials::token_sha256(token))
 }
 
 pub async fn mock() -> MockRack {

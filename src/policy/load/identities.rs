@@ -1,0 +1,329 @@
+//! The identities of a policy: people and domains from `users.yaml`, CI
+//! identities (static tokens and federated) from `ci.yaml`, and the grants
+//! they hold, each checked against the roles and the configured racks.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use super::raw::{RawCiFile, RawGrant, RawUser, RawUsersFile};
+use super::{parse, parse_time, valid_name, Ctx, File};
+use crate::policy::glob::Glob;
+use crate::policy::{Grant, Policy, RuleRef, Subject, SubjectKind};
+
+/// A static CI token as the authenticator needs it.
+#[derive(Debug, Clone)]
+pub struct CiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    /// Unix seconds after which the token is refused.
+    pub expires: i64,
+}
+
+/// A CI identity that authenticates with its CI system's own OIDC token.
+#[derive(Debug, Clone)]
+pub struct FederatedIdentity {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Every listed claim must be a string matching its glob.
+    pub claims: Vec<(String, Glob)>,
+    pub expires: i64,
+}
+
+impl FederatedIdentity {
+    /// Whether verified token claims satisfy every claim pattern.
+    pub fn matches(&self, claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+        self.claims.iter().all(|(name, glob)| {
+            claims
+                .get(name)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| glob.matches(v))
+        })
+    }
+}
+
+/// People and domain rules from users.yaml; `seen` collects identity
+/// names across users.yaml and ci.yaml to refuse duplicates.
+pub(super) fn users(
+    ctx: &mut Ctx,
+    policy: &mut Policy,
+    f: &File,
+    racks: &[String],
+    seen: &mut HashSet<String>,
+) {
+    if let Some(raw) = parse::<RawUsersFile>(ctx, f) {
+        for (email, u) in raw.users.unwrap_or_default() {
+            let key = email.trim().to_ascii_lowercase();
+            let valid = key.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !domain.contains('@')
+            }) && !key.contains(char::is_whitespace);
+            if !valid {
+                ctx.err(
+                    &f.display,
+                    Some(u.referenced),
+                    format!("user `{email}` is not an email address"),
+                );
+                continue;
+            }
+            if !seen.insert(key.clone()) {
+                ctx.err(
+                    &f.display,
+                    Some(u.referenced),
+                    format!("duplicate identity `{email}` (emails are case-insensitive)"),
+                );
+                continue;
+            }
+            let subject = person(ctx, policy, f, &key, &u, racks);
+            policy.users.insert(key, subject);
+        }
+        for (domain, u) in raw.domains.unwrap_or_default() {
+            let key = domain.trim().to_ascii_lowercase();
+            if key.is_empty()
+                || key.contains('@')
+                || !key.contains('.')
+                || key.contains(char::is_whitespace)
+            {
+                ctx.err(
+                    &f.display,
+                    Some(u.referenced),
+                    format!("domain `{domain}` is not a domain name (e.g. example.com)"),
+                );
+                continue;
+            }
+            if policy.domains.contains_key(&key) {
+                ctx.err(
+                    &f.display,
+                    Some(u.referenced),
+                    format!("duplicate domain `{domain}`"),
+                );
+                continue;
+            }
+            let subject = person(ctx, policy, f, &format!("*@{key}"), &u, racks);
+            policy.domains.insert(key, subject);
+        }
+    }
+}
+
+/// CI identities from ci.yaml, with the static-token table and the
+/// federated identities the authenticator needs.
+pub(super) fn ci(
+    ctx: &mut Ctx,
+    policy: &mut Policy,
+    f: &File,
+    racks: &[String],
+    seen: &mut HashSet<String>,
+) -> (Vec<CiToken>, Vec<FederatedIdentity>) {
+    let mut ci_tokens: Vec<CiToken> = Vec::new();
+    let mut federated: Vec<FederatedIdentity> = Vec::new();
+    if let Some(raw) = parse::<RawCiFile>(ctx, f) {
+        for (name, c) in raw.ci.unwrap_or_default() {
+            if !valid_name(&name) {
+                ctx.err(
+                    &f.display,
+                    Some(c.referenced),
+                    format!("CI identity name `{name}` must be lower-case letters, digits, - or _"),
+                );
+                continue;
+            }
+            if !seen.insert(name.clone()) {
+                ctx.err(
+                    &f.display,
+                    Some(c.referenced),
+                    format!("duplicate identity `{name}`"),
+                );
+                continue;
+            }
+            let Some(expires) = parse_time(&c.value.expires.value) else {
+                ctx.err(
+                    &f.display,
+                    Some(c.value.expires.referenced),
+                    "expires must be a date (2027-06-30) or UTC time (2027-06-30T12:00:00Z)",
+                );
+                continue;
+            };
+            if c.value.token_sha256.is_none() && c.value.federated.is_none() {
+                ctx.err(
+                        &f.display,
+                        Some(c.referenced),
+                        format!("CI identity `{name}` needs token_sha256 (a static token) or federated (its CI system's OIDC token)"),
+                    );
+            }
+            if let Some(h) = &c.value.token_sha256 {
+                match crate::hex::decode32(h) {
+                        None => ctx.err(
+                            &f.display,
+                            Some(c.referenced),
+                            format!("CI identity `{name}`: token_sha256 must be 64 hex digits (see `rack-gateway token generate`)"),
+                        ),
+                        Some(sha256) => {
+                            if ci_tokens.iter().any(|t| t.sha256 == sha256) {
+                                ctx.err(
+                                    &f.display,
+                                    Some(c.referenced),
+                                    format!("CI identity `{name}` has the same token hash as another identity"),
+                                );
+                            }
+                            ci_tokens.push(CiToken { name: name.clone(), sha256, expires });
+                        }
+                    }
+            }
+            if let Some(fed) = &c.value.federated {
+                if !fed.issuer.starts_with("https://")
+                    && !fed.issuer.starts_with("http://127.0.0.1")
+                {
+                    ctx.err(
+                        &f.display,
+                        Some(c.referenced),
+                        format!("CI identity `{name}`: federated.issuer must be an https:// URL"),
+                    );
+                }
+                if fed.audience.trim().is_empty() {
+                    ctx.err(
+                        &f.display,
+                        Some(c.referenced),
+                        format!("CI identity `{name}`: federated.audience must not be empty"),
+                    );
+                }
+                if fed.claims.is_empty() {
+                    ctx.err(
+                            &f.display,
+                            Some(c.referenced),
+                            format!("CI identity `{name}`: federated.claims must pin at least one claim (e.g. repository), or every token of that issuer would match"),
+                        );
+                }
+                federated.push(FederatedIdentity {
+                    name: name.clone(),
+                    issuer: fed.issuer.clone(),
+                    audience: fed.audience.clone(),
+                    claims: fed
+                        .claims
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Glob::new(v)))
+                        .collect(),
+                    expires,
+                });
+            }
+            let grants = grants(ctx, policy, f, &c.value.grants, racks);
+            let (deny, deny_at) = ctx.ops(
+                &f.display,
+                &f.rel,
+                c.value.deny.as_deref().unwrap_or(&[]),
+                "deny",
+            );
+            policy.ci.insert(
+                name.clone(),
+                Subject {
+                    kind: SubjectKind::Ci,
+                    name,
+                    grants,
+                    deny,
+                    deny_at,
+                    valid_after: None,
+                    at: RuleRef {
+                        file: Arc::from(f.rel.as_str()),
+                        line: c.referenced.line(),
+                    },
+                },
+            );
+        }
+    }
+    (ci_tokens, federated)
+}
+
+/// A person (or domain rule) from users.yaml.
+fn person(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    f: &File,
+    name: &str,
+    u: &Spanned<RawUser>,
+    racks: &[String],
+) -> Subject {
+    let grants = grants(ctx, policy, f, &u.value.grants, racks);
+    let (deny, deny_at) = ctx.ops(
+        &f.display,
+        &f.rel,
+        u.value.deny.as_deref().unwrap_or(&[]),
+        "deny",
+    );
+    let valid_after = u.value.tokens_valid_after.as_ref().and_then(|t| {
+        let parsed = parse_time(&t.value);
+        if parsed.is_none() {
+            ctx.err(
+                &f.display,
+                Some(t.referenced),
+                "tokens_valid_after must be a date (2026-11-01) or UTC time (2026-11-01T12:00:00Z)",
+            );
+        }
+        parsed
+    });
+    Subject {
+        kind: SubjectKind::User,
+        name: name.to_string(),
+        grants,
+        deny,
+        deny_at,
+        valid_after,
+        at: RuleRef {
+            file: Arc::from(f.rel.as_str()),
+            line: u.referenced.line(),
+        },
+    }
+}
+
+fn grants(
+    ctx: &mut Ctx,
+    policy: &Policy,
+    f: &File,
+    raw: &[Spanned<RawGrant>],
+    racks: &[String],
+) -> Vec<Grant> {
+    let mut out = Vec::new();
+    if raw.is_empty() {
+        return out;
+    }
+    for g in raw {
+        let Some(&role) = policy.role_index.get(&g.value.role) else {
+            ctx.err(
+                &f.display,
+                Some(g.referenced),
+                format!("undefined role `{}`", g.value.role),
+            );
+            continue;
+        };
+        let scope = g.value.scope.trim();
+        let (rack, app) = match scope.split_once('/') {
+            Some((r, a)) => (r, a),
+            None if scope == "*" => ("*", "*"),
+            None => (scope, "*"),
+        };
+        if rack.is_empty() || app.is_empty() || app.contains('/') {
+            ctx.err(&f.display, Some(g.referenced), format!("scope `{scope}` must be <rack glob>/<app glob>, e.g. staging/* or production/billing"));
+            continue;
+        }
+        let rack_glob = Glob::new(rack);
+        if !racks.iter().any(|r| rack_glob.matches(r)) {
+            ctx.err(
+                &f.display,
+                Some(g.referenced),
+                format!(
+                    "scope `{scope}` names no configured rack (racks: {})",
+                    racks.join(", ")
+                ),
+            );
+            continue;
+        }
+        out.push(Grant {
+            role,
+            rack: rack_glob,
+            app: Glob::new(app),
+            at: RuleRef {
+                file: Arc::from(f.rel.as_str()),
+                line: g.referenced.line(),
+            },
+        });
+    }
+    out
+}
