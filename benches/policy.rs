@@ -867,7 +867,8 @@ fn reload(bencher: Bencher) {
         .enable_all()
         .build()
         .expect("runtime");
-    let gateway = rt.block_on(async { rack_gateway::gateway::Gateway::new(None) });
+    let gateway =
+        rt.block_on(async { rack_gateway::gateway::Gateway::new(None, Default::default()) });
     let fetch = std::sync::Arc::new(Versions {
         files: fx.files.clone(),
         n: Default::default(),

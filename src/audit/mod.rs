@@ -15,7 +15,6 @@ pub mod verify;
 
 pub use record::{Decision, Record};
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use file::Sink;
@@ -63,49 +62,4 @@ impl Auditor {
     pub fn flush(&self, limit: Duration) -> bool {
         self.file.as_ref().is_none_or(|s| s.flush_timeout(limit))
     }
-}
-
-/// The process-wide auditor the free functions below use.
-static GLOBAL: OnceLock<Auditor> = OnceLock::new();
-
-/// Log-only until [`install_file`] sets the process-wide auditor.
-static LOG_ONLY: Auditor = Auditor { file: None };
-
-fn global() -> &'static Auditor {
-    GLOBAL.get().unwrap_or(&LOG_ONLY)
-}
-
-/// Sends every later record to `sink` as well (once per process).
-///
-/// transitional: replaced by `Gateway::audit`.
-pub fn install_file(sink: Sink) {
-    let _ = GLOBAL.set(Auditor::new(Some(sink)));
-}
-
-/// [`Auditor::recording`] of the process-wide auditor.
-///
-/// transitional: replaced by `Gateway::audit`.
-pub fn recording() -> bool {
-    global().recording()
-}
-
-/// [`Auditor::file_counters`] of the process-wide auditor.
-///
-/// transitional: replaced by `Gateway::audit`.
-pub fn file_counters() -> Option<(u64, u64, bool)> {
-    global().file_counters()
-}
-
-/// [`Auditor::flush`] of the process-wide auditor.
-///
-/// transitional: replaced by `Gateway::audit`.
-pub fn flush(limit: Duration) -> bool {
-    global().flush(limit)
-}
-
-/// [`Auditor::emit`] through the process-wide auditor.
-///
-/// transitional: replaced by `Gateway::audit`.
-pub fn emit(r: &Record<'_>) {
-    global().emit(r);
 }

@@ -1,4 +1,5 @@
-//! `serve`, the composition root: opens the audit file, loads the first
+//! `serve`, the composition root: opens the audit file (the gateway's
+//! [`Auditor`], held in its state, never a global), loads the first
 //! configuration (a directory, or git mode's settings and repository),
 //! binds the listener, starts the reloader and runs until a signal.
 
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{print_config_errors, read_key, runtime, AuditArgs, EXIT_CONFIG};
+use crate::audit::Auditor;
 use crate::config::{self, Env};
 
 /// `serve`: the audit file first (a gateway asked to keep one never serves
@@ -17,19 +19,22 @@ pub(super) fn run(
     poll_interval: Duration,
     audit: &AuditArgs,
 ) -> ExitCode {
-    if let Err(e) = open_audit_file(audit) {
-        eprintln!("rack-gateway: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let auditor = match open_audit_file(audit) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rack-gateway: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let code = match (config, git) {
-        (Some(dir), _) => serve(dir, poll_interval),
-        (None, Some(file)) => serve_git(file),
+        (Some(dir), _) => serve(dir, poll_interval, auditor.clone()),
+        (None, Some(file)) => serve_git(file, auditor.clone()),
         (None, None) => {
             eprintln!("rack-gateway serve: give --config <dir> or --git <settings.yaml>");
             ExitCode::from(EXIT_CONFIG)
         }
     };
-    if !crate::audit::flush(Duration::from_secs(5)) {
+    if !auditor.flush(Duration::from_secs(5)) {
         eprintln!(
             "rack-gateway: some audit records could not be written to the audit file before exit"
         );
@@ -39,9 +44,9 @@ pub(super) fn run(
 
 /// Opens the audit file before serving: a gateway asked to keep one never
 /// serves without it.
-fn open_audit_file(args: &AuditArgs) -> Result<(), String> {
+fn open_audit_file(args: &AuditArgs) -> Result<Auditor, String> {
     let Some(path) = &args.audit_file else {
-        return Ok(());
+        return Ok(Auditor::default());
     };
     let key = args.audit_key_file.as_deref().map(read_key).transpose()?;
     let sink = crate::audit::file::Sink::open(crate::audit::file::FileSettings {
@@ -52,11 +57,10 @@ fn open_audit_file(args: &AuditArgs) -> Result<(), String> {
         fsync: args.audit_fsync,
     })
     .map_err(|e| format!("audit file {}: {e}", path.display()))?;
-    crate::audit::install_file(sink);
-    Ok(())
+    Ok(Auditor::new(Some(sink)))
 }
 
-fn serve(dir: PathBuf, poll: Duration) -> ExitCode {
+fn serve(dir: PathBuf, poll: Duration, audit: Auditor) -> ExitCode {
     let env = Env::from_process();
     let fetch = crate::reload::DirFetch(dir.clone());
     let first = match crate::reload::Fetch::fetch(&fetch, None) {
@@ -90,6 +94,7 @@ fn serve(dir: PathBuf, poll: Duration) -> ExitCode {
             tls: cfg.tls.clone(),
             header_read: cfg.timeouts.header_read,
             shutdown_grace: cfg.timeouts.shutdown_grace,
+            audit,
         };
         let running = match start(&serving, Some(runtime)).await {
             Ok(r) => r,
@@ -115,7 +120,7 @@ fn serve(dir: PathBuf, poll: Duration) -> ExitCode {
 
 /// Git mode: the listener comes from the local settings file, and rack
 /// traffic is refused with 503 until the first valid commit is loaded.
-fn serve_git(file: PathBuf) -> ExitCode {
+fn serve_git(file: PathBuf, audit: Auditor) -> ExitCode {
     let env = Env::from_process();
     let settings = match config::load_git_serve(&file, &env) {
         Ok(s) => s,
@@ -141,6 +146,7 @@ fn serve_git(file: PathBuf) -> ExitCode {
             tls: settings.tls.clone(),
             header_read: settings.header_read,
             shutdown_grace: settings.shutdown_grace,
+            audit,
         };
         let running = match start(&serving, None).await {
             Ok(r) => r,

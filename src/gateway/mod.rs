@@ -29,12 +29,15 @@ pub struct Gateway {
     /// buckets whose quota is unchanged) when a reload changes them.
     limiters: arc_swap::ArcSwap<crate::ratelimit::Limiters>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where audit records go: the log, and the audit file when `serve`
+    /// opened one.
+    pub audit: crate::audit::Auditor,
     /// The last readiness probe of the racks.
     pub ready: crate::server::endpoints::ReadyCache,
 }
 
 impl Gateway {
-    pub fn new(runtime: Option<Runtime>) -> Arc<Gateway> {
+    pub fn new(runtime: Option<Runtime>, audit: crate::audit::Auditor) -> Arc<Gateway> {
         let limits = runtime
             .as_ref()
             .map(|r| r.rate_limits.clone())
@@ -42,6 +45,7 @@ impl Gateway {
         Arc::new(Gateway {
             limiters: arc_swap::ArcSwap::from_pointee(crate::ratelimit::Limiters::new(limits)),
             metrics: Default::default(),
+            audit,
             ready: Default::default(),
             runtime: ArcSwapOption::new(runtime.map(Arc::new)),
             sessions: Sessions::default(),

@@ -71,6 +71,7 @@ pub(crate) struct Ctx {
     /// Request body bytes forwarded to the rack so far.
     pub bytes_in: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
+    pub audit: audit::Auditor,
 }
 
 /// How a request ended, for its audit record.
@@ -92,7 +93,7 @@ impl Ctx {
         parts: &http::request::Parts,
         peer: std::net::SocketAddr,
         runtime: Option<Arc<Runtime>>,
-        metrics: Arc<Metrics>,
+        gw: &crate::gateway::Gateway,
         path: String,
     ) -> Ctx {
         Ctx {
@@ -104,7 +105,8 @@ impl Ctx {
             runtime,
             stage: Stage::Received,
             bytes_in: Default::default(),
-            metrics,
+            metrics: gw.metrics.clone(),
+            audit: gw.audit.clone(),
         }
     }
 
@@ -121,7 +123,7 @@ impl Ctx {
             &req.parts,
             req.peer,
             rt,
-            gw.metrics.clone(),
+            gw,
             path,
         )
     }
@@ -221,7 +223,7 @@ impl Ctx {
             }
             _ => (None, d.reason.to_string()),
         };
-        audit::emit(&audit::Record {
+        self.audit.emit(&audit::Record {
             event: d.event,
             request_id: &self.request_id,
             identity: self.identity(),

@@ -89,7 +89,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         None
     };
 
-    if !crate::audit::recording() {
+    if !gw.audit.recording() {
         return ctx.refuse(socket, Refusal::audit_unavailable());
     }
     if ctx.operation() == Some("probe") {

@@ -203,7 +203,12 @@ impl Reloader {
             policy_cases = cfg.policy_cases,
             "configuration loaded"
         );
-        audit_reload(Decision::Allow, &f.version, "configuration loaded");
+        audit_reload(
+            &self.gateway.audit,
+            Decision::Allow,
+            &f.version,
+            "configuration loaded",
+        );
         Outcome::Swapped(f.version)
     }
 
@@ -242,7 +247,7 @@ impl Reloader {
             error = %message,
             "reload failed; keeping the current configuration"
         );
-        audit_reload(Decision::Error, v, &message);
+        audit_reload(&self.gateway.audit, Decision::Error, v, &message);
         Outcome::Failed(message)
     }
 
@@ -326,8 +331,8 @@ fn one_line(errors: &config::ConfigErrors) -> String {
     s
 }
 
-fn audit_reload(decision: Decision, version: &str, reason: &str) {
-    audit::emit(&audit::Record {
+fn audit_reload(auditor: &audit::Auditor, decision: Decision, version: &str, reason: &str) {
+    auditor.emit(&audit::Record {
         event: "config-reload",
         decision: Some(decision),
         reason,

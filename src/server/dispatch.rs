@@ -33,15 +33,7 @@ pub async fn handle(gw: &Gateway, mut req: Request<Incoming>, peer: SocketAddr) 
         Ok(c) => c,
         Err(r) => {
             let path = parts.uri.path().chars().take(256).collect();
-            let ctx = Ctx::new(
-                &request_id,
-                started,
-                &parts,
-                peer,
-                None,
-                gw.metrics.clone(),
-                path,
-            );
+            let ctx = Ctx::new(&request_id, started, &parts, peer, None, gw, path);
             return ctx.refuse(None, Refusal::bad_request(r));
         }
     };

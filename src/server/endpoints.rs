@@ -73,7 +73,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<&Runtime>, req: Inbound) -> 
         ),
         // Fail-closed audit: logins and the rest are refused like rack
         // traffic while their records cannot be written.
-        _ if !audit::recording() => json_error(
+        _ if !gw.audit.recording() => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "gateway: the audit log cannot be written, so requests are refused (fail-closed); retry shortly",
             call.request_id,
@@ -147,7 +147,7 @@ async fn readyz(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response
     let Some(rt) = rt else {
         return not_ready("no valid configuration is loaded");
     };
-    if !audit::recording() {
+    if !gw.audit.recording() {
         return not_ready("the audit log cannot be written (fail-closed)");
     }
     let results = gw.ready.probe(rt).await;
@@ -275,7 +275,7 @@ async fn metrics(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Respons
             misses as f64,
         ),
     ];
-    if let Some((written, dropped, healthy)) = audit::file_counters() {
+    if let Some((written, dropped, healthy)) = gw.audit.file_counters() {
         extra.push(Extra::counter(
             "rack_gateway_audit_file_records_total",
             "Audit records written to the audit file.",
@@ -329,7 +329,7 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     let ok = crate::reload::webhook_signature_ok(secret.expose().as_bytes(), &bytes, signature);
-    audit::emit(&audit::Record {
+    gw.audit.emit(&audit::Record {
         event: "webhook",
         request_id: call.request_id,
         client_ip: Some(call.client.ip),
@@ -378,6 +378,7 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response<Body> {
 }
 
 fn audit_login(
+    gw: &Gateway,
     rt: &Runtime,
     call: &Call<'_>,
     identity: Option<&credentials::Identity>,
@@ -385,7 +386,7 @@ fn audit_login(
     reason: &str,
     status: u16,
 ) {
-    audit::emit(&audit::Record {
+    gw.audit.emit(&audit::Record {
         event: "login",
         request_id: call.request_id,
         identity,
@@ -524,6 +525,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
                 name: email.clone(),
             };
             audit_login(
+                gw,
                 rt,
                 call,
                 Some(&who),
@@ -538,7 +540,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
         }
         Err(e) => {
             let status = login::error_page(&e).status().as_u16();
-            audit_login(rt, call, None, Decision::Deny, &e.to_string(), status);
+            audit_login(gw, rt, call, None, Decision::Deny, &e.to_string(), status);
             login::error_page(&e)
         }
     }
@@ -557,7 +559,7 @@ async fn login_token(
     body: Incoming,
 ) -> Response<Body> {
     let fail = |status: StatusCode, msg: &str| {
-        audit_login(rt, call, None, Decision::Deny, msg, status.as_u16());
+        audit_login(gw, rt, call, None, Decision::Deny, msg, status.as_u16());
         json_error(status, &format!("gateway: {msg}"), call.request_id)
     };
     let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
@@ -601,7 +603,15 @@ async fn login_token(
                 kind: credentials::IdentityKind::Person,
                 name: code.email.clone(),
             };
-            audit_login(rt, call, Some(&who), Decision::Allow, "token issued", 200);
+            audit_login(
+                gw,
+                rt,
+                call,
+                Some(&who),
+                Decision::Allow,
+                "token issued",
+                200,
+            );
             json(
                 StatusCode::OK,
                 serde_json::json!({"token": token, "email": claims.sub, "expires_at": claims.exp}),

@@ -144,6 +144,8 @@ pub struct Serving {
     pub tls: Option<crate::config::ServerTls>,
     pub header_read: std::time::Duration,
     pub shutdown_grace: std::time::Duration,
+    /// Where audit records go (the log, and the audit file if opened).
+    pub audit: crate::audit::Auditor,
 }
 
 /// A gateway serving on a bound listener; what `serve`, `demo` and the
@@ -177,6 +179,7 @@ impl Running {
             tls: cfg.tls.clone(),
             header_read: cfg.timeouts.header_read,
             shutdown_grace: cfg.timeouts.shutdown_grace,
+            audit: crate::audit::Auditor::default(),
         };
         Running::bind(&serving, Some(runtime)).await
     }
@@ -210,7 +213,7 @@ impl Running {
             );
         }
         let (tx, rx) = watch::channel(false);
-        let gateway = Gateway::new(runtime);
+        let gateway = Gateway::new(runtime, serving.audit.clone());
         tokio::spawn(forget_idle_limiter_keys(gateway.clone(), rx.clone()));
         let settings = Listener {
             tls,

@@ -877,3 +877,84 @@ async fn sessions_are_recorded_start_and_end_with_the_forwarded_client() {
     assert!(end["bytes_out"].as_u64().unwrap() > 0, "{end}");
     assert!(end["duration_ms"].is_u64(), "{end}");
 }
+
+/// Login records identify the client by the same rules as rack traffic:
+/// behind a trusted proxy, the nearest untrusted `X-Forwarded-For` hop and
+/// the proxy as `via`; a client that is not a trusted proxy cannot choose
+/// its address with the header (control).
+#[tokio::test]
+async fn login_records_carry_the_forwarded_client_like_rack_traffic() {
+    init();
+    let staging = mock().await;
+    let production = mock().await;
+    let repo = repo(
+        &staging.url(),
+        &production.url(),
+        "trusted_proxies: [127.0.0.1/32]\n",
+    );
+    let audit = repo.path().join("audit.log");
+    let p = Proc::start(repo.path(), &["--audit-file", audit.to_str().unwrap()], &[]).await;
+    let token = |xff: &'static str| {
+        let url = p.url("/_gateway/login/token");
+        async move {
+            send(
+                "POST",
+                &url,
+                None,
+                &[
+                    ("Content-Type", "application/json"),
+                    ("X-Forwarded-For", xff),
+                ],
+                Bytes::from_static(br#"{"code":"x","verifier":"y"}"#),
+            )
+            .await
+        }
+    };
+    let r = token("6.6.6.6, 198.51.100.7").await;
+    assert!(r.status >= 400, "{}", r.text());
+    let r = get(&p.url(APPS), Some(CI_STAGING)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    p.stop().await;
+
+    let all = records(&audit);
+    let login: Vec<&Value> = all.iter().filter(|r| r["event"] == "login").collect();
+    assert_eq!(login.len(), 1, "{all:?}");
+    assert_eq!(login[0]["client_ip"], "198.51.100.7", "{}", login[0]);
+    assert_eq!(login[0]["via"], "127.0.0.1", "{}", login[0]);
+    let rack: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["event"] == "request" && r["operation"] == "apps")
+        .collect();
+    assert_eq!(rack.len(), 1, "{all:?}");
+    assert_eq!(rack[0]["client_ip"], "127.0.0.1", "{}", rack[0]);
+}
+
+/// Control for the rule above: without `trusted_proxies`, a forwarded
+/// header is the client's own claim and the login record keeps the peer.
+#[tokio::test]
+async fn login_records_ignore_forwarded_headers_from_untrusted_peers() {
+    init();
+    let staging = mock().await;
+    let production = mock().await;
+    let repo = repo(&staging.url(), &production.url(), "");
+    let audit = repo.path().join("audit.log");
+    let p = Proc::start(repo.path(), &["--audit-file", audit.to_str().unwrap()], &[]).await;
+    let r = send(
+        "POST",
+        &p.url("/_gateway/login/token"),
+        None,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", "198.51.100.7"),
+        ],
+        Bytes::from_static(br#"{"code":"x","verifier":"y"}"#),
+    )
+    .await;
+    assert!(r.status >= 400, "{}", r.text());
+    p.stop().await;
+    let all = records(&audit);
+    let login: Vec<&Value> = all.iter().filter(|r| r["event"] == "login").collect();
+    assert_eq!(login.len(), 1, "{all:?}");
+    assert_eq!(login[0]["client_ip"], "127.0.0.1", "{}", login[0]);
+    assert!(login[0].get("via").is_none(), "{}", login[0]);
+}
