@@ -34,10 +34,8 @@ const VIEWER: &[&str] = &[
     "configs",
     "builds",
     "builds info",
-    "builds logs",
     "releases",
     "releases info",
-    "logs",
     "ps",
     "ps info",
     "services",
@@ -46,7 +44,6 @@ const VIEWER: &[&str] = &[
     "rack",
     "rack capacity",
     "rack metrics",
-    "rack logs",
     "rack ps",
     "rack releases",
     "rack resources",
@@ -58,6 +55,8 @@ const VIEWER: &[&str] = &[
 /// roles/deployer.yaml `allow`, on top of viewer.
 const DEPLOYER: &[&str] = &[
     "build",
+    "builds logs",
+    "logs",
     "builds import",
     "objects store",
     "releases create",
@@ -67,7 +66,16 @@ const DEPLOYER: &[&str] = &[
 ];
 
 /// roles/ops.yaml `allow`, on top of viewer.
-const OPS: &[&str] = &["restart", "scale", "ps stop", "apps cancel", "run"];
+const OPS: &[&str] = &[
+    "logs",
+    "builds logs",
+    "rack logs",
+    "restart",
+    "scale",
+    "ps stop",
+    "apps cancel",
+    "run",
+];
 
 /// The built-in `policy.blocked` list: admin (`*`) gets everything else.
 const BLOCKED: &[&str] = &[
