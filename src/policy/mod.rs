@@ -122,9 +122,12 @@ pub const RESTRICTED_RUN_HEADERS: &[&str] = &[
 /// (change or remove protected env keys), `builds external` (external
 /// builds, whose flow hands the client a registry credential), `gateway
 /// status` (read `/_gateway/status` and `/_gateway/metrics` from another
-/// host; loopback may always read them).
+/// host; loopback may always read them), `secrets stream` (the streams the
+/// gateway cannot mask: logs, object and file downloads, build and database
+/// exports; see `rack::mask::STREAMS`).
 pub const PERMISSIONS: &[&str] = &[
     "secrets read",
+    "secrets stream",
     "env protected",
     "builds external",
     "gateway status",
@@ -145,6 +148,8 @@ pub struct ProtectedEnv {
 #[derive(Debug, Clone, Default)]
 pub struct SecretAccess {
     pub read: bool,
+    /// `secrets stream`: may receive the unmaskable streams.
+    pub stream: bool,
     pub env_protected: bool,
     pub builds_external: bool,
     /// Env key patterns the identity may change; `None` is any key.
@@ -677,6 +682,7 @@ impl Policy {
             }
             let has = |p: &str| role.permissions.iter().any(|(n, _)| *n == p);
             out.read |= has("secrets read");
+            out.stream |= has("secrets stream");
             out.env_protected |= has("env protected");
             out.builds_external |= has("builds external");
             match &role.env_keys {

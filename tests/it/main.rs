@@ -11,6 +11,7 @@ mod flows;
 mod gitsource;
 mod identity;
 mod limits;
+mod masking;
 mod operations;
 mod policy;
 mod reload;

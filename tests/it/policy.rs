@@ -33,10 +33,8 @@ const VIEWER: &[&str] = &[
     "configs",
     "builds",
     "builds info",
-    "builds logs",
     "releases",
     "releases info",
-    "logs",
     "ps",
     "ps info",
     "services",
@@ -45,7 +43,6 @@ const VIEWER: &[&str] = &[
     "rack",
     "rack capacity",
     "rack metrics",
-    "rack logs",
     "rack ps",
     "rack releases",
     "rack resources",
@@ -57,6 +54,8 @@ const VIEWER: &[&str] = &[
 /// roles/deployer.yaml `allow`, on top of viewer.
 const DEPLOYER: &[&str] = &[
     "build",
+    "builds logs",
+    "logs",
     "builds import",
     "objects store",
     "releases create",
@@ -66,7 +65,16 @@ const DEPLOYER: &[&str] = &[
 ];
 
 /// roles/ops.yaml `allow`, on top of viewer.
-const OPS: &[&str] = &["restart", "scale", "ps stop", "apps cancel", "run"];
+const OPS: &[&str] = &[
+    "logs",
+    "builds logs",
+    "rack logs",
+    "restart",
+    "scale",
+    "ps stop",
+    "apps cancel",
+    "run",
+];
 
 /// The built-in `policy.blocked` list: admin (`*`) gets everything else.
 const BLOCKED: &[&str] = &[

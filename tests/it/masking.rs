@@ -1,0 +1,367 @@
+//! Secret-bearing responses and unmaskable streams through the real server
+//! (rack-semantics.md §4, §6 rule 8): every masked route hides its secret
+//! fields from identities without `secrets read` and shows them to those
+//! with it; streams need `secrets stream` on top of the operation, and every
+//! refusal has an allowed control.
+
+use rack_gateway::config::{self, Env};
+use rack_gateway::dev::mock_rack::MockRack;
+use rack_gateway::server::listener::Running;
+
+use crate::support::*;
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// Roles added to the shipped ones: `minter` may mint JWTs (blocked for
+/// everyone else), `streamer` is allowed the streams but lacks
+/// `secrets stream`.
+const ROLES: &[(&str, &str)] = &[
+    ("minter", "allow: [rack access]\n"),
+    (
+        "streamer",
+        "allow: [logs, builds logs, rack logs, builds export, resources export, objects fetch, files download]\n",
+    ),
+];
+
+const GATEWAY_POLICY: &str = "policy:\n  exceptions:\n    - {role: minter, operations: [rack access]}\n    - {role: admin, operations: [rack access]}\n";
+
+const ROLE_NAMES: &[&str] = &["viewer", "deployer", "ops", "admin", "minter", "streamer"];
+
+struct Setup {
+    rack: MockRack,
+    running: Running,
+    _dir: tempfile::TempDir,
+}
+
+fn token(role: &str) -> String {
+    format!("tok-{role}-0123456789abcdefghijklmnop")
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        init();
+        let rack = mock().await;
+        let yaml = format!(
+            "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n{GATEWAY_POLICY}",
+            rack.url()
+        );
+        let tokens: Vec<String> = ROLE_NAMES.iter().map(|r| token(r)).collect();
+        let ci: Vec<(&str, &str, &str, &str)> = ROLE_NAMES
+            .iter()
+            .zip(&tokens)
+            .map(|(r, t)| (*r, t.as_str(), *r, "staging/*"))
+            .collect();
+        let dir = write_repo(&yaml, &ci);
+        for (name, text) in ROLES {
+            std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
+        }
+        let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let running = Running::start(&cfg).await.expect("gateway starts");
+        Setup {
+            rack,
+            running,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.addr, path)
+    }
+
+    async fn get(&self, role: &str, path: &str) -> Resp {
+        get(&self.url(path), Some(&token(role))).await
+    }
+
+    async fn post_form(&self, role: &str, path: &str, form: &[(&str, &str)]) -> Resp {
+        let pairs: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let body = rack_gateway::rack::form::encode_form(&pairs);
+        send("POST", &self.url(path), Some(&token(role)), &[FORM], body).await
+    }
+
+    /// `POST /_gateway/can` for `operation` on `staging/myapp`.
+    async fn can(&self, role: &str, operation: &str) -> (bool, String) {
+        let body = format!(r#"{{"operation": "{operation}", "rack": "staging", "app": "myapp"}}"#);
+        let r = send(
+            "POST",
+            &self.url("/_gateway/can"),
+            Some(&token(role)),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        (
+            j["allowed"].as_bool().unwrap(),
+            j["reason"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// The id of the mock's seeded build of `myapp`.
+    async fn build_id(&self) -> String {
+        let r = self.get("admin", "/apps/myapp/builds").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()[0]["id"].as_str().unwrap().to_string()
+    }
+}
+
+fn assert_no(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "{what} leaks {s:?}: {text}");
+    }
+    assert!(
+        !text.contains(RACK_PASSWORD),
+        "{what} leaks the rack password"
+    );
+}
+
+#[tokio::test]
+async fn release_create_echo_is_masked() {
+    let s = Setup::start().await;
+    let env = "DATABASE_URL=******\nSECRET_KEY=******\nFEATURE_X=2";
+    let r = s
+        .post_form("deployer", "/apps/myapp/releases", &[("env", env)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = r.json()["env"].as_str().unwrap().to_string();
+    let mut lines: Vec<&str> = env.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "DATABASE_URL=******",
+            "FEATURE_X=******",
+            "SECRET_KEY=******"
+        ],
+        "{env:?}"
+    );
+    assert_no(
+        "deployer release create",
+        &r.text(),
+        &["s3cr3t", "dbsecret"],
+    );
+
+    // Control: admin's echo shows the values the placeholders kept.
+    let r = s
+        .post_form(
+            "admin",
+            "/apps/myapp/releases",
+            &[("env", "A=1\nSECRET_KEY=s3cr3t")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["env"], "A=1\nSECRET_KEY=s3cr3t");
+}
+
+#[tokio::test]
+async fn build_manifests_are_masked_in_list_and_get() {
+    let s = Setup::start().await;
+    let id = s.build_id().await;
+    let info = format!("/apps/myapp/builds/{id}");
+    for role in ["viewer", "deployer", "ops"] {
+        let r = s.get(role, "/apps/myapp/builds").await;
+        assert_eq!(r.status, 200, "{role}: {}", r.text());
+        assert_eq!(r.json()[0]["manifest"], "******", "{role}");
+        assert_eq!(r.json()[0]["id"], id.as_str());
+        let r = s.get(role, &info).await;
+        assert_eq!(r.status, 200, "{role}: {}", r.text());
+        assert_eq!(r.json()["manifest"], "******", "{role}");
+        assert_eq!(r.json()["status"], "complete");
+    }
+    let r = s.get("admin", &info).await;
+    assert!(
+        r.json()["manifest"].as_str().unwrap().contains("bin/web"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn process_commands_are_masked_in_ps_ps_info_and_rack_ps() {
+    let s = Setup::start().await;
+    let r = s.get("admin", "/apps/myapp/processes").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = r.json();
+    let first = list[0].clone();
+    let pid = first["id"].as_str().unwrap().to_string();
+    assert!(
+        first["command"].as_str().unwrap().starts_with("bin/"),
+        "{first}"
+    );
+    let r = s.get("admin", "/system/processes").await;
+    assert!(r.text().contains("bin/"), "{}", r.text());
+
+    for path in [
+        "/apps/myapp/processes".to_string(),
+        format!("/apps/myapp/processes/{pid}"),
+        "/system/processes".to_string(),
+    ] {
+        let r = s.get("viewer", &path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(!r.text().contains("bin/"), "{path}: {}", r.text());
+        assert!(
+            r.text().contains("\"command\":\"******\""),
+            "{path}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(&pid), "{path}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn minted_jwt_tokens_are_masked_without_secrets_read() {
+    let s = Setup::start().await;
+    let form = [("role", "read"), ("durationInHour", "1")];
+    let r = s.post_form("minter", "/system/jwt/token", &form).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["token"], "******");
+    let r = s.post_form("admin", "/system/jwt/token", &form).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["token"].as_str().unwrap().starts_with("mock."),
+        "{}",
+        r.text()
+    );
+}
+
+/// Today's mock answers these with empty lists: the masked path must let a
+/// well-formed empty answer through. The lead adds value assertions once the
+/// mock serves configs, registries and rack resources with secrets.
+#[tokio::test]
+async fn configs_registries_and_rack_resources_go_through_the_mask() {
+    let s = Setup::start().await;
+    for path in ["/apps/myapp/configs", "/registries", "/resources"] {
+        for role in ["viewer", "admin"] {
+            let r = s.get(role, path).await;
+            assert_eq!(r.status, 200, "{role} {path}: {}", r.text());
+            assert!(r.json().is_array(), "{role} {path}: {}", r.text());
+        }
+    }
+}
+
+#[tokio::test]
+async fn can_notes_masking_and_streams_from_the_same_table() {
+    let s = Setup::start().await;
+    for (role, operation, allowed, note) in [
+        (
+            "viewer",
+            "configs",
+            true,
+            "secrets masked (no `secrets read`)",
+        ),
+        (
+            "viewer",
+            "registries",
+            true,
+            "secrets masked (no `secrets read`)",
+        ),
+        (
+            "viewer",
+            "rack resources",
+            true,
+            "secrets masked (no `secrets read`)",
+        ),
+        ("viewer", "ps", true, "secrets masked (no `secrets read`)"),
+        (
+            "viewer",
+            "apps diagnose",
+            true,
+            "secrets masked (no `secrets read`)",
+        ),
+        (
+            "deployer",
+            "configs get",
+            true,
+            "secrets masked (no `secrets read`)",
+        ),
+        (
+            "admin",
+            "configs get",
+            true,
+            "secrets shown (`secrets read`)",
+        ),
+        (
+            "streamer",
+            "logs",
+            true,
+            "needs `secrets stream` permission",
+        ),
+        (
+            "streamer",
+            "builds export",
+            true,
+            "needs `secrets stream` permission",
+        ),
+        ("ops", "logs", true, "secrets shown (`secrets stream`)"),
+        (
+            "deployer",
+            "builds logs",
+            true,
+            "secrets shown (`secrets stream`)",
+        ),
+        (
+            "admin",
+            "resources export",
+            true,
+            "secrets shown (`secrets stream`)",
+        ),
+    ] {
+        let (ok, reason) = s.can(role, operation).await;
+        assert_eq!(ok, allowed, "{role} {operation}: {reason}");
+        assert!(reason.ends_with(note), "{role} {operation}: {reason}");
+    }
+    for operation in ["logs", "builds logs", "rack logs", "builds export"] {
+        let (ok, reason) = s.can("viewer", operation).await;
+        assert!(!ok, "viewer {operation}: {reason}");
+    }
+}
+
+#[tokio::test]
+async fn viewer_gets_no_unmaskable_stream() {
+    let s = Setup::start().await;
+    let id = s.build_id().await;
+    let export = format!("/apps/myapp/builds/{id}.tgz");
+    let before = s.rack.requests().len();
+    for path in [export.as_str(), "/apps/myapp/resources/db/data"] {
+        let r = s.get("viewer", path).await;
+        assert_eq!(r.status, 403, "viewer {path}: {}", r.text());
+    }
+    assert_eq!(s.rack.requests().len(), before, "nothing reached the rack");
+    // Control: admin streams both.
+    for path in [export.as_str(), "/apps/myapp/resources/db/data"] {
+        let r = s.get("admin", path).await;
+        assert_eq!(r.status, 200, "admin {path}: {}", r.text());
+    }
+}
+
+/// Needs the proxy's stream check (`rack::mask::stream_refusal` after the
+/// policy allows the request); remove the `ignore` once it is wired.
+#[tokio::test]
+#[ignore = "needs src/proxy/mod.rs to call rack::mask::stream_refusal"]
+async fn streams_need_secrets_stream_on_top_of_the_operation() {
+    let s = Setup::start().await;
+    let id = s.build_id().await;
+    let export = format!("/apps/myapp/builds/{id}.tgz");
+    let before = s.rack.requests().len();
+    for path in [export.as_str(), "/apps/myapp/resources/db/data"] {
+        let r = s.get("streamer", path).await;
+        assert_eq!(r.status, 403, "streamer {path}: {}", r.text());
+        assert!(
+            r.text().contains("`secrets stream`"),
+            "streamer {path}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(s.rack.requests().len(), before, "nothing reached the rack");
+    // Control: ops holds `secrets stream` but not the operation; admin both.
+    let r = s.get("ops", &export).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    for path in [export.as_str(), "/apps/myapp/resources/db/data"] {
+        let r = s.get("admin", path).await;
+        assert_eq!(r.status, 200, "admin {path}: {}", r.text());
+    }
+}
