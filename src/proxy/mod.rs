@@ -130,6 +130,9 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
             ..Default::default()
         },
     );
+    if let Some(why) = crate::rack::mask::stream_refusal(op, &access) {
+        return ctx.refuse(socket, Refusal::policy(why));
+    }
     let masking = Masking::for_operation(op).map(|m| (m, access.read));
 
     let target = canon.target_from(offset);

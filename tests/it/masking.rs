@@ -4,7 +4,6 @@
 //! with it; streams need `secrets stream` on top of the operation, and every
 //! refusal has an allowed control.
 
-use rack_gateway::config::{self, Env};
 use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::server::listener::Running;
 
@@ -41,23 +40,21 @@ impl Setup {
     async fn start() -> Setup {
         init();
         let rack = mock().await;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\ndiscover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n{GATEWAY_POLICY}",
-            rack.url()
-        );
         let tokens: Vec<String> = ROLE_NAMES.iter().map(|r| token(r)).collect();
         let ci: Vec<(&str, &str, &str, &str)> = ROLE_NAMES
             .iter()
             .zip(&tokens)
             .map(|(r, t)| (*r, t.as_str(), *r, "staging/*"))
             .collect();
-        let dir = write_repo(&yaml, &ci);
+        let mut cfg = ConfigDir::new()
+            .no_rack_discovery()
+            .rack("staging", &rack.url())
+            .extra(GATEWAY_POLICY)
+            .ci(&ci);
         for (name, text) in ROLES {
-            std::fs::write(dir.path().join("roles").join(format!("{name}.yaml")), text).unwrap();
+            cfg = cfg.role(name, text);
         }
-        let cfg = config::load_dir(dir.path(), &Env::from_pairs([("RACK_PW", RACK_PASSWORD)]))
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let running = Running::start(&cfg).await.expect("gateway starts");
+        let (running, dir) = cfg.start().await;
         Setup {
             rack,
             running,
@@ -341,7 +338,6 @@ async fn viewer_gets_no_unmaskable_stream() {
 /// Needs the proxy's stream check (`rack::mask::stream_refusal` after the
 /// policy allows the request); remove the `ignore` once it is wired.
 #[tokio::test]
-#[ignore = "needs src/proxy/mod.rs to call rack::mask::stream_refusal"]
 async fn streams_need_secrets_stream_on_top_of_the_operation() {
     let s = Setup::start().await;
     let id = s.build_id().await;
