@@ -12,13 +12,13 @@
 use std::fmt;
 
 use base64::Engine;
-use ring::digest;
 use thiserror::Error;
 
+use crate::identity::secret;
 use crate::policy::load::CiToken;
 
 /// Longest credential accepted; anything longer is refused before hashing.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// What kind of subject an identity is; audit records carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,7 +59,7 @@ impl fmt::Display for Identity {
 /// Why authentication failed. Messages are short and never contain the
 /// presented credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("missing credentials: set RACK_URL=https://convox:<token>@<gateway>")]
     Missing,
     #[error("malformed Authorization header (expected Basic)")]
@@ -76,22 +76,22 @@ pub enum AuthError {
 
 /// An authenticated caller, and until when the credential is valid.
 #[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub identity: Identity,
-    pub expires: Option<i64>,
+pub(crate) struct Authenticated {
+    pub(crate) identity: Identity,
+    pub(crate) expires: Option<i64>,
 }
 
 /// What credentials the live config accepts; rebuilt on every reload so a
 /// removed key, user or CI identity stops working at once.
 pub struct Credentials {
-    pub ci_tokens: Vec<CiToken>,
-    pub federated: Vec<crate::policy::load::FederatedIdentity>,
+    pub(crate) ci_tokens: Vec<CiToken>,
+    pub(crate) federated: Vec<crate::policy::load::FederatedIdentity>,
     /// The gateway's own token keys (after an OIDC login), and the issuer
     /// its tokens carry (the gateway's public URL).
-    pub keys: Option<(crate::identity::token::Keys, String)>,
+    pub(crate) keys: Option<(crate::identity::token::Keys, String)>,
     /// Verified gateway tokens; per config snapshot, so a key removed from
     /// the config can't be served from the cache.
-    pub cache: crate::identity::token::VerifyCache,
+    pub(crate) cache: crate::identity::token::VerifyCache,
 }
 
 /// Audience of the gateway's own tokens.
@@ -102,7 +102,7 @@ impl Credentials {
     /// policy: a person must still be in users.yaml (or a domain rule), a
     /// token must not predate their `tokens_valid_after`, a CI identity must
     /// not be past its expiry.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         policy: &crate::policy::Policy,
         federation: &crate::identity::oidc::FederationVerifier,
@@ -128,7 +128,7 @@ impl Credentials {
                 expires: Some(t.expires),
             });
         }
-        let issuer = crate::identity::oidc::unverified_issuer(token).ok_or(AuthError::Invalid)?;
+        let issuer = crate::identity::jwt::unverified_issuer(token).ok_or(AuthError::Invalid)?;
         if let Some((keys, our_issuer)) = &self.keys {
             if *our_issuer == issuer {
                 let claims = self.cache.verify(keys, token, now).map_err(|e| match e {
@@ -183,7 +183,7 @@ impl Credentials {
 
 /// Extracts the token from `Authorization: Basic base64(user:token)`,
 /// percent-decoding it the way the CLI encoded it.
-pub fn basic_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
+pub(crate) fn basic_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthError::Missing)?;
     if values.next().is_some() {
@@ -217,43 +217,26 @@ pub fn basic_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
 
 /// SHA-256 of a token, as stored in config.
 pub fn token_sha256(token: &str) -> [u8; 32] {
-    let d = digest::digest(&digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    secret::sha256(token.as_bytes())
 }
 
 /// Finds the static CI token whose hash matches, scanning all of them with
 /// constant-time comparisons.
-pub fn match_static_token<'a>(tokens: &'a [CiToken], token: &str) -> Option<&'a CiToken> {
+pub(crate) fn match_static_token<'a>(tokens: &'a [CiToken], token: &str) -> Option<&'a CiToken> {
     let h = token_sha256(token);
     let mut found = None;
     for t in tokens {
-        if ring_ct_eq(&t.sha256, &h) && found.is_none() {
+        if secret::ct_eq(&t.sha256, &h) && found.is_none() {
             found = Some(t);
         }
     }
     found
 }
 
-fn ring_ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    // XOR-fold: no early exit, so the time doesn't depend on where bytes differ.
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
-}
-
 /// A new random token made of characters that survive the CLI's Basic-auth
 /// percent-escaping unchanged (`[A-Za-z0-9_-]`).
-pub fn generate_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .expect("system randomness is available");
-    format!(
-        "{prefix}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+pub(crate) fn generate_token(prefix: &str) -> String {
+    format!("{prefix}{}", secret::random_token(32))
 }
 
 #[cfg(test)]

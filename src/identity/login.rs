@@ -27,12 +27,13 @@ use crate::config::IdentityConfig;
 use crate::http::body::{self, Body};
 use crate::identity::oidc::{IdClaims, Provider};
 use crate::identity::seal::{self, Purpose, Sealer};
+use crate::identity::secret;
 use crate::policy::Policy;
 
 /// How long a started login may take at the identity provider.
-pub const STATE_TTL: i64 = 10 * 60;
+pub(crate) const STATE_TTL: i64 = 10 * 60;
 /// How long the one-time code is valid.
-pub const CODE_TTL: i64 = 2 * 60;
+pub(crate) const CODE_TTL: i64 = 2 * 60;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LoginState {
@@ -54,7 +55,7 @@ pub struct LoginCode {
 
 /// Why a login step failed; the message is shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     #[error("login is not configured on this gateway (identity.oidc in gateway.yaml)")]
     NotConfigured,
     #[error("{0}")]
@@ -67,11 +68,11 @@ pub enum LoginError {
 
 /// One-time codes already redeemed, kept until they expire.
 #[derive(Default)]
-pub struct Redeemed(Mutex<HashMap<String, i64>>);
+pub(crate) struct Redeemed(Mutex<HashMap<String, i64>>);
 
 impl Redeemed {
     /// Marks `jti` used; false if it was used before.
-    pub fn first_use(&self, jti: &str, exp: i64, now: i64) -> bool {
+    pub(crate) fn first_use(&self, jti: &str, exp: i64, now: i64) -> bool {
         let Ok(mut m) = self.0.lock() else {
             return false;
         };
@@ -87,7 +88,7 @@ impl Redeemed {
 /// Validates the CLI's loopback redirect: plain http to 127.0.0.1, [::1]
 /// or localhost with an explicit port, so a login can only ever hand its
 /// code to a listener on the same machine as the browser.
-pub fn valid_redirect(url: &str) -> bool {
+pub(crate) fn valid_redirect(url: &str) -> bool {
     let Ok(u) = url.parse::<http::Uri>() else {
         return false;
     };
@@ -99,7 +100,7 @@ pub fn valid_redirect(url: &str) -> bool {
 }
 
 /// Step 1→2: returns the identity provider URL to send the browser to.
-pub fn start(
+pub(crate) fn start(
     provider: &Provider,
     sealer: &Sealer,
     cli: &str,
@@ -136,7 +137,7 @@ pub fn start(
 
 /// Checks the provider's claims against the gateway's rules and the live
 /// users.yaml; returns the lower-cased email.
-pub fn admit(
+pub(crate) fn admit(
     cfg: &IdentityConfig,
     policy: &Policy,
     claims: &IdClaims,
@@ -174,7 +175,7 @@ pub fn admit(
 }
 
 /// Step 3: the sealed one-time code for an admitted login.
-pub fn code_for(
+pub(crate) fn code_for(
     sealer: &Sealer,
     st: &LoginState,
     email: &str,
@@ -192,7 +193,7 @@ pub fn code_for(
 }
 
 /// Step 4: checks the code and the verifier; returns the code's contents.
-pub fn redeem(
+pub(crate) fn redeem(
     sealer: &Sealer,
     redeemed: &Redeemed,
     code: &str,
@@ -209,7 +210,7 @@ pub fn redeem(
         .map_err(|_| bad())?;
     if verifier.len() < 32
         || verifier.len() > 256
-        || !seal::ct_eq(&seal::verifier_hash(verifier), &c.cli)
+        || !secret::ct_eq(seal::verifier_hash(verifier).as_bytes(), c.cli.as_bytes())
     {
         return Err(bad());
     }
@@ -228,7 +229,7 @@ fn escape(s: &str) -> String {
 }
 
 /// A small self-contained HTML page (no scripts, no external resources).
-pub fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> {
+pub(crate) fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title>\
          <meta name=\"viewport\" content=\"width=device-width\">\
@@ -260,7 +261,7 @@ pub fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> 
 }
 
 /// The page an error ends on.
-pub fn error_page(e: &LoginError) -> Response<Body> {
+pub(crate) fn error_page(e: &LoginError) -> Response<Body> {
     let status = match e {
         LoginError::NotConfigured => StatusCode::NOT_FOUND,
         LoginError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -275,7 +276,7 @@ pub fn error_page(e: &LoginError) -> Response<Body> {
 }
 
 /// The page that shows the one-time code for `--no-browser` logins.
-pub fn code_page(email: &str, code: &str) -> Response<Body> {
+pub(crate) fn code_page(email: &str, code: &str) -> Response<Body> {
     page(
         StatusCode::OK,
         "Almost done",
@@ -290,7 +291,7 @@ pub fn code_page(email: &str, code: &str) -> Response<Body> {
 }
 
 /// Parses a query string into pairs (percent-decoded, `+` as space).
-pub fn query_pairs(q: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| {
@@ -307,7 +308,7 @@ pub fn query_pairs(q: &str) -> Vec<(String, String)> {
 }
 
 /// The value of a query parameter that must appear at most once.
-pub fn single<'a>(
+pub(crate) fn single<'a>(
     pairs: &'a [(String, String)],
     name: &str,
 ) -> Result<Option<&'a str>, LoginError> {
@@ -324,8 +325,8 @@ pub fn single<'a>(
 /// Shared login state for a gateway process.
 #[derive(Default)]
 pub struct LoginStore {
-    pub redeemed: Redeemed,
-    pub provider: tokio::sync::Mutex<Option<(String, Arc<Provider>)>>,
+    pub(crate) redeemed: Redeemed,
+    pub(crate) provider: tokio::sync::Mutex<Option<(String, Arc<Provider>)>>,
 }
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::aead::{self, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::identity::secret;
+/// Re-exported where the login flow (and its callers) always found it.
+pub use crate::identity::secret::random_token;
 
 /// What a sealed value is for; bound into the seal as associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +72,7 @@ impl Sealer {
     /// Seals `value` until `exp` (unix seconds) as URL-safe text.
     pub fn seal<T: Serialize>(&self, purpose: Purpose, value: &T, exp: i64) -> String {
         let mut data = serde_json::to_vec(&Envelope { exp, v: value }).expect("serializable");
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .expect("system randomness is available");
+        let nonce: [u8; NONCE_LEN] = secret::random_bytes();
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -116,30 +116,9 @@ impl Sealer {
     }
 }
 
-/// A random URL-safe string of `bytes` random bytes.
-pub fn random_token(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    SystemRandom::new()
-        .fill(&mut b)
-        .expect("system randomness is available");
-    URL_SAFE_NO_PAD.encode(b)
-}
-
 /// `base64url(SHA-256(verifier))`: what the CLI sends instead of its secret.
-pub fn verifier_hash(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        verifier.as_bytes(),
-    ))
-}
-
-/// Constant-time equality of two strings' bytes.
-pub fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+pub(crate) fn verifier_hash(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(secret::sha256(verifier.as_bytes()))
 }
 
 #[cfg(test)]
@@ -185,11 +164,9 @@ mod tests {
     }
 
     #[test]
-    fn verifier_hash_and_ct_eq() {
-        let h = verifier_hash("abc");
+    fn verifier_hash_is_base64url_sha256() {
+        let h = super::verifier_hash("abc");
         assert_eq!(h, "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
-        assert!(ct_eq(&h, &verifier_hash("abc")));
-        assert!(!ct_eq(&h, &verifier_hash("abd")));
-        assert!(!ct_eq("a", "ab"));
+        assert_ne!(h, super::verifier_hash("abd"));
     }
 }
