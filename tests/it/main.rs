@@ -10,6 +10,7 @@ mod client;
 mod flows;
 mod gitsource;
 mod identity;
+mod inputs;
 mod limits;
 mod masking;
 mod operations;
