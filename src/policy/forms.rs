@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use super::{Policy, SecretAccess};
-use crate::rack::form::go_true;
 use crate::rack::mask::PLACEHOLDER;
 
 /// What a build request asks for, from its form body and query string
@@ -21,15 +20,37 @@ pub struct BuildForm {
 pub fn check_build(app: &str, fields: &[(String, String)]) -> Result<BuildForm, String> {
     let prefix = format!("object://{app}/");
     for (k, v) in fields {
-        if k == "url" && !(v.starts_with(&prefix) && v.len() > prefix.len()) {
+        if k == "url" {
             let shown: String = v.chars().take(80).collect();
-            return Err(format!(
-                "the build source url must be {prefix}<key> (an object uploaded to this app); got \"{shown}\""
-            ));
+            let Some(key) = v.strip_prefix(&prefix).filter(|k| !k.is_empty()) else {
+                return Err(format!(
+                    "the build source url must be {prefix}<key> (an object uploaded to this app); got \"{shown}\""
+                ));
+            };
+            // `object://app/../billing/x` would reach another app's object.
+            crate::rack::inputs::check_object_key(key).map_err(|e| e.to_string())?;
+        }
+        if k == "build-args" {
+            // The rack pastes each value unquoted into the build command,
+            // which is then split on whitespace: a space adds build flags.
+            if let Some(arg) = v.split(',').find(|a| a.chars().any(char::is_whitespace)) {
+                let shown: String = arg
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(40)
+                    .collect();
+                return Err(format!(
+                    "build-args value of `{shown}` contains whitespace, which the rack would split into extra build flags"
+                ));
+            }
         }
     }
+    // The rack honours exactly `true`, but a deny rule must not be evaded
+    // by a spelling: anything but absent or `false` counts as external.
     Ok(BuildForm {
-        external: fields.iter().any(|(k, v)| k == "external" && go_true(v)),
+        external: fields.iter().any(|(k, v)| k == "external" && v != "false"),
     })
 }
 

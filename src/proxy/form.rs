@@ -1,5 +1,6 @@
-//! The small form bodies the gateway reads before forwarding (builds and
-//! release creations): read them (capped), parse them as the rack will,
+//! The small form bodies the gateway reads before forwarding (builds,
+//! release creations, and the routes whose form can set the actor the
+//! rack records): read them (capped), parse them as the rack will,
 //! fetch the facts their decision needs, and ask the pure checks in
 //! `policy::forms`. What is forwarded is exactly the body that was
 //! checked (rewritten for the env round-trip).
@@ -17,6 +18,7 @@ use crate::http::respond::Refusal;
 use crate::policy::forms::{self, FormRefusal};
 use crate::policy::SecretAccess;
 use crate::rack::form::{self as rack_form, MAX_FORM_BODY};
+use crate::rack::inputs;
 use crate::rack::upstream::Rack;
 
 impl From<FormRefusal> for Refusal {
@@ -28,9 +30,14 @@ impl From<FormRefusal> for Refusal {
     }
 }
 
+/// Whether the gateway reads an operation's form body before forwarding.
+pub(crate) fn is_checked(op: &str) -> bool {
+    matches!(op, "build" | "releases create") || !inputs::actor_keys(op).is_empty()
+}
+
 /// Reads, checks and (for `releases create`) rewrites the form body of a
-/// `build` or `releases create` request; the bytes to forward, or the
-/// refusal to send.
+/// request [`is_checked`] names; the bytes to forward, or the refusal to
+/// send.
 pub(crate) async fn checked(
     ctx: &mut Ctx,
     rt: &Runtime,
@@ -40,6 +47,7 @@ pub(crate) async fn checked(
     access: &SecretAccess,
     body: Incoming,
 ) -> Result<Bytes, Refusal> {
+    let raw_query = query;
     let query = rack_form::parse_form(query.unwrap_or_default());
     let limited = http_body_util::Limited::new(Idle::new(body, rt.timeouts.idle), MAX_FORM_BODY);
     let raw = match limited.collect().await {
@@ -64,11 +72,22 @@ pub(crate) async fn checked(
     let Ok(text) = std::str::from_utf8(&raw) else {
         return Err(Refusal::bad_request("the form body is not UTF-8"));
     };
+    let op = ctx.operation().unwrap_or_default();
+    // Parameters the rack reads with a header fallback: an empty value
+    // would make it read the same-named header instead.
+    let inspected: &[&str] = if op == "build" { &["url"] } else { &[] };
+    let invalid = |e: inputs::InputError| Refusal::invalid(e.status(), e);
+    inputs::check_form_pairs(text, raw_query, inspected).map_err(invalid)?;
     let fields = rack_form::parse_form(text);
+    inputs::check_actor_pairs(op, &fields).map_err(invalid)?;
     let app = ctx.param("app").unwrap_or_default().to_string();
-    if ctx.operation() == Some("build") {
-        forms::check_build_form(&app, &fields, &query, access)?;
-        return Ok(raw);
+    match op {
+        "build" => {
+            forms::check_build_form(&app, &fields, &query, access)?;
+            return Ok(raw);
+        }
+        "releases create" => {}
+        _ => return Ok(raw),
     }
     let inputs = forms::release_inputs(&fields, &query)?;
     let Some(posted) = inputs.env else {

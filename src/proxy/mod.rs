@@ -89,6 +89,18 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         None
     };
 
+    // A request the rack would read differently than the gateway decides
+    // it (header fallbacks, bodies it would parse, repeated options,
+    // hop-by-hop tricks, cross-site browsers) is refused, never "fixed".
+    if let Err(e) = crate::rack::inputs::check(
+        ctx.operation().unwrap_or_default(),
+        &parts.method,
+        websocket,
+        &parts.headers,
+        canon.query.as_deref(),
+    ) {
+        return ctx.refuse(socket, Refusal::invalid(e.status(), e));
+    }
     if !gw.audit.recording() {
         return ctx.refuse(socket, Refusal::audit_unavailable());
     }
@@ -147,7 +159,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
             upgrade::raw(gw, ctx, &rt, &rack, &target, upstream_headers, protocol, up).await
         }
         (None, None) => {
-            let body = if matches!(op, "build" | "releases create") {
+            let body = if form::is_checked(op) {
                 let query = canon.query.as_deref();
                 match form::checked(&mut ctx, &rt, &rack, &parts.headers, query, &access, body)
                     .await

@@ -60,11 +60,6 @@ pub fn is_form(content_type: Option<&str>) -> bool {
     })
 }
 
-/// Go's `strconv.ParseBool` true values.
-pub fn go_true(v: &str) -> bool {
-    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

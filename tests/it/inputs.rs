@@ -1,12 +1,6 @@
 //! Requests the rack would read differently than the gateway authorizes
 //! them are refused before they reach a rack (`rack::inputs`,
 //! rack-semantics.md §6 rules 2-5 and 14, issue 13).
-//!
-//! These need `rack::inputs::check` wired into the request path right
-//! after routing in `src/proxy/mod.rs`:
-//! `if let Err(e) = crate::rack::inputs::check(op, &parts.method, websocket,
-//! &parts.headers, canon.query.as_deref()) { return ctx.refuse(socket,
-//! Refusal::invalid(e.status(), e)) }`; until then they are ignored.
 
 use std::time::Duration;
 
@@ -77,7 +71,6 @@ async fn exec_texts(gw: &Gw, headers: &[(&str, &str)]) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs proxy wiring"]
 async fn header_fallbacks_are_refused() {
     let gw = Gw::start().await;
     let form = &[("Content-Type", "application/x-www-form-urlencoded")];
@@ -121,7 +114,6 @@ async fn header_fallbacks_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs proxy wiring"]
 async fn unexpected_bodies_are_refused() {
     let gw = Gw::start().await;
     let multipart = &[("Content-Type", "multipart/form-data; boundary=x")];
@@ -152,7 +144,6 @@ async fn unexpected_bodies_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs proxy wiring"]
 async fn ambiguous_queries_are_refused() {
     let gw = Gw::start().await;
     let ps = "/racks/staging/apps/myapp/processes?service=web&service=db";
@@ -166,7 +157,6 @@ async fn ambiguous_queries_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs proxy wiring"]
 async fn head_tricks_are_refused() {
     let gw = Gw::start().await;
     let hop = &[("Connection", "close, command")];
@@ -208,7 +198,6 @@ async fn head_tricks_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "needs proxy wiring"]
 async fn websocket_refusals_are_in_band() {
     let gw = Gw::start().await;
     let evil = exec_texts(

@@ -441,7 +441,7 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
             s.post_form(
                 "admin",
                 &format!("/apps/myapp/builds?{q}"),
-                &[("url", "object://myapp/tmp/ok.tgz")],
+                &[("description", "x")],
             )
             .await
         } else {
@@ -455,6 +455,41 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
             r.text()
         );
     }
+    // The rack merges the query into the form: a url given in both is
+    // ambiguous, and refused whichever way round.
+    let q = rack_gateway::rack::form::encode_form(&[("url".into(), "dir:///etc".into())]);
+    let r = s
+        .post_form(
+            "admin",
+            &format!("/apps/myapp/builds?{q}"),
+            &[("url", "object://myapp/tmp/ok.tgz")],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("more than once"), "{}", r.text());
+    // Dot segments in the object key would reach another app's objects.
+    let r = s
+        .post_form(
+            "admin",
+            "/apps/myapp/builds",
+            &[("url", "object://myapp/../billing/x.tgz")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.error().contains("segment"), "{}", r.text());
+    // build-args values are pasted unquoted into the build command.
+    let r = s
+        .post_form(
+            "admin",
+            "/apps/myapp/builds",
+            &[
+                ("url", "object://myapp/tmp/ok.tgz"),
+                ("build-args", "A=1 -method x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.error().contains("whitespace"), "{}", r.text());
     let r = send(
         "POST",
         &s.url("/apps/myapp/builds"),
