@@ -39,7 +39,8 @@ const CI_EXPIRED: &str = "ci-expired-token-CCCCCCCCCCCCCCCCCCCCCCCCCCCCCC";
 /// and never follows this redirect.
 const CLI_REDIRECT: &str = "http://127.0.0.1:43111/callback";
 const APPS: &str = "/racks/staging/apps?";
-const PROMOTE: &str = "/racks/staging/apps/myapp/releases/RMYAPPRELAA/promote?";
+/// The active release: the rack refuses to promote an older one.
+const PROMOTE: &str = "/racks/staging/apps/myapp/releases/RMYAPPRELAB/promote?";
 
 /// The provider's predefined users (each one a button on its login page).
 /// bob is listed in users.yaml but unverified; carol is verified but not
