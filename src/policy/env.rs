@@ -73,7 +73,7 @@ pub enum EnvError {
     BadKey { line: usize, key: String },
     #[error("env key {0} is given more than once (the rack would keep only the last)")]
     Duplicate(String),
-    #[error("{0}={PLACEHOLDER} keeps a value, but the active release has no {0}")]
+    #[error("{0}={PLACEHOLDER} keeps a value, but the parent release has no {0}")]
     PlaceholderWithoutValue(String),
     #[error(
         "env key {0} is protected in this app; changing it needs the `env protected` permission"
@@ -86,7 +86,10 @@ pub enum EnvError {
 impl EnvError {
     /// A refusal by policy (403) rather than a malformed env (400).
     pub fn is_denial(&self) -> bool {
-        matches!(self, EnvError::Protected(_) | EnvError::KeyNotAllowed { .. })
+        matches!(
+            self,
+            EnvError::Protected(_) | EnvError::KeyNotAllowed { .. }
+        )
     }
 }
 
@@ -165,26 +168,30 @@ pub fn posted_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
     Ok(out)
 }
 
-/// What a release creation posts about env.
-pub enum Posted<'a> {
-    /// `env` was posted: it replaces the env verbatim (`env=` removes all).
-    Env(&'a str),
-    /// `env` is absent: the rack copies this release's env (the parent's,
-    /// or the newest release's) verbatim.
-    Absent { base: &'a str },
+/// The releases a release creation's env is decided against.
+pub struct Releases<'a> {
+    /// The env the rack forks from: `parent-release`'s, else the newest
+    /// release's. It is what `convox env` showed (masked), so placeholders
+    /// are restored from it, and what the rack copies when no `env` is
+    /// posted.
+    pub base: &'a str,
+    /// The env of the active release, which the result is diffed against.
+    pub active: &'a str,
 }
 
-/// Decides what a release creation does to the env, against the active
-/// release's env: the env to forward (when one was posted: placeholders
-/// restored, protected keys the identity may not remove kept) and the key
-/// names that change. Every changed, added or removed key must be allowed
-/// by `rules`.
+/// Decides what a release creation does to the env: `posted` (the form's
+/// `env`; `Some("")` removes everything) or, when absent, the base env the
+/// rack copies. Returns the env to forward (when one was posted:
+/// placeholders restored, protected keys the identity may not remove
+/// kept) and the key names that change against the active release. Every
+/// changed, added or removed key must be allowed by `rules`.
 pub fn release_env(
-    posted: Posted<'_>,
-    active: &str,
+    posted: Option<&str>,
+    releases: Releases<'_>,
     rules: &EnvRules<'_>,
 ) -> Result<(Option<String>, EnvChanges), EnvError> {
-    let active = rack_env(active)?;
+    let base = rack_env(releases.base)?;
+    let active = rack_env(releases.active)?;
     let may_touch = |key: &str| -> Result<(), EnvError> {
         if (rules.protected)(key) && !rules.may_change_protected {
             return Err(EnvError::Protected(key.to_string()));
@@ -200,11 +207,11 @@ pub fn release_env(
         Ok(())
     };
     let (result, forward) = match posted {
-        Posted::Env(text) => {
+        Some(text) => {
             let mut out = BTreeMap::new();
             for (k, v) in posted_env(text)? {
                 let value = if v == PLACEHOLDER {
-                    match active.get(&k) {
+                    match base.get(&k) {
                         Some(o) => o.clone(),
                         None => return Err(EnvError::PlaceholderWithoutValue(k)),
                     }
@@ -215,7 +222,7 @@ pub fn release_env(
             }
             (out, true)
         }
-        Posted::Absent { base } => (rack_env(base)?, false),
+        None => (base.clone(), false),
     };
     let mut out = result;
     let mut changes = EnvChanges::default();

@@ -1,12 +1,9 @@
 //! Decisions over form bodies, pure and over facts fetched beforehand:
-//! the build side doors (`POST /apps/{app}/builds`) and the env round-trip
-//! of `POST /apps/{app}/releases` (placeholders restored, protected keys
-//! and per-role key patterns enforced against the parent release's env).
+//! the build side doors (`POST /apps/{app}/builds`) and the inputs of
+//! `POST /apps/{app}/releases`, whose env is decided in [`super::env`].
 
-use std::collections::BTreeMap;
-
-use super::{Policy, SecretAccess};
-use crate::rack::mask::PLACEHOLDER;
+use super::env::{release_env, EnvChanges, EnvRules, Releases};
+use super::{Facts, Policy, SecretAccess, Subject, Verdict};
 
 /// What a build request asks for, from its form body and query string
 /// (the rack reads form values from both).
@@ -52,146 +49,6 @@ pub fn check_build(app: &str, fields: &[(String, String)]) -> Result<BuildForm, 
     Ok(BuildForm {
         external: fields.iter().any(|(k, v)| k == "external" && v != "false"),
     })
-}
-
-/// Who may change what in an app's env.
-pub struct EnvRules<'a> {
-    /// Whether a key is protected in this app.
-    pub protected: &'a dyn Fn(&str) -> bool,
-    /// The identity may change and remove protected keys.
-    pub may_change_protected: bool,
-    /// Key patterns the identity may change; `None` is any key.
-    pub allowed_key: Option<&'a dyn Fn(&str) -> bool>,
-}
-
-/// The key names (never values) a release creation changes.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct EnvChanges {
-    pub added: Vec<String>,
-    pub changed: Vec<String>,
-    pub removed: Vec<String>,
-    /// Protected keys left out of the post and kept.
-    pub kept: Vec<String>,
-}
-
-impl EnvChanges {
-    /// `add:A,B change:C remove:D kept:E` (empty parts left out).
-    pub fn summary(&self) -> String {
-        [
-            ("add", &self.added),
-            ("change", &self.changed),
-            ("remove", &self.removed),
-            ("kept", &self.kept),
-        ]
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| format!("{n}:{}", v.join(",")))
-        .collect::<Vec<_>>()
-        .join(" ")
-    }
-}
-
-/// Why a posted env is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EnvError {
-    #[error("env line {0} is not KEY=VALUE")]
-    Malformed(usize),
-    #[error("{0}={PLACEHOLDER} keeps a value, but the parent release has no {0}")]
-    PlaceholderWithoutValue(String),
-    #[error(
-        "env key {0} is protected in this app; changing it needs the `env protected` permission"
-    )]
-    Protected(String),
-    #[error("env key {key} may not be changed by this identity (it may change only {allowed})")]
-    KeyNotAllowed { key: String, allowed: String },
-}
-
-/// Parses `KEY=VALUE` lines (blank lines ignored), later keys winning.
-pub fn parse_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
-    let mut out = BTreeMap::new();
-    for (i, line) in env.split('\n').enumerate() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        match line.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                out.insert(k.to_string(), v.to_string());
-            }
-            _ => return Err(EnvError::Malformed(i + 1)),
-        }
-    }
-    Ok(out)
-}
-
-/// The env to forward for a posted env and the parent release's env:
-/// placeholders restored, protected and per-key rules applied. `allowed`
-/// describes the key patterns for the error message.
-pub fn merge_env(
-    posted: &str,
-    parent: &str,
-    rules: &EnvRules<'_>,
-    allowed: &str,
-) -> Result<(String, EnvChanges), EnvError> {
-    let posted = parse_env(posted)?;
-    let parent = parse_env(parent)?;
-    let mut out = BTreeMap::new();
-    let mut changes = EnvChanges::default();
-    let may_touch = |key: &str| -> Result<(), EnvError> {
-        if (rules.protected)(key) && !rules.may_change_protected {
-            return Err(EnvError::Protected(key.to_string()));
-        }
-        if let Some(ok) = rules.allowed_key {
-            if !ok(key) {
-                return Err(EnvError::KeyNotAllowed {
-                    key: key.to_string(),
-                    allowed: allowed.to_string(),
-                });
-            }
-        }
-        Ok(())
-    };
-    for (k, v) in posted {
-        let old = parent.get(&k);
-        let value = if v == PLACEHOLDER {
-            match old {
-                Some(o) => o.clone(),
-                None => return Err(EnvError::PlaceholderWithoutValue(k)),
-            }
-        } else {
-            v
-        };
-        match old {
-            Some(o) if *o == value => {}
-            Some(_) => {
-                may_touch(&k)?;
-                changes.changed.push(k.clone());
-            }
-            None => {
-                may_touch(&k)?;
-                changes.added.push(k.clone());
-            }
-        }
-        out.insert(k, value);
-    }
-    for (k, v) in parent {
-        if out.contains_key(&k) {
-            continue;
-        }
-        if (rules.protected)(&k) && !rules.may_change_protected {
-            changes.kept.push(k.clone());
-            out.insert(k, v);
-            continue;
-        }
-        may_touch(&k)?;
-        changes.removed.push(k);
-    }
-    let env = out
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    Ok((env, changes))
 }
 
 // ---------------------------------------------------------------------------
@@ -258,17 +115,48 @@ pub fn release_inputs(
     })
 }
 
-/// The env to forward for `posted`, given the parent release's env: the
-/// caller's `access` and the rack/app's protected keys decide which keys
-/// may change. Returns the env and the key names it changes.
+/// `build` and `parent-release` on a release creation select code (a
+/// deploy, or a rollback that restores an old build and env): they need
+/// what deploying and promoting need, not just `releases create`, which
+/// `convox env set` uses.
+pub fn check_release_code(
+    policy: &Policy,
+    subject: &Subject,
+    rack: &str,
+    app: &str,
+    body: &[(String, String)],
+) -> Result<(), FormRefusal> {
+    for (field, op) in [("build", "build"), ("parent-release", "releases promote")] {
+        if !body.iter().any(|(k, v)| k == field && !v.is_empty()) {
+            continue;
+        }
+        let facts = Facts {
+            rack,
+            operation: op,
+            app: Some(app),
+            ..Default::default()
+        };
+        if let Verdict::Deny(why) = policy.decide(subject, &facts) {
+            return Err(FormRefusal::Denied(format!(
+                "the `{field}` field selects code, which needs `{op}` ({why})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decides a release creation's env ([`super::env::release_env`]). The caller's
+/// `access` and the rack/app's protected keys decide which keys may
+/// change. Returns the env to forward (when one was posted) and the key
+/// names that change.
 pub fn check_release_env(
     policy: &Policy,
     rack: &str,
     app: &str,
     access: &SecretAccess,
-    posted: &str,
-    parent_env: &str,
-) -> Result<(String, EnvChanges), FormRefusal> {
+    posted: Option<&str>,
+    releases: Releases<'_>,
+) -> Result<(Option<String>, EnvChanges), FormRefusal> {
     let protected = |k: &str| policy.is_protected_env(rack, app, k);
     let globs = access.env_keys.as_ref();
     let allowed_fn = |k: &str| globs.into_iter().flatten().any(|g| g.matches(k));
@@ -284,12 +172,14 @@ pub fn check_release_env(
         allowed_key: globs
             .is_some()
             .then_some(&allowed_fn as &dyn Fn(&str) -> bool),
+        allowed_desc: &allowed_desc,
     };
-    merge_env(posted, parent_env, &rules, &allowed_desc).map_err(|e| match e {
-        EnvError::Protected(_) | EnvError::KeyNotAllowed { .. } => {
+    release_env(posted, releases, &rules).map_err(|e| {
+        if e.is_denial() {
             FormRefusal::Denied(e.to_string())
+        } else {
+            FormRefusal::Invalid(e.to_string())
         }
-        _ => FormRefusal::Invalid(e.to_string()),
     })
 }
 
@@ -330,125 +220,6 @@ mod tests {
             !check_build("myapp", &f(&[("external", "false")]))
                 .unwrap()
                 .external
-        );
-    }
-
-    fn rules<'a>(
-        protected: &'a dyn Fn(&str) -> bool,
-        may: bool,
-        allowed: Option<&'a dyn Fn(&str) -> bool>,
-    ) -> EnvRules<'a> {
-        EnvRules {
-            protected,
-            may_change_protected: may,
-            allowed_key: allowed,
-        }
-    }
-
-    const PARENT: &str = "DATABASE_URL=postgres://u:dbsecret@db/x\nFEATURE_X=1\nSECRET_KEY=s3cr3t";
-
-    #[test]
-    fn placeholders_keep_values_and_missing_keys_are_removed() {
-        let none = |_: &str| false;
-        let (env, ch) = merge_env(
-            "DATABASE_URL=******\nFEATURE_X=2\nNEW=n",
-            PARENT,
-            &rules(&none, false, None),
-            "",
-        )
-        .unwrap();
-        assert_eq!(
-            env,
-            "DATABASE_URL=postgres://u:dbsecret@db/x\nFEATURE_X=2\nNEW=n"
-        );
-        assert_eq!(ch.added, ["NEW"]);
-        assert_eq!(ch.changed, ["FEATURE_X"]);
-        assert_eq!(ch.removed, ["SECRET_KEY"]);
-        assert_eq!(ch.summary(), "add:NEW change:FEATURE_X remove:SECRET_KEY");
-    }
-
-    #[test]
-    fn protected_keys_are_kept_or_refused_unless_permitted() {
-        let prot = |k: &str| k == "DATABASE_URL";
-        let (env, ch) = merge_env(
-            "FEATURE_X=1\nSECRET_KEY=******",
-            PARENT,
-            &rules(&prot, false, None),
-            "",
-        )
-        .unwrap();
-        assert!(
-            env.contains("DATABASE_URL=postgres://u:dbsecret@db/x"),
-            "{env}"
-        );
-        assert_eq!(ch.kept, ["DATABASE_URL"]);
-        assert_eq!(
-            merge_env(
-                "DATABASE_URL=x\nFEATURE_X=1\nSECRET_KEY=******",
-                PARENT,
-                &rules(&prot, false, None),
-                ""
-            ),
-            Err(EnvError::Protected("DATABASE_URL".into()))
-        );
-        let (env, ch) = merge_env(
-            "DATABASE_URL=x\nFEATURE_X=1\nSECRET_KEY=******",
-            PARENT,
-            &rules(&prot, true, None),
-            "",
-        )
-        .unwrap();
-        assert!(env.starts_with("DATABASE_URL=x\n"), "{env}");
-        assert_eq!(ch.changed, ["DATABASE_URL"]);
-        let (env, _) = merge_env(
-            "FEATURE_X=1\nSECRET_KEY=******",
-            PARENT,
-            &rules(&prot, true, None),
-            "",
-        )
-        .unwrap();
-        assert!(!env.contains("DATABASE_URL"), "{env}");
-    }
-
-    #[test]
-    fn key_patterns_limit_changes() {
-        let none = |_: &str| false;
-        let feature = |k: &str| k.starts_with("FEATURE_");
-        let r = rules(&none, false, Some(&feature));
-        assert!(merge_env(
-            "DATABASE_URL=******\nFEATURE_X=0\nFEATURE_Y=1\nSECRET_KEY=******",
-            PARENT,
-            &r,
-            "FEATURE_*"
-        )
-        .is_ok());
-        let err = merge_env(
-            "DATABASE_URL=******\nFEATURE_X=0\nSECRET_KEY=new",
-            PARENT,
-            &r,
-            "FEATURE_*",
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "env key SECRET_KEY may not be changed by this identity (it may change only FEATURE_*)"
-        );
-        assert!(matches!(
-            merge_env("FEATURE_X=1", PARENT, &r, "FEATURE_*"),
-            Err(EnvError::KeyNotAllowed { .. })
-        ));
-    }
-
-    #[test]
-    fn malformed_and_orphan_placeholders_are_refused() {
-        let none = |_: &str| false;
-        assert_eq!(
-            merge_env("A=1\njunk", "", &rules(&none, false, None), ""),
-            Err(EnvError::Malformed(2))
-        );
-        assert_eq!(
-            merge_env("NEW=******", PARENT, &rules(&none, false, None), ""),
-            Err(EnvError::PlaceholderWithoutValue("NEW".into()))
         );
     }
 }

@@ -18,6 +18,7 @@
 //!    no denied pattern.
 
 pub mod command;
+pub mod env;
 pub mod forms;
 pub mod glob;
 pub mod load;

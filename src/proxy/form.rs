@@ -15,8 +15,9 @@ use super::lookup;
 use crate::gateway::Runtime;
 use crate::http::body::Idle;
 use crate::http::respond::Refusal;
+use crate::policy::env::Releases;
 use crate::policy::forms::{self, FormRefusal};
-use crate::policy::SecretAccess;
+use crate::policy::{SecretAccess, Subject};
 use crate::rack::form::{self as rack_form, MAX_FORM_BODY};
 use crate::rack::inputs;
 use crate::rack::upstream::Rack;
@@ -44,6 +45,7 @@ pub(crate) async fn checked(
     rack: &Rack,
     headers: &HeaderMap,
     query: Option<&str>,
+    subject: &Subject,
     access: &SecretAccess,
     body: Incoming,
 ) -> Result<Bytes, Refusal> {
@@ -90,13 +92,28 @@ pub(crate) async fn checked(
         _ => return Ok(raw),
     }
     let inputs = forms::release_inputs(&fields, &query)?;
-    let Some(posted) = inputs.env else {
+    forms::check_release_code(&rt.policy, subject, &rack.name, &app, &fields)?;
+    // Decided on the env the rack will end up with, against the active
+    // release: without `env` the rack copies the parent (or newest)
+    // release's env, so a rollback is checked like an edit.
+    let base = lookup::base_env(rt, rack, ctx, &app, inputs.parent.as_deref()).await?;
+    let active = lookup::active_env(rt, rack, ctx, &app, &base).await?;
+    let releases = Releases {
+        base: &base.env,
+        active: &active,
+    };
+    let (env, changes) = forms::check_release_env(
+        &rt.policy,
+        &rack.name,
+        &app,
+        access,
+        inputs.env.as_deref(),
+        releases,
+    )?;
+    ctx.set_env_changes(changes.summary());
+    let Some(env) = env else {
         return Ok(raw);
     };
-    let parent_env = lookup::parent_env(rt, rack, ctx, &app, inputs.parent.as_deref()).await?;
-    let (env, changes) =
-        forms::check_release_env(&rt.policy, &rack.name, &app, access, &posted, &parent_env)?;
-    ctx.set_env_changes(changes.summary());
     let rewritten: Vec<(String, String)> = fields
         .into_iter()
         .map(|(k, v)| if k == "env" { (k, env.clone()) } else { (k, v) })

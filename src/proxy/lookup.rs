@@ -114,43 +114,98 @@ pub(crate) async fn process(
     })
 }
 
-/// The env of the parent release: `parent-release`, else the latest
-/// release (`GET /apps/{app}/releases?limit=1`); empty when the app has
+/// A release's id and env, as the rack returns them.
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct Release {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub env: String,
+}
+
+/// The env of the release the rack copies when a release creation posts
+/// no `env`: `parent-release`, else the newest release (`GET
+/// /apps/{app}/releases?limit=1`, newest first); empty when the app has
 /// no release yet.
-pub(crate) async fn parent_env(
+pub(crate) async fn base_env(
     rt: &Runtime,
     rack: &Rack,
     ctx: &Ctx,
     app: &str,
     parent: Option<&str>,
-) -> Result<String, Refusal> {
-    #[derive(serde::Deserialize)]
-    struct R {
-        id: String,
-        #[serde(default)]
-        env: String,
-    }
-    let unavailable = |why: String| Refusal::rack_unavailable(&rack.name, why);
+) -> Result<Release, Refusal> {
     let id = match parent {
         Some(id) => id.to_string(),
         None => {
             let list = rack_path(&["apps", app, "releases"], Some("limit=1"));
             let (status, body) = rack_get(rt, rack, ctx, &list).await?;
             if !status.is_success() {
-                return Err(unavailable(format!(
-                    "cannot read the latest release of {app} (rack answered {})",
-                    status.as_u16()
-                )));
+                return Err(Refusal::rack_unavailable(
+                    &rack.name,
+                    format!(
+                        "cannot read the latest release of {app} (rack answered {})",
+                        status.as_u16()
+                    ),
+                ));
             }
-            let list: Vec<R> = serde_json::from_slice(&body)
-                .map_err(|_| unavailable("the rack's release list is not JSON".into()))?;
+            let list: Vec<Release> = serde_json::from_slice(&body).map_err(|_| {
+                Refusal::rack_unavailable(&rack.name, "the rack's release list is not JSON")
+            })?;
             match list.into_iter().next() {
                 Some(r) => r.id,
-                None => return Ok(String::new()),
+                None => return Ok(Release::default()),
             }
         }
     };
-    let target = rack_path(&["apps", app, "releases", &id], None);
+    release(rt, rack, ctx, app, &id).await
+}
+
+/// The env of the app's **active** release (`GET /apps/{app}` → `release`),
+/// which a release creation is diffed against; empty when there is none.
+/// `known` (usually the newest release) is reused when it is the one.
+pub(crate) async fn active_env(
+    rt: &Runtime,
+    rack: &Rack,
+    ctx: &Ctx,
+    app: &str,
+    known: &Release,
+) -> Result<String, Refusal> {
+    #[derive(serde::Deserialize)]
+    struct App {
+        #[serde(default)]
+        release: String,
+    }
+    let (status, body) = rack_get(rt, rack, ctx, &rack_path(&["apps", app], None)).await?;
+    if status == StatusCode::NOT_FOUND {
+        return Err(Refusal::denied(format!("app {app} not found")));
+    }
+    if !status.is_success() {
+        return Err(Refusal::rack_unavailable(
+            &rack.name,
+            format!("cannot read app {app} (rack answered {})", status.as_u16()),
+        ));
+    }
+    let a: App = serde_json::from_slice(&body)
+        .map_err(|_| Refusal::rack_unavailable(&rack.name, format!("app {app} is not JSON")))?;
+    if a.release.is_empty() {
+        return Ok(String::new());
+    }
+    // Release ids are case-insensitive on the rack.
+    if a.release.eq_ignore_ascii_case(&known.id) {
+        return Ok(known.env.clone());
+    }
+    Ok(release(rt, rack, ctx, app, &a.release).await?.env)
+}
+
+/// `GET /apps/{app}/releases/{id}`.
+async fn release(
+    rt: &Runtime,
+    rack: &Rack,
+    ctx: &Ctx,
+    app: &str,
+    id: &str,
+) -> Result<Release, Refusal> {
+    let target = rack_path(&["apps", app, "releases", id], None);
     let (status, body) = rack_get(rt, rack, ctx, &target).await?;
     if status == StatusCode::NOT_FOUND {
         return Err(Refusal::denied(format!(
@@ -158,14 +213,16 @@ pub(crate) async fn parent_env(
         )));
     }
     if !status.is_success() {
-        return Err(unavailable(format!(
-            "cannot read release {id} (rack answered {})",
-            status.as_u16()
-        )));
+        return Err(Refusal::rack_unavailable(
+            &rack.name,
+            format!(
+                "cannot read release {id} (rack answered {})",
+                status.as_u16()
+            ),
+        ));
     }
-    let r: R = serde_json::from_slice(&body)
-        .map_err(|_| unavailable(format!("release {id} is not JSON")))?;
-    Ok(r.env)
+    serde_json::from_slice(&body)
+        .map_err(|_| Refusal::rack_unavailable(&rack.name, format!("release {id} is not JSON")))
 }
 
 /// Vets a `/proxy/{host}/{port}` target: fetches the app list and the

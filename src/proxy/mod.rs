@@ -161,8 +161,17 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         (None, None) => {
             let body = if form::is_checked(op) {
                 let query = canon.query.as_deref();
-                match form::checked(&mut ctx, &rt, &rack, &parts.headers, query, &access, body)
-                    .await
+                match form::checked(
+                    &mut ctx,
+                    &rt,
+                    &rack,
+                    &parts.headers,
+                    query,
+                    subject,
+                    &access,
+                    body,
+                )
+                .await
                 {
                     Ok(b) => {
                         upstream_headers.insert(header::CONTENT_LENGTH, b.len().into());

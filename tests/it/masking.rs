@@ -183,23 +183,27 @@ async fn process_commands_are_masked_in_ps_ps_info_and_rack_ps() {
     let r = s.get("admin", "/apps/myapp/processes").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let list = r.json();
-    let first = list[0].clone();
-    let pid = first["id"].as_str().unwrap().to_string();
-    assert!(
-        first["command"].as_str().unwrap().starts_with("bin/"),
-        "{first}"
-    );
-    let r = s.get("admin", "/system/processes").await;
-    assert!(r.text().contains("bin/"), "{}", r.text());
+    let secret = rack_gateway::dev::mock_rack::SECRET_BUILD_ARG;
+    assert!(r.text().contains(secret), "{}", r.text());
+    let build = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["command"].as_str().unwrap_or("").contains(secret))
+        .unwrap()
+        .clone();
+    let pid = build["id"].as_str().unwrap().to_string();
+    let r = s.get("admin", "/system/processes?all=true").await;
+    assert!(r.text().contains(secret), "{}", r.text());
 
     for path in [
         "/apps/myapp/processes".to_string(),
         format!("/apps/myapp/processes/{pid}"),
-        "/system/processes".to_string(),
+        "/system/processes?all=true".to_string(),
     ] {
         let r = s.get("viewer", &path).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
-        assert!(!r.text().contains("bin/"), "{path}: {}", r.text());
+        assert!(!r.text().contains(secret), "{path}: {}", r.text());
         assert!(
             r.text().contains("\"command\":\"******\""),
             "{path}: {}",
@@ -218,11 +222,8 @@ async fn minted_jwt_tokens_are_masked_without_secrets_read() {
     assert_eq!(r.json()["token"], "******");
     let r = s.post_form("admin", "/system/jwt/token", &form).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        r.json()["token"].as_str().unwrap().starts_with("mock."),
-        "{}",
-        r.text()
-    );
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    assert!(token.len() > 20 && token != "******", "{}", r.text());
 }
 
 /// Today's mock answers these with empty lists: the masked path must let a

@@ -350,6 +350,19 @@ async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -
     .await;
     let mut want = lookup;
     if allowed {
+        if op == "releases create" {
+            // A release creation is decided on the env the rack will end up
+            // with: the newest release's (the rack's fork base), diffed
+            // against the active release (here the same one).
+            want.extend(
+                [
+                    "GET /apps/myapp/releases?limit=1",
+                    "GET /apps/myapp/releases/RMYAPPRELAB",
+                    "GET /apps/myapp",
+                ]
+                .map(String::from),
+            );
+        }
         want.push(format!("{http_method} {path}?"));
         // The status must be the rack's: ask a fresh mock directly.
         let direct = mock().await;

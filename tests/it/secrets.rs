@@ -260,8 +260,12 @@ async fn placeholders_keep_values_and_unset_removes() {
         s.forwarded_env(),
         "DATABASE_URL=postgres://u:dbsecret@db:5432/x\nFEATURE_X=2\nSECRET_KEY=s3cr3t"
     );
-    // The parent was looked up as the CLI does: the latest release, then it.
-    assert_eq!(s.received("GET", "/apps/myapp/releases?limit=1").len(), 1);
+    // Placeholders and the diff come from the active release.
+    let app_reads = s.received("GET", "/apps/myapp");
+    assert!(
+        app_reads.iter().any(|r| r.target == "/apps/myapp"),
+        "{app_reads:?}"
+    );
 
     // `convox env unset SECRET_KEY`.
     let r = s
@@ -719,4 +723,91 @@ async fn no_secret_reaches_a_viewer_or_the_logs() {
         logs.contains("add:NEW_KEY change:FEATURE_X"),
         "the audit names the changed keys: {logs}"
     );
+}
+
+/// The rack trims env keys and keeps the last duplicate (rack-semantics.md
+/// §3.1): a deployer without `env protected` must not overwrite
+/// DATABASE_URL by spelling it ` DATABASE_URL`, with a tab or NBSP, behind a
+/// carriage return, or twice. Each is refused and never forwarded; the
+/// same edit of an unprotected key goes through (control).
+#[tokio::test]
+async fn env_keys_are_read_the_way_the_rack_reads_them() {
+    let s = Setup::start().await;
+    let before = s.received("POST", "/apps/myapp/releases").len();
+    for (tail, why) in [
+        ("DATABASE_URL =evil", "surrounding whitespace"),
+        ("DATABASE_URL\t=evil", "surrounding whitespace"),
+        ("\u{a0}DATABASE_URL=evil", "surrounding whitespace"),
+        ("FEATURE_X=2\r\nDATABASE_URL=evil", "carriage return"),
+        ("FEATURE_X=2\rDATABASE_URL=evil", "carriage return"),
+        ("FEATURE_X=2\nFEATURE_X=3", "more than once"),
+    ] {
+        let env = format!("SECRET_KEY=******\n{tail}");
+        let r = s
+            .post_form("deployer", "/apps/myapp/releases", &[("env", &env)])
+            .await;
+        assert_eq!(r.status, 400, "{tail:?}: {}", r.text());
+        assert!(r.error().contains(why), "{tail:?}: {}", r.error());
+        assert!(!r.error().contains("evil"), "{}", r.error());
+    }
+    assert_eq!(s.received("POST", "/apps/myapp/releases").len(), before);
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[("env", "DATABASE_URL=******\nSECRET_KEY=******\nFEATURE_X=2")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // What the rack made of it: the protected value unchanged.
+    let created = r.json()["id"].as_str().unwrap().to_string();
+    let r = s
+        .get("admin", &format!("/apps/myapp/releases/{created}"))
+        .await;
+    let env = r.json()["env"].as_str().unwrap().to_string();
+    let parsed = rack_gateway::dev::mock_rack::parse_env(&env).unwrap();
+    assert_eq!(parsed["DATABASE_URL"], "postgres://u:dbsecret@db:5432/x");
+    assert_eq!(parsed["FEATURE_X"], "2");
+}
+
+/// Without an `env` field the rack copies the parent (or newest) release's
+/// env: a rollback that restores an old protected value is a change of it,
+/// decided against the active release.
+#[tokio::test]
+async fn a_rollback_is_checked_like_an_env_edit() {
+    let s = Setup::start().await;
+    // An admin stages (without promoting) a release with another DB URL.
+    let r = s
+        .post_form(
+            "admin",
+            "/apps/myapp/releases",
+            &[(
+                "env",
+                "DATABASE_URL=postgres://old\nSECRET_KEY=s3cr3t\nFEATURE_X=1",
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let staged = r.json()["id"].as_str().unwrap().to_string();
+    let before = s.received("POST", "/apps/myapp/releases").len();
+    for form in [vec![("parent-release", staged.as_str())], vec![]] {
+        let r = s.post_form("deployer", "/apps/myapp/releases", &form).await;
+        assert_eq!(r.status, 403, "{form:?}: {}", r.text());
+        assert!(
+            r.error().contains("DATABASE_URL is protected"),
+            "{}",
+            r.error()
+        );
+    }
+    assert_eq!(s.received("POST", "/apps/myapp/releases").len(), before);
+    // Control: a rollback that changes only unprotected keys.
+    let r = s
+        .post_form(
+            "deployer",
+            "/apps/myapp/releases",
+            &[("parent-release", "RMYAPPRELAA")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.received("POST", "/apps/myapp/releases").len(), before + 1);
 }

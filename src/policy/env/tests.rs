@@ -18,6 +18,23 @@ fn rules<'a>(
 
 const ACTIVE: &str = "DATABASE_URL=postgres://u:dbsecret@db/x\nFEATURE_X=1\nSECRET_KEY=s3cr3t";
 
+/// A release creation whose base (what `convox env` showed) is also the
+/// active release, the common case.
+fn decide(
+    posted: Option<&str>,
+    active: &str,
+    r: &EnvRules<'_>,
+) -> Result<(Option<String>, EnvChanges), EnvError> {
+    release_env(
+        posted,
+        Releases {
+            base: active,
+            active,
+        },
+        r,
+    )
+}
+
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -82,14 +99,17 @@ fn placeholders_keep_values_and_missing_keys_are_removed() {
     let none = |_: &str| false;
     let r = rules(&none, false, None);
     let posted = "DATABASE_URL=******\nFEATURE_X=2\nNEW=1";
-    let (env, changes) = release_env(Posted::Env(posted), ACTIVE, &r).unwrap();
+    let (env, changes) = decide(Some(posted), ACTIVE, &r).unwrap();
     assert_eq!(
         env.unwrap(),
         "DATABASE_URL=postgres://u:dbsecret@db/x\nFEATURE_X=2\nNEW=1"
     );
-    assert_eq!(changes.summary(), "add:NEW change:FEATURE_X remove:SECRET_KEY");
     assert_eq!(
-        release_env(Posted::Env("GHOST=******"), ACTIVE, &r),
+        changes.summary(),
+        "add:NEW change:FEATURE_X remove:SECRET_KEY"
+    );
+    assert_eq!(
+        decide(Some("GHOST=******"), ACTIVE, &r),
         Err(EnvError::PlaceholderWithoutValue("GHOST".into()))
     );
 }
@@ -99,18 +119,20 @@ fn protected_keys_are_kept_or_refused_unless_permitted() {
     let prot = |k: &str| k == "DATABASE_URL";
     let r = rules(&prot, false, None);
     // Left out: kept, not removed.
-    let (env, changes) = release_env(Posted::Env("FEATURE_X=1\nSECRET_KEY=******"), ACTIVE, &r).unwrap();
-    assert!(env.unwrap().contains("DATABASE_URL=postgres://u:dbsecret@db/x"));
+    let (env, changes) = decide(Some("FEATURE_X=1\nSECRET_KEY=******"), ACTIVE, &r).unwrap();
+    assert!(env
+        .unwrap()
+        .contains("DATABASE_URL=postgres://u:dbsecret@db/x"));
     assert_eq!(changes.summary(), "kept:DATABASE_URL");
     // Changed: refused, whatever spelling the key has on the wire.
     assert_eq!(
-        release_env(Posted::Env("DATABASE_URL=evil"), ACTIVE, &r),
+        decide(Some("DATABASE_URL=evil"), ACTIVE, &r),
         Err(EnvError::Protected("DATABASE_URL".into()))
     );
-    assert!(release_env(Posted::Env("DATABASE_URL =evil"), ACTIVE, &r).is_err());
+    assert!(decide(Some("DATABASE_URL =evil"), ACTIVE, &r).is_err());
     // Permitted: changes and removals pass (control).
     let may = rules(&prot, true, None);
-    let (_, changes) = release_env(Posted::Env("DATABASE_URL=new"), ACTIVE, &may).unwrap();
+    let (_, changes) = decide(Some("DATABASE_URL=new"), ACTIVE, &may).unwrap();
     assert_eq!(
         changes.summary(),
         "change:DATABASE_URL remove:FEATURE_X,SECRET_KEY"
@@ -123,19 +145,55 @@ fn a_rollback_without_env_is_diffed_against_the_active_release() {
     let r = rules(&prot, false, None);
     let old = "DATABASE_URL=postgres://old\nFEATURE_X=1\nSECRET_KEY=s3cr3t";
     assert_eq!(
-        release_env(Posted::Absent { base: old }, ACTIVE, &r),
+        release_env(
+            None,
+            Releases {
+                base: old,
+                active: ACTIVE
+            },
+            &r
+        ),
         Err(EnvError::Protected("DATABASE_URL".into()))
     );
+    // Placeholders come from the base (what `convox env` showed), the
+    // diff from the active release.
+    let (env, changes) = release_env(
+        Some("DATABASE_URL=******\nFEATURE_X=1\nSECRET_KEY=******"),
+        Releases {
+            base: old,
+            active: ACTIVE,
+        },
+        &rules(&prot, true, None),
+    )
+    .unwrap();
+    assert!(env.unwrap().contains("postgres://old"));
+    assert_eq!(changes.summary(), "change:DATABASE_URL");
     // The same env as the active one: nothing changes, nothing forwarded.
-    let (env, changes) = release_env(Posted::Absent { base: ACTIVE }, ACTIVE, &r).unwrap();
+    let (env, changes) = release_env(
+        None,
+        Releases {
+            base: ACTIVE,
+            active: ACTIVE,
+        },
+        &r,
+    )
+    .unwrap();
     assert_eq!((env, changes.summary()), (None, String::new()));
     // A base whose only difference is an unprotected key (control).
     let base = "DATABASE_URL=postgres://u:dbsecret@db/x\nFEATURE_X=0\nSECRET_KEY=s3cr3t";
-    let (_, changes) = release_env(Posted::Absent { base }, ACTIVE, &r).unwrap();
+    let (_, changes) = release_env(
+        None,
+        Releases {
+            base,
+            active: ACTIVE,
+        },
+        &r,
+    )
+    .unwrap();
     assert_eq!(changes.summary(), "change:FEATURE_X");
     // `env=` removes everything: every key must be removable.
     assert_eq!(
-        release_env(Posted::Env(""), ACTIVE, &r).unwrap().1.summary(),
+        decide(Some(""), ACTIVE, &r).unwrap().1.summary(),
         "remove:FEATURE_X,SECRET_KEY kept:DATABASE_URL"
     );
 }
@@ -145,15 +203,19 @@ fn key_patterns_limit_changes() {
     let none = |_: &str| false;
     let feature = |k: &str| k.starts_with("FEATURE_");
     let r = rules(&none, false, Some(&feature));
-    let (_, changes) = release_env(
-        Posted::Env("DATABASE_URL=******\nFEATURE_X=0\nFEATURE_Y=1\nSECRET_KEY=******"),
+    let (_, changes) = decide(
+        Some("DATABASE_URL=******\nFEATURE_X=0\nFEATURE_Y=1\nSECRET_KEY=******"),
         ACTIVE,
         &r,
     )
     .unwrap();
     assert_eq!(changes.summary(), "add:FEATURE_Y change:FEATURE_X");
     assert_eq!(
-        release_env(Posted::Env("DATABASE_URL=******\nFEATURE_X=1\nSECRET_KEY=other"), ACTIVE, &r),
+        decide(
+            Some("DATABASE_URL=******\nFEATURE_X=1\nSECRET_KEY=other"),
+            ACTIVE,
+            &r
+        ),
         Err(EnvError::KeyNotAllowed {
             key: "SECRET_KEY".into(),
             allowed: "FEATURE_*".into()
@@ -180,7 +242,7 @@ mod model {
             let env: String = parts.concat();
             if let Ok(ours) = posted_env(&env) {
                 let rack = crate::dev::mock_rack::parse_env(&env).expect("the mock parses it");
-                prop_assert_eq!(&ours, &rack.into_iter().collect::<BTreeMap<_, _>>());
+                prop_assert_eq!(&ours, &rack);
                 prop_assert_eq!(ours, rack_env(&env).unwrap());
             }
         }
