@@ -36,6 +36,14 @@ pub(crate) fn is_checked(op: &str) -> bool {
     matches!(op, "build" | "releases create") || !inputs::actor_keys(op).is_empty()
 }
 
+/// What the form checks of a request need besides its body.
+pub(crate) struct FormRequest<'a> {
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub subject: &'a Subject,
+    pub access: &'a SecretAccess,
+}
+
 /// Reads, checks and (for `releases create`) rewrites the form body of a
 /// request [`is_checked`] names; the bytes to forward, or the refusal to
 /// send.
@@ -43,14 +51,16 @@ pub(crate) async fn checked(
     ctx: &mut Ctx,
     rt: &Runtime,
     rack: &Rack,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    subject: &Subject,
-    access: &SecretAccess,
+    req: FormRequest<'_>,
     body: Incoming,
 ) -> Result<Bytes, Refusal> {
-    let raw_query = query;
-    let query = rack_form::parse_form(query.unwrap_or_default());
+    let FormRequest {
+        headers,
+        query: raw_query,
+        subject,
+        access,
+    } = req;
+    let query = rack_form::parse_form(raw_query.unwrap_or_default());
     let limited = http_body_util::Limited::new(Idle::new(body, rt.timeouts.idle), MAX_FORM_BODY);
     let raw = match limited.collect().await {
         Ok(c) => c.to_bytes(),

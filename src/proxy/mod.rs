@@ -161,18 +161,13 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         (None, None) => {
             let body = if form::is_checked(op) {
                 let query = canon.query.as_deref();
-                match form::checked(
-                    &mut ctx,
-                    &rt,
-                    &rack,
-                    &parts.headers,
+                let req = form::FormRequest {
+                    headers: &parts.headers,
                     query,
                     subject,
-                    &access,
-                    body,
-                )
-                .await
-                {
+                    access: &access,
+                };
+                match form::checked(&mut ctx, &rt, &rack, req, body).await {
                     Ok(b) => {
                         upstream_headers.insert(header::CONTENT_LENGTH, b.len().into());
                         body::full(b)
