@@ -200,12 +200,9 @@ pub fn json_error(status: StatusCode, msg: &str, request_id: &str) -> Response<B
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(REQUEST_ID.clone(), v);
     }
-    if status == StatusCode::UNAUTHORIZED {
-        h.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"rack-gateway\""),
-        );
-    }
+    // No `WWW-Authenticate` on 401: a Basic challenge makes browsers prompt
+    // for and cache credentials, which a cross-site page could then ride.
+    // The stock CLI never needs the challenge.
     r
 }
 

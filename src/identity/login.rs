@@ -64,6 +64,22 @@ pub(crate) enum LoginError {
     Provider(String),
     #[error("not authorized for this gateway: {0}")]
     NotAuthorized(String),
+    /// The provider sent the browser back with an error. Its text is the
+    /// provider's (or whoever crafted the link's) and goes to the audit
+    /// record only; the page shows a fixed message.
+    #[error("the identity provider refused the login: run `rack-gateway login` again")]
+    Refused(String),
+}
+
+impl LoginError {
+    /// What the audit record keeps: the message, or for a refusal the
+    /// provider's own error text.
+    pub(crate) fn audit_detail(&self) -> String {
+        match self {
+            LoginError::Refused(detail) => format!("the identity provider said: {detail}"),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// One-time codes already redeemed, kept until they expire.
@@ -266,7 +282,7 @@ pub(crate) fn error_page(e: &LoginError) -> Response<Body> {
         LoginError::NotConfigured => StatusCode::NOT_FOUND,
         LoginError::BadRequest(_) => StatusCode::BAD_REQUEST,
         LoginError::Provider(_) => StatusCode::BAD_GATEWAY,
-        LoginError::NotAuthorized(_) => StatusCode::FORBIDDEN,
+        LoginError::NotAuthorized(_) | LoginError::Refused(_) => StatusCode::FORBIDDEN,
     };
     let title = match e {
         LoginError::NotAuthorized(_) => "Not authorized for this gateway",

@@ -41,6 +41,9 @@ pub const DEFAULT_BLOCKED: &[&str] = &[
     "proxy http",
     "instances keyroll",
     "instances ssh",
+    // Build pods send events in-cluster; through the gateway it can only
+    // forge (signed) webhook events (rack-semantics.md §6 rule 13).
+    "events send",
 ];
 
 /// A file's text, as read from a config source.

@@ -22,6 +22,7 @@ pub mod env;
 pub mod forms;
 pub mod glob;
 pub mod load;
+pub mod reach;
 pub mod tunnel;
 
 use std::collections::HashMap;

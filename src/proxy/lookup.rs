@@ -225,6 +225,40 @@ async fn release(
         .map_err(|_| Refusal::rack_unavailable(&rack.name, format!("release {id} is not JSON")))
 }
 
+/// `certs delete` deletes whatever rack Secret its id names: the id must be
+/// one the rack lists as a certificate.
+pub(crate) async fn certificate_listed(
+    rt: &Runtime,
+    rack: &Rack,
+    ctx: &Ctx,
+    id: &str,
+) -> Result<(), Refusal> {
+    #[derive(serde::Deserialize)]
+    struct Cert {
+        #[serde(default)]
+        id: String,
+    }
+    let (status, body) = rack_get(rt, rack, ctx, &rack_path(&["certificates"], None)).await?;
+    if !status.is_success() {
+        return Err(Refusal::rack_unavailable(
+            &rack.name,
+            format!(
+                "cannot list certificates (rack answered {})",
+                status.as_u16()
+            ),
+        ));
+    }
+    let certs: Vec<Cert> = serde_json::from_slice(&body)
+        .map_err(|_| Refusal::rack_unavailable(&rack.name, "the certificate list is not JSON"))?;
+    if certs.iter().any(|c| c.id == id) {
+        Ok(())
+    } else {
+        Err(Refusal::denied(format!(
+            "`{id}` is not a certificate the rack lists; `certs delete` deletes only those"
+        )))
+    }
+}
+
 /// Vets a `/proxy/{host}/{port}` target: fetches the app list and the
 /// resources of the apps the caller may see, then asks the pure
 /// [`tunnel::check`].

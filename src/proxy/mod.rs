@@ -26,7 +26,7 @@ use crate::http::canon::{Canonical, Upgrade};
 use crate::http::respond::{Refusal, Socket};
 use crate::http::Inbound;
 use crate::identity::credentials::IdentityKind;
-use crate::policy::{Facts, Subject, Verdict, RESTRICTED_RUN_HEADERS};
+use crate::policy::{reach, Facts, Subject, Verdict, RESTRICTED_RUN_HEADERS};
 use crate::rack::mask::Masking;
 use crate::rack::routes::{self, RouteMethod};
 use crate::rack::upstream::Rack;
@@ -127,10 +127,13 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         other => return ctx.refuse(socket, Refusal::policy(other.reason())),
     };
     ctx.allow(reason);
-    if ctx.operation() == Some("proxy") {
-        if let Err(r) = lookup::tunnel_target(&rt, &rack, &ctx, subject).await {
-            return ctx.refuse(socket, r);
-        }
+    let looked_up = match (ctx.operation(), ctx.param("certificate")) {
+        (Some("proxy"), _) => lookup::tunnel_target(&rt, &rack, &ctx, subject).await,
+        (Some("certs delete"), Some(id)) => lookup::certificate_listed(&rt, &rack, &ctx, id).await,
+        _ => Ok(()),
+    };
+    if let Err(r) = looked_up {
+        return ctx.refuse(socket, r);
     }
     let op = ctx.operation().unwrap_or_default();
     let access = rt.policy.secret_access(
@@ -296,10 +299,13 @@ async fn decide(
         Vec::new()
     };
     let shown = command.map(|c| rt.redactor.apply(c));
+    let app = ctx
+        .param("app")
+        .or_else(|| reach::app_of(op, ctx.param("certificate")));
     let mut facts = Facts {
         rack: &rack.name,
         operation: op,
-        app: ctx.param("app"),
+        app,
         service: ctx.param("service"),
         command,
         command_shown: shown.as_deref(),
@@ -310,6 +316,7 @@ async fn decide(
     if matches!(verdict, Verdict::Deny(_)) {
         return Ok(verdict);
     }
+    reach::check(&rt.policy, subject, &facts, ctx.param("certificate")).map_err(Refusal::denied)?;
     // Allowed so far: the request spends its rate-limit tokens now, before
     // any look-up it makes the rack answer.
     limit(gw, rt, ctx, subject).map_err(|l| Refusal::rate_limited(&l))?;

@@ -489,9 +489,8 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
             })?;
         if let Some(err) = login::single(&pairs, "error")? {
             let desc = login::single(&pairs, "error_description")?.unwrap_or("");
-            return Err(LoginError::NotAuthorized(format!(
-                "the identity provider said: {err} {desc}"
-            )));
+            let detail: String = format!("{err} {desc}").chars().take(300).collect();
+            return Err(LoginError::Refused(detail));
         }
         let code = login::single(&pairs, "code")?
             .ok_or_else(|| LoginError::BadRequest("missing code".into()))?;
@@ -540,7 +539,15 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
         }
         Err(e) => {
             let status = login::error_page(&e).status().as_u16();
-            audit_login(gw, rt, call, None, Decision::Deny, &e.to_string(), status);
+            audit_login(
+                gw,
+                rt,
+                call,
+                None,
+                Decision::Deny,
+                &e.audit_detail(),
+                status,
+            );
             login::error_page(&e)
         }
     }

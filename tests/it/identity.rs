@@ -1345,3 +1345,37 @@ async fn login_provider_issuer_with_a_trailing_slash_is_discovered() {
     assert_eq!(r.status, 302, "{}", r.text());
     assert!(location(&r).starts_with(&format!("{}authorize?", fx.slash_ci.url)));
 }
+
+/// An error the provider (or whoever crafted the link) sends back is not
+/// shown on the gateway's page — only a fixed message — and its text goes
+/// to the audit record; a callback with a forged state is refused before
+/// anything is shown (control for the state check).
+#[tokio::test]
+async fn provider_errors_are_not_echoed_on_the_login_page() {
+    let fx = Fx::start().await;
+    let start = format!("/_gateway/login/start?cli={}", Cli::new().hash);
+    let r = get(&fx.url(&start), None).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let state = query_param(&location(&r), "state");
+    let evil = "<a href=//evil.example>call support: +1 555 0100</a>";
+    let r = get(
+        &fx.url(&format!(
+            "/_gateway/login/callback?state={}&error=access_denied&error_description={}",
+            urlencode(&state),
+            urlencode(evil)
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("refused the login"), "{}", r.text());
+    assert!(!r.text().contains("evil.example"), "{}", r.text());
+    assert!(!r.text().contains("555"), "{}", r.text());
+    let r = get(
+        &fx.url("/_gateway/login/callback?state=forged&error=x&error_description=evil.example"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!r.text().contains("evil.example"), "{}", r.text());
+}
