@@ -126,13 +126,20 @@ pub struct WebsocketLimits {
     pub idle_timeout: Duration,
     /// Hard cap on any session's length.
     pub max_session: Duration,
+    /// Concurrent sessions one identity may hold; one viewer with hundreds
+    /// of log streams would otherwise hold as many rack connections.
+    pub max_sessions_per_identity: usize,
 }
+
+/// Upper bound of `websocket.max_sessions_per_identity`.
+pub const MAX_SESSIONS_PER_IDENTITY: u64 = 10_000;
 
 impl Default for WebsocketLimits {
     fn default() -> Self {
         WebsocketLimits {
             idle_timeout: Duration::from_secs(60 * 60),
             max_session: Duration::from_secs(12 * 60 * 60),
+            max_sessions_per_identity: 20,
         }
     }
 }

@@ -98,6 +98,7 @@ pub(super) struct RawTimeouts {
 pub(super) struct RawWebsocket {
     pub(super) idle_timeout: Option<Spanned<String>>,
     pub(super) max_session: Option<Spanned<String>>,
+    pub(super) max_sessions_per_identity: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,7 @@ use super::raw::{RawGateway, RawIdentity, RawRack, RawSecretRef, RawServerTls};
 use super::source::Source;
 use super::{
     Config, Env, IdentityConfig, OidcConfig, RackConfig, ServerTls, Timeouts, UpstreamTls,
-    WebsocketLimits, DEFAULT_LISTEN,
+    WebsocketLimits, DEFAULT_LISTEN, MAX_SESSIONS_PER_IDENTITY,
 };
 
 /// Valid rack names: what a URL path segment and a policy glob can carry
@@ -142,6 +142,24 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// `websocket.max_sessions_per_identity`: at least 1 (0 would refuse
+    /// every session), at most [`MAX_SESSIONS_PER_IDENTITY`].
+    pub(super) fn session_cap(&mut self, v: &Option<Spanned<u64>>, default: usize) -> usize {
+        let Some(s) = v else {
+            return default;
+        };
+        if !(1..=MAX_SESSIONS_PER_IDENTITY).contains(&s.value) {
+            self.err_at(
+                Some(s.referenced),
+                format!(
+                    "websocket.max_sessions_per_identity must be between 1 and {MAX_SESSIONS_PER_IDENTITY}"
+                ),
+            );
+            return default;
+        }
+        s.value as usize
+    }
+
     /// The listener settings shared by gateway.yaml and the git-mode
     /// settings file: address, TLS, and the plaintext guard.
     pub(super) fn serving(
@@ -203,6 +221,8 @@ impl<'a> Validator<'a> {
         let websocket = WebsocketLimits {
             idle_timeout: self.duration(&w.idle_timeout, dw.idle_timeout),
             max_session: self.duration(&w.max_session, dw.max_session),
+            max_sessions_per_identity: self
+                .session_cap(&w.max_sessions_per_identity, dw.max_sessions_per_identity),
         };
 
         let mut racks = BTreeMap::new();

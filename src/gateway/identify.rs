@@ -44,6 +44,9 @@ pub struct Caller<'r> {
     pub identity: Identity,
     /// When the credential expires (Unix seconds), if it does.
     pub expires: Option<i64>,
+    /// When its gateway token was issued (people), for sessions a later
+    /// `tokens_valid_after` revokes.
+    pub issued_at: Option<i64>,
     pub subject: &'r Subject,
 }
 
@@ -91,6 +94,7 @@ pub async fn identify<'r>(
     Ok(Caller {
         identity: who.identity,
         expires: who.expires,
+        issued_at: who.issued_at,
         subject,
     })
 }

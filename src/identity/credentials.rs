@@ -79,6 +79,8 @@ pub(crate) enum AuthError {
 pub(crate) struct Authenticated {
     pub(crate) identity: Identity,
     pub(crate) expires: Option<i64>,
+    /// The gateway token's `iat`; `None` for CI credentials.
+    pub(crate) issued_at: Option<i64>,
 }
 
 /// What credentials the live config accepts; rebuilt on every reload so a
@@ -126,6 +128,7 @@ impl Credentials {
                     name: t.name.clone(),
                 },
                 expires: Some(t.expires),
+                issued_at: None,
             });
         }
         let issuer = crate::identity::jwt::unverified_issuer(token).ok_or(AuthError::Invalid)?;
@@ -145,6 +148,7 @@ impl Credentials {
                         name: claims.sub,
                     },
                     expires: Some(claims.exp),
+                    issued_at: Some(claims.iat),
                 });
             }
         }
@@ -174,6 +178,7 @@ impl Credentials {
                         name: f.name.clone(),
                     },
                     expires: claims.get("exp").and_then(|v| v.as_i64()),
+                    issued_at: None,
                 });
             }
         }

@@ -114,14 +114,16 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         Err(r) => return ctx.refuse(socket, r),
     };
     let subject = caller.subject;
+    let issued_at = caller.issued_at;
     ctx.identified(caller.identity);
 
     // The policy decides before the rate limits: a refused request spends
     // no tokens, and its reason (never "rate limit") reaches the user.
-    let verdict = match decide(gw, &rt, &rack, &ctx, &parts.headers, subject).await {
+    let (verdict, mut decided) = match decide(gw, &rt, &rack, &ctx, &parts.headers, subject).await {
         Ok(v) => v,
         Err(r) => return ctx.refuse(socket, r),
     };
+    decided.issued_at = issued_at;
     let reason = match verdict {
         Verdict::Allow(r) => r,
         other => return ctx.refuse(socket, Refusal::policy(other.reason())),
@@ -157,9 +159,12 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         _ => None,
     };
     match (socket, raw_upgrade) {
-        (Some(s), _) => upgrade::socket(gw, ctx, &rt, &rack, &target, upstream_headers, s).await,
+        (Some(s), _) => {
+            upgrade::socket(gw, ctx, &rt, &rack, &target, upstream_headers, s, decided).await
+        }
         (None, Some((protocol, up))) => {
-            upgrade::raw(gw, ctx, &rt, &rack, &target, upstream_headers, protocol, up).await
+            let headers = upstream_headers;
+            upgrade::raw(gw, ctx, &rt, &rack, &target, headers, protocol, up, decided).await
         }
         (None, None) => {
             let body = if form::is_checked(op) {
@@ -273,6 +278,7 @@ fn refuse_unconfigured(
 
 /// Runs the policy; when it needs the target process (exec, stopping a
 /// run's placeholder), asks the rack which service it belongs to first.
+/// Also returns the facts a session is decided on again at each reload.
 async fn decide(
     gw: &Gateway,
     rt: &Runtime,
@@ -280,7 +286,7 @@ async fn decide(
     ctx: &Ctx,
     headers: &HeaderMap,
     subject: &Subject,
-) -> Result<Verdict, Refusal> {
+) -> Result<(Verdict, upgrade::Decided), Refusal> {
     let op = ctx.operation().unwrap_or_default();
     let command = headers
         .get("command")
@@ -313,15 +319,19 @@ async fn decide(
         run_headers: &restricted,
     };
     let verdict = rt.policy.decide(subject, &facts);
+    let mut decided = upgrade::Decided {
+        run_headers: restricted.clone(),
+        ..Default::default()
+    };
     if matches!(verdict, Verdict::Deny(_)) {
-        return Ok(verdict);
+        return Ok((verdict, decided));
     }
     reach::check(&rt.policy, subject, &facts, ctx.param("certificate")).map_err(Refusal::denied)?;
     // Allowed so far: the request spends its rate-limit tokens now, before
     // any look-up it makes the rack answer.
     limit(gw, rt, ctx, subject).map_err(|l| Refusal::rate_limited(&l))?;
     if verdict != Verdict::NeedProcess {
-        return Ok(verdict);
+        return Ok((verdict, decided));
     }
     let (Some(app), Some(pid)) = (ctx.param("app"), ctx.param("pid")) else {
         return Err(Refusal::denied("the target process is unknown"));
@@ -330,6 +340,9 @@ async fn decide(
     facts.process = Some(&process);
     match rt.policy.decide(subject, &facts) {
         Verdict::NeedProcess => Err(Refusal::denied("the target process is unknown")),
-        v => Ok(v),
+        v => {
+            decided.process = Some(process);
+            Ok((v, decided))
+        }
     }
 }

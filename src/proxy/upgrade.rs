@@ -3,24 +3,46 @@
 //! forwarded to the rack; once both sides switched, the bytes are spliced
 //! by `rack::tunnel` under a session guard, and the session's end is
 //! audited.
+//!
+//! Before the rack is asked, the session takes its place among the
+//! identity's sessions (refused past `websocket.max_sessions_per_identity`)
+//! with what it was allowed as, so a reload can revoke it later.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, Done, Stage};
 use super::forward::{describe_client_error, read_error_text};
+use crate::audit::Decision;
 use crate::config::WebsocketLimits;
+use crate::gateway::sessions::{Grant, Slot};
 use crate::gateway::{Gateway, Runtime};
 use crate::http::body::{self, Body};
-use crate::http::respond::{Socket, REQUEST_ID};
+use crate::http::respond::{Metric, Refusal, Socket, REQUEST_ID};
+use crate::policy::Process;
+use crate::rack::routes::Stream;
 use crate::rack::tunnel;
 use crate::rack::upstream::Rack;
 
+/// What the session was decided on beyond the request's context: kept so
+/// a reload can decide it again.
+#[derive(Debug, Default)]
+pub(crate) struct Decided {
+    /// When the caller's gateway token was issued, if it is one.
+    pub issued_at: Option<i64>,
+    /// The target process as the rack reported it (exec).
+    pub process: Option<Process>,
+    /// Restricted run headers present on the request.
+    pub run_headers: Vec<&'static str>,
+}
+
 /// Opens the rack's side of a websocket route and splices, or refuses
 /// in-band when the rack would not open it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn socket(
     gw: &Gateway,
     ctx: Ctx,
@@ -29,7 +51,12 @@ pub(crate) async fn socket(
     target: &str,
     mut headers: HeaderMap,
     socket: Socket,
+    decided: Decided,
 ) -> Response<Body> {
+    let slot = match reserve(gw, &ctx, rt, decided) {
+        Ok(s) => s,
+        Err(r) => return ctx.refuse(Some(socket), r),
+    };
     headers.insert(header::ORIGIN, rack.origin.clone());
     let protocol = HeaderValue::from_static("websocket");
     let resp = match send_upgrade(rt, rack, target, headers, protocol).await {
@@ -47,7 +74,7 @@ pub(crate) async fn socket(
     }
     let client_resp = switching_response(&resp, &ctx);
     ctx.session_start();
-    spawn_splice(gw, ctx, rt.websocket, resp, socket.on_upgrade);
+    spawn_splice(gw, ctx, slot, rt.websocket, resp, socket.on_upgrade);
     client_resp
 }
 
@@ -63,7 +90,12 @@ pub(crate) async fn raw(
     headers: HeaderMap,
     protocol: HeaderValue,
     client_up: OnUpgrade,
+    decided: Decided,
 ) -> Response<Body> {
+    let slot = match reserve(gw, &ctx, rt, decided) {
+        Ok(s) => s,
+        Err(r) => return ctx.refuse(None, r),
+    };
     let resp = match send_upgrade(rt, rack, target, headers, protocol).await {
         Ok(r) => r,
         Err(msg) => return ctx.upstream_failed(&msg),
@@ -74,36 +106,102 @@ pub(crate) async fn raw(
     }
     let client_resp = switching_response(&resp, &ctx);
     ctx.session_start();
-    spawn_splice(gw, ctx, rt.websocket, resp, client_up);
+    spawn_splice(gw, ctx, slot, rt.websocket, resp, client_up);
     client_resp
+}
+
+/// Takes the session's place among its identity's sessions, or refuses it
+/// (429, in-band on websocket routes) when the identity holds the maximum.
+fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Slot, Refusal> {
+    let Stage::Allowed(routed, identity, _) = &ctx.stage else {
+        return Err(Refusal::denied("the session was not authorized"));
+    };
+    let name = identity.name.clone();
+    let grant = Grant {
+        identity: identity.clone(),
+        issued_at: decided.issued_at,
+        rack: routed.rack.name.clone(),
+        operation: routed.route.route.operation,
+        app: ctx.param("app").map(str::to_string),
+        service: ctx.param("service").map(str::to_string),
+        command: routed.command.clone(),
+        process: decided.process,
+        run_headers: decided.run_headers,
+    };
+    let limit = rt.websocket.max_sessions_per_identity;
+    let slot = gw.sessions.reserve(grant, limit).map_err(|t| {
+        let message = format!(
+            "gateway: {name} already has {} open sessions, the most allowed \
+             (websocket.max_sessions_per_identity); close one and retry",
+            t.limit
+        );
+        Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            decision: Decision::Deny,
+            metric: Metric::Rejected("too_many_sessions"),
+            detail: message.clone(),
+            message,
+            retry_after: None,
+        }
+    })?;
+    // A reload that swapped a config in since this request was decided
+    // did not see this session yet.
+    if let Some(now) = gw.runtime() {
+        if !std::ptr::eq(Arc::as_ptr(&now), rt) {
+            slot.recheck(&now);
+        }
+    }
+    Ok(slot)
 }
 
 fn spawn_splice(
     gw: &Gateway,
     ctx: Ctx,
+    slot: Slot,
     limits: WebsocketLimits,
     resp: Response<Incoming>,
     client_up: OnUpgrade,
 ) {
     let session = gw
         .sessions
-        .open(gw.metrics.clone(), ctx.operation().unwrap_or("-"));
+        .open(slot, gw.metrics.clone(), ctx.operation().unwrap_or("-"));
+    let exit_marker =
+        matches!(&ctx.stage, Stage::Allowed(r, _, _) if r.route.route.stream == Stream::WsExit);
     let framing = tunnel::Framing::from_upgrade(resp.headers().get(header::UPGRADE));
     tokio::spawn(async move {
         let (Ok(rack_io), Ok(client_io)) = tokio::join!(hyper::upgrade::on(resp), client_up) else {
             return;
         };
-        let end = tunnel::splice(
+        let end = tunnel::splice_until(
             TokioIo::new(client_io),
             TokioIo::new(rack_io),
             framing,
             limits.idle_timeout,
             limits.max_session,
-            session.closing(),
+            session.closing(exit_marker),
         )
         .await;
-        ctx.audit_session_end(end);
+        match session.revoked() {
+            Some(why) if end.reason == tunnel::EndReason::Revoked => audit_revoked(&ctx, end, &why),
+            _ => ctx.audit_session_end(end),
+        }
         drop(session);
+    });
+}
+
+/// The `session-end` record of a session a reload revoked: denied, with
+/// the new config's reason.
+fn audit_revoked(ctx: &Ctx, end: tunnel::SpliceEnd, why: &str) {
+    ctx.bytes_in
+        .store(end.up, std::sync::atomic::Ordering::Relaxed);
+    ctx.record(Done {
+        event: "session-end",
+        decision: Decision::Deny,
+        reason: why,
+        status: 101,
+        upstream: Some(101),
+        bytes_out: end.down,
+        exit_code: end.exit_code,
     });
 }
 

@@ -18,6 +18,7 @@
 //! | [`EndReason::Shutdown`] | 1001 going away | `gateway shutting down` | treats it as EOF |
 //! | [`EndReason::IdleTimeout`] | 1000 normal closure | `idle timeout` | treats it as EOF: nothing was happening, a quiet end |
 //! | [`EndReason::MaxSession`] | 1008 policy violation | `session too long` | reports an error with the reason: a live session was cut by policy |
+//! | [`EndReason::Revoked`] | 1008 policy violation | `access revoked` | prints the `ERROR:` line sent just before (a reload no longer allows the session) |
 //!
 //! The rack gets the same code in a masked frame (the gateway is the
 //! rack's websocket client). Sessions of other upgraded protocols
@@ -93,6 +94,20 @@ pub enum EndReason {
     MaxSession,
     /// The gateway is shutting down.
     Shutdown,
+    /// A reload no longer allows the session.
+    Revoked,
+}
+
+/// Why the gateway asks a session to end (the `stop` of [`splice_until`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    Shutdown,
+    /// Tell the client `message` in-band (as a refusal would: `ERROR:`
+    /// line, the exit marker when `exit_marker`, the EOF frame), then close.
+    Revoked {
+        message: String,
+        exit_marker: bool,
+    },
 }
 
 impl EndReason {
@@ -103,6 +118,7 @@ impl EndReason {
             EndReason::IdleTimeout => "idle-timeout",
             EndReason::MaxSession => "max-session",
             EndReason::Shutdown => "shutdown",
+            EndReason::Revoked => "revoked",
         }
     }
 
@@ -113,6 +129,7 @@ impl EndReason {
             EndReason::Shutdown => Some((1001, "gateway shutting down")),
             EndReason::IdleTimeout => Some((1000, "idle timeout")),
             EndReason::MaxSession => Some((1008, "session too long")),
+            EndReason::Revoked => Some((1008, "access revoked")),
             EndReason::Closed | EndReason::Error => None,
         }
     }
@@ -158,6 +175,27 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    let stop = async {
+        stop.await;
+        Stop::Shutdown
+    };
+    splice_until(client, rack, framing, idle, max, stop).await
+}
+
+/// [`splice`], where `stop` also says why: a revoked session tells the
+/// client why before the close frame (at a frame boundary, like the close).
+pub async fn splice_until<A, B>(
+    client: A,
+    rack: B,
+    framing: Framing,
+    idle: Duration,
+    max: Duration,
+    stop: impl std::future::Future<Output = Stop>,
+) -> SpliceEnd
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let base = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let mut client = Activity {
@@ -192,6 +230,7 @@ where
             Poll::Pending
         }
     });
+    let mut notice = Vec::new();
     let reason = tokio::select! {
         r = forward => match r {
             Ok(()) => EndReason::Closed,
@@ -199,8 +238,15 @@ where
         },
         _ = watchdog => EndReason::IdleTimeout,
         _ = tokio::time::sleep(max) => EndReason::MaxSession,
-        _ = stop => EndReason::Shutdown,
+        why = stop => match why {
+            Stop::Shutdown => EndReason::Shutdown,
+            Stop::Revoked { message, exit_marker } => {
+                notice = notice_frames(&message, exit_marker);
+                EndReason::Revoked
+            }
+        },
     };
+    down.notice = notice;
     if let Some((code, text)) = reason.close_frame() {
         close_both(&mut up, &mut down, &mut client, &mut rack, code, text).await;
     }
@@ -305,6 +351,8 @@ struct Leg {
     /// Whether injected frames are masked (towards the rack).
     mask: bool,
     close: (u16, &'static str),
+    /// Frames sent just before the close frame (a revocation's message).
+    notice: Vec<u8>,
     /// The encoded close frame and how much of it is written.
     out: Vec<u8>,
     out_pos: usize,
@@ -323,6 +371,7 @@ impl Leg {
             phase: Phase::Forward,
             mask,
             close: (1000, ""),
+            notice: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
         }
@@ -475,7 +524,11 @@ impl Leg {
                                 // the frame is still well-formed.
                                 ws::random_mask().unwrap_or([0x52, 0x47, 0x57, 0x59])
                             });
-                            self.out = ws::encode(&Frame::close(self.close.0, self.close.1), mask);
+                            self.out = std::mem::take(&mut self.notice);
+                            self.out.extend(ws::encode(
+                                &Frame::close(self.close.0, self.close.1),
+                                mask,
+                            ));
                         }
                         self.phase = Phase::Inject;
                         continue;
@@ -572,6 +625,19 @@ pub async fn refuse_in_band(on_upgrade: OnUpgrade, message: String, exit_marker:
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     let _ = io.shutdown().await;
+}
+
+/// The frames that tell the client why the gateway ends its session, as
+/// [`write_refusal`] sends them minus the close (unmasked: towards the
+/// client).
+fn notice_frames(message: &str, exit_marker: bool) -> Vec<u8> {
+    let line = message.replace(['\r', '\n'], " ");
+    let mut out = ws::encode(&Frame::text(format!("ERROR: {line}\n")), None);
+    if exit_marker {
+        out.extend(ws::encode(&Frame::text(format!("{EXIT_MARKER}:1\n")), None));
+    }
+    out.extend(ws::encode(&Frame::binary(Vec::new()), None));
+    out
 }
 
 async fn write_refusal<W: AsyncWrite + Unpin>(

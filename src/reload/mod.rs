@@ -181,6 +181,7 @@ impl Reloader {
         };
         rt.version = f.version.clone();
         self.gateway.swap(rt);
+        self.revoke_sessions();
         self.fetch.loaded(&f.version);
         let metrics = &self.gateway.metrics;
         metrics.reload(true);
@@ -210,6 +211,22 @@ impl Reloader {
             "configuration loaded",
         );
         Outcome::Swapped(f.version)
+    }
+
+    /// Closes the open sessions the config just swapped in no longer
+    /// allows (each is told why in-band and audited as it ends).
+    fn revoke_sessions(&self) {
+        let Some(rt) = self.gateway.runtime() else {
+            return;
+        };
+        let n = self.gateway.sessions.revoke(&rt);
+        if n > 0 {
+            tracing::info!(
+                version = %rt.version,
+                sessions = n,
+                "closing sessions the new configuration no longer allows"
+            );
+        }
     }
 
     fn unchanged(&mut self) -> Outcome {

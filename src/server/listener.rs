@@ -1,5 +1,10 @@
 //! The listener: accepts connections, terminates TLS, serves HTTP/1.1 with
 //! keep-alive and upgrades, and drains connections on shutdown.
+//!
+//! The address is bound once, without `SO_REUSEPORT`, and every worker
+//! runtime accepts on a clone of that one socket: a second gateway started
+//! on the same address fails at once instead of silently sharing the
+//! traffic (and serving a different policy).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -122,18 +127,24 @@ async fn serve_conn<I>(
     }
 }
 
-/// Binds with SO_REUSEPORT so each worker thread can own a listener on the
-/// same address.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds the one listening socket. `SO_REUSEADDR` only lets a restart
+/// bind past connections in TIME_WAIT; without `SO_REUSEPORT` an address
+/// another process listens on is refused (`EADDRINUSE`).
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let failed = |source: std::io::Error| StartError::bind(addr, source);
     let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
+        tokio::net::TcpSocket::new_v4()
     } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(failed)?;
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.bind(addr).map_err(failed)?;
+    socket
+        .listen(1024)
+        .map_err(failed)?
+        .into_std()
+        .map_err(failed)
 }
 
 /// How the listener is set up; fixed for the life of the process (a
@@ -167,6 +178,20 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr}: address in use (another process, perhaps another \
+         rack-gateway, is listening there): stop it, or listen on another address"
+    )]
+    InUse { addr: SocketAddr },
+}
+
+impl StartError {
+    fn bind(addr: SocketAddr, source: std::io::Error) -> StartError {
+        match source.kind() {
+            std::io::ErrorKind::AddrInUse => StartError::InUse { addr },
+            _ => StartError::Bind { addr, source },
+        }
+    }
 }
 
 impl Running {
@@ -197,14 +222,10 @@ impl Running {
             ),
             None => None,
         };
-        let listener = bind(serving.listen).map_err(|source| StartError::Bind {
-            addr: serving.listen,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: serving.listen,
-            source,
-        })?;
+        let listener = bind(serving.listen)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::bind(serving.listen, source))?;
         if tls.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(
                 %addr,
@@ -220,20 +241,21 @@ impl Running {
             header_read_timeout: serving.header_read,
             shutdown_grace: serving.shutdown_grace,
         };
-        // One single-threaded runtime per core, each with its own
-        // SO_REUSEPORT listener: a request and its upstream connection stay
-        // on one thread, so no cross-thread wake-ups on the hot path.
+        // One single-threaded runtime per core, each accepting on its own
+        // handle of the one socket: a request and its upstream connection
+        // stay on one thread, so no cross-thread wake-ups on the hot path.
         let workers = crate::rack::upstream::workers();
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            handles.push(
+                listener
+                    .try_clone()
+                    .map_err(|source| StartError::bind(addr, source))?,
+            );
+        }
+        handles.push(listener);
         let mut done = Vec::new();
-        let mut first = Some(listener);
-        for i in 0..workers {
-            let l = match first.take() {
-                Some(l) => l,
-                None => bind(addr).map_err(|source| StartError::Bind { addr, source })?,
-            };
-            let l = l
-                .into_std()
-                .map_err(|source| StartError::Bind { addr, source })?;
+        for (i, l) in handles.into_iter().enumerate() {
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             done.push(done_rx);
             let settings = settings.clone();

@@ -17,6 +17,7 @@ mod operations;
 mod policy;
 mod reload;
 mod secrets;
+mod sessions;
 mod streaming;
 mod tls_upstream;
 mod websocket;
