@@ -130,6 +130,11 @@ impl CommandPattern {
         }
         self.words.iter().zip(argv).all(|(p, w)| glob_match(p, w))
     }
+
+    /// Whether the pattern is `**`: every command, including none.
+    pub fn matches_anything(&self) -> bool {
+        self.words.is_empty() && self.rest
+    }
 }
 
 /// `sleep N`: the placeholder process an attached `convox run` creates

@@ -16,12 +16,19 @@
 //! 3. `run` and `exec` also need the command (split into words exactly as
 //!    the rack splits it) to match an allowed pattern for the service, and
 //!    no denied pattern.
+//! 4. App `system` is the rack itself: only a grant naming it literally
+//!    covers it.
+//! 5. Exec, stop and file transfers are decided on the exact process the
+//!    rack reports ([`process`]); an attached run's placeholder belongs to
+//!    its creator only ([`placeholder`]).
 
 pub mod command;
 pub mod env;
 pub mod forms;
 pub mod glob;
 pub mod load;
+pub mod placeholder;
+pub mod process;
 pub mod reach;
 pub mod tunnel;
 
@@ -31,6 +38,7 @@ use std::sync::Arc;
 
 use command::{is_run_placeholder, split, CommandPattern};
 use glob::Glob;
+use placeholder::Owner;
 
 use crate::rack::routes;
 
@@ -106,6 +114,10 @@ pub fn ops_matching(pattern: &str) -> OpSet {
 /// name no app: the CLI's `GET /system` version probe precedes build,
 /// deploy and env changes, and `login` only checks credentials.
 const APP_SCOPED_RACK_OPS: &[&str] = &["rack", "login", "probe"];
+
+/// The app name the rack resolves to its own namespace (rack-semantics.md
+/// §1.4).
+const SYSTEM_APP: &str = "system";
 
 /// Run headers the stock CLI never sends but the rack honours (§8); a role
 /// must grant each one explicitly.
@@ -354,13 +366,12 @@ impl Policy {
             .or_else(|| self.subject(SubjectKind::Ci, name))
     }
 
-    /// Decides one request for `subject`.
+    /// Decides one request for `subject`. A target process given here is
+    /// hypothetical (offline questions): a `sleep N` placeholder stands
+    /// for the caller's own run. The request path decides on the rack's
+    /// process with [`Policy::decide_for`].
     pub fn decide(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
-        match f.operation {
-            "exec" => self.decide_exec(subject, f),
-            "ps stop" => self.decide_stop(subject, f),
-            _ => self.decide_op(subject, f.operation, f),
-        }
+        self.decide_for(subject, f, Owner::AssumedCaller)
     }
 
     /// Decides a hypothetical request (`can`, policy tests): when the
@@ -384,67 +395,6 @@ impl Policy {
         }
     }
 
-    /// Exec on a `sleep N` placeholder is the second half of an attached
-    /// `convox run`, so `run` permission covers it; otherwise `exec`.
-    fn decide_exec(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
-        let Some(p) = f.process else {
-            // Ask the rack only when the answer can matter.
-            return match (
-                self.op_check(subject, "exec", f),
-                self.op_check(subject, "run", f),
-            ) {
-                (Err(reason), Err(_)) => Verdict::Deny(reason),
-                _ => Verdict::NeedProcess,
-            };
-        };
-        let facts = Facts {
-            service: Some(&p.service),
-            ..*f
-        };
-        let placeholder = split(&p.command).is_ok_and(|w| is_run_placeholder(&w));
-        if placeholder {
-            let as_run = self.decide_op(subject, "run", &facts);
-            if as_run.is_allow() {
-                return as_run;
-            }
-            let as_exec = self.decide_op(subject, "exec", &facts);
-            return if as_exec.is_allow() { as_exec } else { as_run };
-        }
-        self.decide_op(subject, "exec", &facts)
-    }
-
-    /// Stopping needs `ps stop`, except for the `sleep N` placeholder an
-    /// attached run created: its cleanup needs only run permission on the
-    /// process's service.
-    fn decide_stop(&self, subject: &Subject, f: &Facts<'_>) -> Verdict {
-        let direct = self.decide_op(subject, "ps stop", f);
-        if direct.is_allow() {
-            return direct;
-        }
-        let Some(p) = f.process else {
-            return if self.op_check(subject, "run", f).is_ok() {
-                Verdict::NeedProcess
-            } else {
-                direct
-            };
-        };
-        if !split(&p.command).is_ok_and(|w| is_run_placeholder(&w)) {
-            return direct;
-        }
-        let facts = Facts {
-            service: Some(&p.service),
-            command: Some(&p.command),
-            run_headers: &[],
-            ..*f
-        };
-        match self.decide_op(subject, "run", &facts) {
-            Verdict::Allow(r) => {
-                Verdict::Allow(format!("{r} (stopping a `convox run` placeholder process)"))
-            }
-            _ => direct,
-        }
-    }
-
     /// The grants of `subject` whose scope covers this request.
     fn applicable<'p>(&'p self, subject: &'p Subject, f: &Facts<'_>, op: &str) -> Vec<&'p Grant> {
         subject
@@ -453,6 +403,9 @@ impl Policy {
             .filter(|g| {
                 g.rack.matches(f.rack)
                     && match f.app {
+                        // App `system` is the rack itself (its API pods):
+                        // never covered by `*` or another glob.
+                        Some(SYSTEM_APP) => g.app.as_str() == SYSTEM_APP,
                         Some(app) => g.app.matches(app),
                         None => g.app.is_any() || APP_SCOPED_RACK_OPS.contains(&op),
                     }
@@ -502,6 +455,13 @@ impl Policy {
             );
         }
         let grants = self.applicable(subject, f, op);
+        if grants.is_empty() && f.app == Some(SYSTEM_APP) {
+            return Err(format!(
+                "denied: app \"system\" is the rack itself (its API pods), covered only by a grant whose app scope names system literally; {} has none on {}",
+                subject.name,
+                scope()
+            ));
+        }
         if grants.is_empty() {
             return Err(format!(
                 "denied: {} has no grant on {}",
@@ -582,6 +542,13 @@ impl Policy {
             Ok(_) => return Verdict::Deny(format!("denied: {op} without a command is refused")),
             Err(e) => return Verdict::Deny(format!("denied: command {}: {e}", quote(shown))),
         };
+        if op == "run" && placeholder::imitates_tag(&argv) {
+            return Verdict::Deny(format!(
+                "denied: command {} imitates the gateway's run placeholder tag (a sleep with a {}-digit fraction)",
+                quote(shown),
+                placeholder::TAG_DIGITS
+            ));
+        }
         // Restricted headers need an explicit grant from a role that allows run.
         for h in f.run_headers {
             let ok = allowing

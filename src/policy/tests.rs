@@ -676,6 +676,240 @@ fn restricted_run_headers_need_run_headers() {
 }
 
 // ---------------------------------------------------------------------------
+// Processes: {pid}, app `system`, files, placeholders bound to their creator
+
+use super::placeholder::{Owner, TAG_DIGITS};
+use super::process::{check_file_values, check_not_service, check_pid, targets_pod};
+
+/// d: deployer, o: ops, a: admin on staging/*; s: admin on staging/system;
+/// g: admin on staging/sys*; f: files + exec of anything on web, except
+/// `rm **`; r: files + exec of `rails console` only; u: files + run `**`.
+fn process_policy() -> Policy {
+    shipped(&[
+        (
+            "roles/filer.yaml",
+            "allow: [files download, files upload, files delete, exec]\ncommands:\n  allow:\n    web: [\"**\"]\n",
+        ),
+        (
+            "roles/careful.yaml",
+            "inherits: [filer]\ncommands:\n  deny:\n    web: [\"rm **\"]\n",
+        ),
+        (
+            "roles/consoler.yaml",
+            "allow: [files download, exec]\ncommands:\n  allow:\n    web: [rails console]\n",
+        ),
+        (
+            "roles/runner.yaml",
+            "allow: [files download, run]\ncommands:\n  allow:\n    command: [\"**\"]\n",
+        ),
+        (
+            "users.yaml",
+            "users:\n  d@x.com:\n    grants:\n      - role: deployer\n        scope: staging/*\n  o@x.com:\n    grants:\n      - role: ops\n        scope: staging/*\n  a@x.com:\n    grants:\n      - role: admin\n        scope: staging/*\n  s@x.com:\n    grants:\n      - role: admin\n        scope: staging/system\n  g@x.com:\n    grants:\n      - role: admin\n        scope: staging/sys*\n  f@x.com:\n    grants:\n      - role: filer\n        scope: staging/*\n  c@x.com:\n    grants:\n      - role: careful\n        scope: staging/*\n  r@x.com:\n    grants:\n      - role: consoler\n        scope: staging/*\n  u@x.com:\n    grants:\n      - role: runner\n        scope: staging/*\n",
+        ),
+    ])
+}
+
+#[test]
+fn pids_must_be_pod_names() {
+    for ok in ["web-abc12", "a", "0", "worker-1-2"] {
+        assert_eq!(check_pid(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        "web,release=R1",
+        "Web-abc12",
+        "-web",
+        "web-",
+        "a.b",
+        "a b",
+        "a_b",
+        "web!",
+        "..",
+    ] {
+        let e = check_pid(bad).unwrap_err();
+        assert!(e.contains(&format!("{bad:?}")), "{e}");
+    }
+    let services = vec!["web".to_string(), "build".to_string()];
+    assert_eq!(check_not_service("web-abc12", &services), Ok(()));
+    let e = check_not_service("build", &services).unwrap_err();
+    assert!(e.contains("is a service name"), "{e}");
+    for op in [
+        "exec",
+        "ps stop",
+        "files download",
+        "files upload",
+        "files delete",
+    ] {
+        assert!(targets_pod(op), "{op}");
+    }
+    assert!(!targets_pod("ps info") && !targets_pod("run"));
+}
+
+#[test]
+fn file_values_never_start_with_a_dash() {
+    let dl = |q: &str| check_file_values("files download", Some(q));
+    assert_eq!(dl("file=/app/log/x.log"), Ok(()));
+    assert_eq!(dl("file=a-b&other=-x"), Ok(()));
+    assert_eq!(dl("file=+-x"), Ok(()), "a leading space is a file name");
+    for bad in ["file=-rf", "file=%2Dx", "x=1&file=--to-command=sh"] {
+        let e = dl(bad).unwrap_err();
+        assert!(e.contains("starts with \"-\""), "{bad}: {e}");
+    }
+    let rm = |q: &str| check_file_values("files delete", Some(q));
+    assert_eq!(rm("files=/tmp/a,/tmp/b"), Ok(()));
+    assert!(rm("files=/tmp/a,-rf").is_err());
+    assert!(rm("files=-rf").is_err());
+    // Only the parameter each route reads is checked.
+    assert_eq!(rm("file=-x"), Ok(()));
+    assert_eq!(check_file_values("files upload", Some("file=-x")), Ok(()));
+    assert_eq!(check_file_values("files download", None), Ok(()));
+}
+
+#[test]
+fn app_system_needs_a_literal_grant() {
+    let p = process_policy();
+    let facts = |app| op("staging", Some(app), "apps info");
+    let r = denied(p.decide(user(&p, "a@x.com"), &facts("system")));
+    assert_eq!(
+        r,
+        "denied: app \"system\" is the rack itself (its API pods), covered only by a grant whose app scope names system literally; a@x.com has none on staging/system"
+    );
+    denied(p.decide(user(&p, "g@x.com"), &facts("system")));
+    allowed(p.decide(user(&p, "s@x.com"), &facts("system")));
+    // Controls: other apps and rack-level operations are unchanged.
+    allowed(p.decide(user(&p, "a@x.com"), &facts("myapp")));
+    allowed(p.decide(user(&p, "g@x.com"), &facts("sysadmin")));
+    allowed(p.decide(user(&p, "a@x.com"), &op("staging", None, "rack")));
+    let web = process("api", "rack");
+    let mut f = exec("staging", "ls", &web);
+    f.app = Some("system");
+    denied(p.decide(user(&p, "a@x.com"), &f));
+    allowed(p.decide(user(&p, "s@x.com"), &f));
+}
+
+#[test]
+fn exec_into_a_placeholder_is_run_only_for_its_creator() {
+    let p = process_policy();
+    let d = user(&p, "d@x.com");
+    let tagged = format!("sleep 3600.{}", "7".repeat(TAG_DIGITS));
+    for command in ["sleep 3600", tagged.as_str()] {
+        let placeholder = process("command", command);
+        let f = exec("staging", "rake db:migrate", &placeholder);
+        allowed(p.decide_for(d, &f, Owner::Caller));
+        let r = denied(p.decide_for(d, &f, Owner::Other));
+        assert!(
+            r.contains("may not \"exec\"")
+                && r.contains("placeholder not created by this identity"),
+            "{r}"
+        );
+        // exec permission reaches anyone's placeholder.
+        allowed(p.decide_for(user(&p, "a@x.com"), &f, Owner::Other));
+    }
+    // Not a placeholder: ownership plays no part.
+    let web = process("web", "bin/web");
+    let r = denied(p.decide_for(d, &exec("staging", "ls", &web), Owner::Caller));
+    assert!(!r.contains("placeholder"), "{r}");
+}
+
+#[test]
+fn stopping_a_placeholder_with_run_needs_its_creator() {
+    let p = process_policy();
+    let stop = |who: &str, proc_: &Process, owner| {
+        let f = Facts {
+            process: Some(proc_),
+            ..op("staging", Some("myapp"), "ps stop")
+        };
+        p.decide_for(user(&p, who), &f, owner)
+    };
+    let tagged = format!("sleep 3600.{}", "7".repeat(TAG_DIGITS));
+    for command in ["sleep 3600", tagged.as_str()] {
+        let placeholder = process("command", command);
+        allowed(stop("d@x.com", &placeholder, Owner::Caller));
+        let r = denied(stop("d@x.com", &placeholder, Owner::Other));
+        assert!(
+            r.contains("placeholder not created by this identity"),
+            "{r}"
+        );
+        // ps stop reaches any process.
+        allowed(stop("o@x.com", &placeholder, Owner::Other));
+    }
+}
+
+#[test]
+fn run_commands_imitating_the_tag_are_refused() {
+    let p = process_policy();
+    let a = user(&p, "a@x.com");
+    let fake = format!("sleep 3600.{}", "1".repeat(TAG_DIGITS));
+    let r = denied(p.decide(a, &run("staging", "command", &fake)));
+    assert!(
+        r.contains("imitates the gateway's run placeholder tag"),
+        "{r}"
+    );
+    // Controls: ordinary fractions and exec are not affected.
+    allowed(p.decide(a, &run("staging", "command", "sleep 1.5")));
+    allowed(p.decide(a, &run("staging", "command", "sleep 3600")));
+    let web = process("web", "bin/web");
+    allowed(p.decide_for(a, &exec("staging", &fake, &web), Owner::Other));
+}
+
+#[test]
+fn files_are_exec_class() {
+    let p = process_policy();
+    let files = |who: &str, op_name: &'static str, proc_: Option<&Process>, owner| {
+        let f = Facts {
+            process: proc_,
+            ..op("staging", Some("myapp"), op_name)
+        };
+        p.decide_for(user(&p, who), &f, owner)
+    };
+    let web = process("web", "bin/web");
+    for op_name in ["files download", "files upload", "files delete"] {
+        assert_eq!(
+            files("a@x.com", op_name, None, Owner::Other),
+            Verdict::NeedProcess
+        );
+        let r = allowed(files("a@x.com", op_name, Some(&web), Owner::Other));
+        assert!(r.contains("exec of any command on service web"), "{r}");
+        allowed(files("f@x.com", op_name, Some(&web), Owner::Other));
+        // Deny rules on the service: not every command is allowed there.
+        let r = denied(files("c@x.com", op_name, Some(&web), Owner::Other));
+        assert!(r.contains("forbids \"rm **\" on service web"), "{r}");
+        // Without the files operation: refused before any look-up.
+        denied(files("o@x.com", op_name, None, Owner::Other));
+    }
+    // exec of one command is not exec of any command.
+    let r = denied(files("r@x.com", "files download", Some(&web), Owner::Other));
+    assert!(r.contains("files in a process are exec-class"), "{r}");
+    // exec on web does not reach a worker.
+    denied(files(
+        "f@x.com",
+        "files download",
+        Some(&process("worker", "bin/worker")),
+        Owner::Other,
+    ));
+    // run of any command covers the caller's own placeholder only.
+    let placeholder = process("command", "sleep 3600");
+    allowed(files(
+        "u@x.com",
+        "files download",
+        Some(&placeholder),
+        Owner::Caller,
+    ));
+    denied(files(
+        "u@x.com",
+        "files download",
+        Some(&placeholder),
+        Owner::Other,
+    ));
+    denied(files(
+        "u@x.com",
+        "files download",
+        Some(&web),
+        Owner::Caller,
+    ));
+}
+
+// ---------------------------------------------------------------------------
 // Load errors the engine relies on
 
 #[test]
@@ -1063,7 +1297,11 @@ mod properties {
         /// exactly: some covering role allows it and nothing denies it.
         #[test]
         fn plain_operations_follow_the_model(w in world(), r in req()) {
-            prop_assume!(!matches!(r.op, "run" | "exec" | "ps stop"));
+            // File transfers also need exec into the process (rule 11).
+            prop_assume!(!matches!(
+                r.op,
+                "run" | "exec" | "ps stop" | "files download" | "files upload" | "files delete"
+            ));
             let v = decide(&w, &w.subject, &r);
             let expect = allowed_by_a_covering_role(&w, &w.subject, &r, r.op)
                 && !denied_at_op_level(&w, &w.subject, &r, r.op);

@@ -114,6 +114,38 @@ pub(crate) async fn process(
     })
 }
 
+/// `GET /apps/{app}/services` on the rack: the app's service names, which
+/// a `{pid}` must not be (the rack resolves a service name first).
+pub(crate) async fn service_names(
+    rt: &Runtime,
+    rack: &Rack,
+    ctx: &Ctx,
+    app: &str,
+) -> Result<Vec<String>, Refusal> {
+    let target = rack_path(&["apps", app, "services"], None);
+    let (status, body) = rack_get(rt, rack, ctx, &target).await?;
+    if status == StatusCode::NOT_FOUND {
+        return Err(Refusal::denied(format!("app {app} not found")));
+    }
+    if !status.is_success() {
+        return Err(Refusal::rack_unavailable(
+            &rack.name,
+            format!(
+                "cannot list the services of {app} (rack answered {})",
+                status.as_u16()
+            ),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct S {
+        name: String,
+    }
+    let list: Vec<S> = serde_json::from_slice(&body).map_err(|_| {
+        Refusal::rack_unavailable(&rack.name, format!("the service list of {app} is not JSON"))
+    })?;
+    Ok(list.into_iter().map(|s| s.name).collect())
+}
+
 /// A release's id and env, as the rack returns them.
 #[derive(serde::Deserialize, Default)]
 pub(crate) struct Release {

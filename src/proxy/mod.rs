@@ -26,7 +26,8 @@ use crate::http::canon::{Canonical, Upgrade};
 use crate::http::respond::{Refusal, Socket};
 use crate::http::Inbound;
 use crate::identity::credentials::IdentityKind;
-use crate::policy::{reach, Facts, Subject, Verdict, RESTRICTED_RUN_HEADERS};
+use crate::policy::placeholder::{self, Binding, Owner, TagKey};
+use crate::policy::{process, reach, Facts, Subject, Verdict, RESTRICTED_RUN_HEADERS};
 use crate::rack::mask::Masking;
 use crate::rack::routes::{self, RouteMethod};
 use crate::rack::upstream::Rack;
@@ -119,10 +120,12 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
 
     // The policy decides before the rate limits: a refused request spends
     // no tokens, and its reason (never "rate limit") reaches the user.
-    let (verdict, mut decided) = match decide(gw, &rt, &rack, &ctx, &parts.headers, subject).await {
-        Ok(v) => v,
-        Err(r) => return ctx.refuse(socket, r),
-    };
+    let query = canon.query.as_deref();
+    let (verdict, mut decided) =
+        match decide(gw, &rt, &rack, &ctx, &parts.headers, query, subject).await {
+            Ok(v) => v,
+            Err(r) => return ctx.refuse(socket, r),
+        };
     decided.issued_at = issued_at;
     let reason = match verdict {
         Verdict::Allow(r) => r,
@@ -154,6 +157,12 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
 
     let target = canon.target_from(offset);
     let mut upstream_headers = forward::forward_headers(&parts.headers, &rack, &ctx);
+    if op == "run" {
+        // An attached run's `sleep N` goes out tagged with its creator.
+        if let Some(v) = tagged_placeholder(&rack, &ctx, subject, &parts.headers) {
+            upstream_headers.insert("command", v);
+        }
+    }
     let raw_upgrade = match (&socket, parts.headers.get(header::UPGRADE), on_upgrade) {
         (None, Some(p), Some(up)) if canon.upgrade != Upgrade::None => Some((p.clone(), up)),
         _ => None,
@@ -276,8 +285,41 @@ fn refuse_unconfigured(
     ctx.refuse(socket, Refusal::no_config(msg))
 }
 
+/// `sleep N` as `sleep N.<tag>` binding the placeholder to the caller
+/// (`policy::placeholder`); `None` for any other command.
+fn tagged_placeholder(
+    rack: &Rack,
+    ctx: &Ctx,
+    subject: &Subject,
+    headers: &HeaderMap,
+) -> Option<http::HeaderValue> {
+    let command = headers.get("command")?.to_str().ok()?;
+    let binding = binding(rack, ctx, subject, ctx.param("service")?)?;
+    let key = TagKey::from_rack_password(rack.password());
+    let tagged = placeholder::tagged_command(&key, &binding, command, placeholder::fresh_nonce())?;
+    http::HeaderValue::from_str(&tagged).ok()
+}
+
+/// The caller's placeholder binding for `service` in the request's app.
+fn binding<'a>(
+    rack: &'a Rack,
+    ctx: &'a Ctx,
+    subject: &Subject,
+    service: &'a str,
+) -> Option<Binding<'a>> {
+    Some(Binding {
+        rack: &rack.name,
+        app: ctx.param("app")?,
+        service,
+        kind: subject.kind,
+        identity: &ctx.identity()?.name,
+    })
+}
+
 /// Runs the policy; when it needs the target process (exec, stopping a
-/// run's placeholder), asks the rack which service it belongs to first.
+/// run's placeholder, file transfers), asks the rack which service it
+/// belongs to and whether it is the caller's placeholder first. A
+/// `{pid}` must be an exact pod name that is not a service name.
 /// Also returns the facts a session is decided on again at each reload.
 async fn decide(
     gw: &Gateway,
@@ -285,9 +327,15 @@ async fn decide(
     rack: &Rack,
     ctx: &Ctx,
     headers: &HeaderMap,
+    query: Option<&str>,
     subject: &Subject,
 ) -> Result<(Verdict, upgrade::Decided), Refusal> {
     let op = ctx.operation().unwrap_or_default();
+    let pid = ctx.param("pid").filter(|_| process::targets_pod(op));
+    if let Some(pid) = pid {
+        process::check_pid(pid).map_err(Refusal::bad_request)?;
+    }
+    process::check_file_values(op, query).map_err(Refusal::bad_request)?;
     let command = headers
         .get("command")
         .map(|v| {
@@ -330,15 +378,24 @@ async fn decide(
     // Allowed so far: the request spends its rate-limit tokens now, before
     // any look-up it makes the rack answer.
     limit(gw, rt, ctx, subject).map_err(|l| Refusal::rate_limited(&l))?;
+    let app = ctx.param("app");
+    if let (Some(app), Some(pid)) = (app, pid) {
+        let services = lookup::service_names(rt, rack, ctx, app).await?;
+        process::check_not_service(pid, &services).map_err(Refusal::denied)?;
+    }
     if verdict != Verdict::NeedProcess {
         return Ok((verdict, decided));
     }
-    let (Some(app), Some(pid)) = (ctx.param("app"), ctx.param("pid")) else {
+    let (Some(app), Some(pid)) = (app, pid) else {
         return Err(Refusal::denied("the target process is unknown"));
     };
     let process = lookup::process(rt, rack, ctx, app, pid).await?;
+    let key = TagKey::from_rack_password(rack.password());
+    let owner = binding(rack, ctx, subject, &process.service).map_or(Owner::Other, |b| {
+        placeholder::owner(&key, &b, &process.command)
+    });
     facts.process = Some(&process);
-    match rt.policy.decide(subject, &facts) {
+    match rt.policy.decide_for(subject, &facts, owner) {
         Verdict::NeedProcess => Err(Refusal::denied("the target process is unknown")),
         v => {
             decided.process = Some(process);

@@ -907,11 +907,13 @@ async fn client_headers_are_stripped() {
         }
     }
     let got = gw.staging.requests();
-    // The REST request, the gateway's own process lookup (exec is decided
-    // on the service the rack reports), then the exec itself.
-    assert_eq!(got.len(), 3);
-    assert_eq!(got[1].target, "/apps/myapp/processes/web-abc12");
-    let exec = &got[2];
+    // The REST request, the gateway's own look-ups (the pid is no service
+    // name; exec is decided on the service the rack reports), then the
+    // exec itself.
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[1].target, "/apps/myapp/services");
+    assert_eq!(got[2].target, "/apps/myapp/processes/web-abc12");
+    let exec = &got[3];
     assert!(exec.websocket);
     assert_eq!(exec.target, "/apps/myapp/processes/web-abc12/exec");
     assert_rewritten(exec, c.header("request-id"));

@@ -144,14 +144,22 @@ async fn run_attached_is_create_poll_exec_stop() {
         [
             "POST /apps/myapp/services/web/processes?".to_string(),
             format!("GET /apps/myapp/processes/{pid}?"),
-            // The gateway asks the rack which service the pid belongs to.
+            // The gateway checks the pid is no service name, then asks
+            // the rack which service the pid belongs to.
+            "GET /apps/myapp/services".to_string(),
             format!("GET /apps/myapp/processes/{pid}"),
             format!("GET /apps/myapp/processes/{pid}/exec"),
+            "GET /apps/myapp/services".to_string(),
             format!("DELETE /apps/myapp/processes/{pid}?"),
         ]
     );
-    assert_eq!(got[0].header("command").as_deref(), Some("sleep 3600"));
-    let exec = &got[3];
+    // The placeholder goes out tagged with its creator (policy::placeholder).
+    let sent = got[0].header("command").unwrap();
+    assert!(
+        sent.starts_with("sleep 3600.") && sent.len() == 47,
+        "{sent}"
+    );
+    let exec = &got[4];
     assert!(exec.websocket);
     assert_eq!(exec.header("command").as_deref(), Some("bash -c 'echo hi'"));
     assert_eq!(exec.header("entrypoint").as_deref(), Some("true"));

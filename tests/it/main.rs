@@ -15,6 +15,7 @@ mod limits;
 mod masking;
 mod operations;
 mod policy;
+mod processes;
 mod reload;
 mod secrets;
 mod sessions;

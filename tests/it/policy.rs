@@ -86,6 +86,7 @@ const BLOCKED: &[&str] = &[
     "proxy http",
     "instances keyroll",
     "instances ssh",
+    "events send",
 ];
 
 fn role_allows(role: &str, op: &str) -> bool {
@@ -109,15 +110,38 @@ fn command_for(role: &str) -> &'static str {
     }
 }
 
-/// Whether the gateway must ask the rack which process a pid is before
-/// deciding: exec (an attached run's placeholder is authorised by `run`),
+/// What the gateway asks the rack before deciding a `{pid}` route it does
+/// not refuse outright: the app's service names (a pid must not be one),
+/// then the exact pod when the decision depends on it: exec (an attached
+/// run's placeholder is authorised by `run`), file transfers (exec-class),
 /// and ps stop for roles that may stop only `convox run` placeholders.
-fn expects_lookup(role: &str, op: &str) -> bool {
-    match op {
-        "exec" => role_allows(role, "exec") || role_allows(role, "run"),
-        "ps stop" => !role_allows(role, "ps stop") && role_allows(role, "run"),
-        _ => false,
+fn expected_lookups(role: &str, op: &str) -> Vec<String> {
+    let exec_or_run = role_allows(role, "exec") || role_allows(role, "run");
+    let (services, process) = match op {
+        "exec" => (exec_or_run, exec_or_run),
+        "ps stop" => (
+            role_allows(role, "ps stop") || role_allows(role, "run"),
+            !role_allows(role, "ps stop") && role_allows(role, "run"),
+        ),
+        "files download" | "files upload" | "files delete" => {
+            let asks = role_allows(role, op) && exec_or_run;
+            (asks, asks)
+        }
+        _ => (false, false),
+    };
+    let mut out = Vec::new();
+    if services {
+        out.push("GET /apps/myapp/services".to_string());
     }
+    if process {
+        out.push("GET /apps/myapp/processes/web-abc12".to_string());
+    }
+    // `certs delete` deletes any rack secret by name: the id must be one
+    // the rack lists as a certificate.
+    if op == "certs delete" && role_allows(role, op) {
+        out.push("GET /certificates".to_string());
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -281,10 +305,7 @@ async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -
         .map(String::from)
         .to_vec()
     } else {
-        expects_lookup(role, op)
-            .then(|| "GET /apps/myapp/processes/web-abc12".to_string())
-            .into_iter()
-            .collect()
+        expected_lookups(role, op)
     };
     let label = format!("{role} {} {pattern} ({op})", method.as_str());
     let mut problems = Vec::new();
@@ -646,13 +667,15 @@ async fn attached_run_with_an_allowed_command() {
         targets(&got),
         [
             "POST /apps/myapp/services/command/processes?".to_string(),
+            "GET /apps/myapp/services".to_string(),
             format!("GET /apps/myapp/processes/{pid}"),
             format!("GET /apps/myapp/processes/{pid}/exec"),
+            "GET /apps/myapp/services".to_string(),
             format!("GET /apps/myapp/processes/{pid}"),
             format!("DELETE /apps/myapp/processes/{pid}?"),
         ]
     );
-    assert_eq!(got[2].header("command").as_deref(), Some("rake db:migrate"));
+    assert_eq!(got[3].header("command").as_deref(), Some("rake db:migrate"));
 }
 
 #[tokio::test]
@@ -677,7 +700,9 @@ async fn attached_run_with_a_refused_command_still_cleans_up() {
         s.received(),
         [
             "POST /apps/myapp/services/command/processes?".to_string(),
+            "GET /apps/myapp/services".to_string(),
             format!("GET /apps/myapp/processes/{pid}"),
+            "GET /apps/myapp/services".to_string(),
             format!("GET /apps/myapp/processes/{pid}"),
             format!("DELETE /apps/myapp/processes/{pid}?"),
         ]

@@ -845,8 +845,8 @@ async fn reload_storm_under_load_fails_no_request() {
         up[0].body_sha256,
         rack_gateway::hex::encode(uploaded.finish().as_ref())
     );
-    // Besides: the session (and the gateway's look-up of the target
-    // process for the exec policy) and the upload.
+    // Besides: the session (and the gateway's look-ups of the app's
+    // services and the target process for the exec policy) and the upload.
     let mut others: Vec<_> = seen
         .iter()
         .filter(|r| r.target != APPS && r.target != "/apps/myapp?")
@@ -858,6 +858,7 @@ async fn reload_storm_under_load_fails_no_request() {
         [
             "GET /apps/myapp/processes/web-abc12",
             "GET /apps/myapp/processes/web-abc12/exec",
+            "GET /apps/myapp/services",
             "POST /apps/myapp/objects/tmp/reload.bin?",
         ],
         "nothing else reached the rack"

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use serde::Serialize;
 
+/// The certificate the rack lists (`GET /certificates`).
+pub const SEEDED_CERTIFICATE: &str = "cert-1234";
+
 /// Plaintext of the seeded app config `api-token` (route #22/#23).
 pub const SECRET_CONFIG_VALUE: &str = "cfg-secret-7f3a9c1e";
 /// Password of the seeded registry `registry.mock` (routes #81/#82).

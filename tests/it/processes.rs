@@ -1,0 +1,278 @@
+//! Processes through the real server against the mock rack: `{pid}` must
+//! name an exact pod, file transfers are exec-class, app `system` needs a
+//! literal grant, and an attached run's placeholder is bound to its
+//! creator by the tag the gateway puts in its `Command`.
+
+use rack_gateway::dev::mock_rack::MockRack;
+use rack_gateway::rack::ws::{self, Frame, EXIT_MARKER};
+use rack_gateway::server::listener::Running;
+
+use crate::support::*;
+
+const ALICE: &str = "tok-alice-procs-0123456789abcdef";
+const BOB: &str = "tok-bob-procs-0123456789abcdef";
+const OPS: &str = "tok-ops-procs-0123456789abcdef";
+const ADMIN: &str = "tok-admin-procs-0123456789abcdef";
+const RACK_ADMIN: &str = "tok-rackadmin-procs-0123456789abcdef";
+const READER: &str = "tok-reader-procs-0123456789abcdef";
+
+/// Reads files (with the stream permission) but may not exec.
+const READER_ROLE: &str = "allow: [files download]\npermissions: [secrets stream]\n";
+
+const BASE: &str = "/racks/staging/apps/myapp";
+
+struct Setup {
+    rack: MockRack,
+    running: Running,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        init();
+        let rack = mock().await;
+        let (running, dir) = ConfigDir::new()
+            .no_rack_discovery()
+            .rack("staging", &rack.url())
+            .ci(&[
+                ("alice", ALICE, "deployer", "staging/*"),
+                ("bob", BOB, "deployer", "staging/*"),
+                ("ops", OPS, "ops", "staging/*"),
+                ("admin", ADMIN, "admin", "staging/*"),
+                ("rack-admin", RACK_ADMIN, "admin", "staging/system"),
+                ("reader", READER, "reader", "staging/*"),
+            ])
+            .role("reader", READER_ROLE)
+            .start()
+            .await;
+        Setup {
+            rack,
+            running,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.addr, path)
+    }
+
+    fn received(&self) -> Vec<String> {
+        targets(&self.rack.requests())
+    }
+
+    async fn run(&self, token: &str, service: &str, command: &str) -> Resp {
+        let url = self.url(&format!("{BASE}/services/{service}/processes?"));
+        send("POST", &url, Some(token), &[("Command", command)], "").await
+    }
+
+    async fn stop(&self, token: &str, pid: &str) -> Resp {
+        let url = self.url(&format!("{BASE}/processes/{pid}?"));
+        send("DELETE", &url, Some(token), &[], "").await
+    }
+
+    async fn exec(&self, token: &str, pid: &str, command: &str) -> ws::ClientConn {
+        let c = ws::client_connect(
+            self.running.addr,
+            &format!("{BASE}/processes/{pid}/exec"),
+            &[
+                ("Authorization", &basic(token)),
+                ("Command", command),
+                ("Entrypoint", "true"),
+                ("Tty", "false"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.status, 101);
+        c
+    }
+}
+
+/// The `convox run` exec ran to completion with exit code 0.
+async fn exec_succeeds(mut c: ws::ClientConn) {
+    c.send(&Frame::binary(Vec::new())).await.unwrap();
+    let frames = read_until_eof(&mut c).await;
+    assert!(
+        frames.contains(&Frame::text(format!("{EXIT_MARKER}:0\n"))),
+        "{frames:?}"
+    );
+}
+
+/// `sleep N.<36 digits>`: the shape of a tagged placeholder.
+fn is_tagged(command: &str, n: &str) -> bool {
+    command
+        .strip_prefix(&format!("sleep {n}."))
+        .is_some_and(|t| t.len() == 36 && t.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[tokio::test]
+async fn an_attached_run_is_bound_to_its_creator() {
+    let s = Setup::start().await;
+    let r = s.run(ALICE, "command", "sleep 3600").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pid = r.json()["id"].as_str().unwrap().to_string();
+    let sent = s.rack.requests()[0].header("command").unwrap();
+    assert!(is_tagged(&sent, "3600"), "{sent}");
+
+    // Bob holds the same role but did not create it.
+    let mut c = s.exec(BOB, &pid, "rake db:migrate").await;
+    let text = in_band_text(&mut c).await;
+    assert!(
+        text.contains("placeholder not created by this identity"),
+        "{text}"
+    );
+    let r = s.stop(BOB, &pid).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r
+        .error()
+        .contains("placeholder not created by this identity"));
+
+    // Alice: the stock CLI's exec with the real command, then the cleanup.
+    exec_succeeds(s.exec(ALICE, &pid, "rake db:migrate").await).await;
+    let r = s.stop(ALICE, &pid).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let got = s.rack.requests();
+    let exec = got
+        .iter()
+        .find(|r| r.target == format!("/apps/myapp/processes/{pid}/exec"))
+        .expect("alice's exec was forwarded");
+    assert_eq!(exec.header("command").as_deref(), Some("rake db:migrate"));
+    // Every look-up names the services first, then the exact pod.
+    let services = "GET /apps/myapp/services".to_string();
+    let lookup = format!("GET /apps/myapp/processes/{pid}");
+    assert_eq!(
+        targets(&got),
+        [
+            "POST /apps/myapp/services/command/processes?".to_string(),
+            services.clone(),
+            lookup.clone(),
+            services.clone(),
+            lookup.clone(),
+            services.clone(),
+            lookup.clone(),
+            format!("GET /apps/myapp/processes/{pid}/exec"),
+            services,
+            lookup,
+            format!("DELETE /apps/myapp/processes/{pid}?"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ps_stop_and_exec_reach_anyones_placeholder() {
+    let s = Setup::start().await;
+    let r = s.run(ALICE, "command", "sleep 60").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pid = r.json()["id"].as_str().unwrap().to_string();
+    exec_succeeds(s.exec(ADMIN, &pid, "bin/anything").await).await;
+    let r = s.stop(OPS, &pid).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn run_commands_imitating_the_tag_are_refused() {
+    let s = Setup::start().await;
+    let fake = format!("sleep 3600.{}", "4".repeat(36));
+    for token in [ALICE, ADMIN] {
+        let r = s.run(token, "command", &fake).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r
+            .error()
+            .contains("imitates the gateway's run placeholder tag"));
+    }
+    assert!(s.received().is_empty());
+    // A detached run keeps its command as typed.
+    let r = s.run(ADMIN, "command", "sleep 1.5").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.rack.requests()[0].header("command").as_deref(),
+        Some("sleep 1.5")
+    );
+}
+
+#[tokio::test]
+async fn pids_must_be_exact_pod_names() {
+    let s = Setup::start().await;
+    for bad in ["Web-abc12", "web-", "web,release=R1"] {
+        let r = s.stop(ADMIN, bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.error().contains(&format!("{bad:?}")), "{}", r.error());
+    }
+    assert!(s.received().is_empty());
+    // A service name would reach a random pod of that service.
+    let r = s.stop(ADMIN, "web").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.error().contains("is a service name"), "{}", r.error());
+    let mut c = s.exec(ADMIN, "worker", "ls").await;
+    assert!(in_band_text(&mut c).await.contains("is a service name"));
+    let r = get(
+        &s.url(&format!("{BASE}/processes/web/files?file=/etc/hosts")),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(s.received(), ["GET /apps/myapp/services"; 3]);
+    // Control: `convox exec <pid> -- cmd` on an exact pod.
+    exec_succeeds(s.exec(ADMIN, "web-abc12", "bin/check").await).await;
+}
+
+#[tokio::test]
+async fn files_are_exec_class() {
+    let s = Setup::start().await;
+    let files = |q: &str| s.url(&format!("{BASE}/processes/web-abc12/files?{q}"));
+    let r = get(&files("file=/app/log/x.log"), Some(ADMIN)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The files permission alone is not enough (refused before any look-up).
+    let r = get(&files("file=/app/log/x.log"), Some(READER)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.error().contains("exec-class"), "{}", r.error());
+    // Values the rack's tar would read as options.
+    for (method, q) in [
+        ("GET", "file=-x"),
+        ("GET", "file=%2D%2Dto-command%3Dsh"),
+        ("DELETE", "files=/tmp/a,-rf"),
+    ] {
+        let r = send(method, &files(q), Some(ADMIN), &[], "").await;
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert!(r.error().contains("starts with \"-\""), "{}", r.error());
+    }
+    assert_eq!(
+        s.received(),
+        [
+            "GET /apps/myapp/services",
+            "GET /apps/myapp/processes/web-abc12",
+            "GET /apps/myapp/processes/web-abc12/files?file=/app/log/x.log",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn app_system_needs_a_literal_grant() {
+    let s = Setup::start().await;
+    let url = s.url("/racks/staging/apps/system/processes/api-1/exec");
+    let r = get(&s.url("/racks/staging/apps/system"), Some(ADMIN)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error().contains("app \"system\" is the rack itself"),
+        "{}",
+        r.error()
+    );
+    let r = s.stop(ADMIN, "x").await;
+    assert_ne!(r.status, 403, "control: admin on other apps");
+    s.rack.clear();
+    let mut c = ws::client_connect(
+        s.running.addr,
+        url.trim_start_matches(&format!("http://{}", s.running.addr)),
+        &[("Authorization", &basic(ADMIN)), ("Command", "ls")],
+    )
+    .await
+    .unwrap();
+    assert!(in_band_text(&mut c).await.contains("is the rack itself"));
+    assert!(s.received().is_empty());
+    // A grant naming `system` is forwarded (control).
+    let r = get(&s.url("/racks/staging/apps/system"), Some(RACK_ADMIN)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["name"], "system", "{}", r.text());
+    assert_eq!(s.received(), ["GET /apps/system"]);
+}
