@@ -8,6 +8,7 @@
 //!
 //! Everything is generated in memory by a seeded PRNG, so every run measures
 //! the same repository and the same requests, and no disk I/O is timed.
+#![allow(clippy::unwrap_used)] // benchmark set-up: a failure should stop the run
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

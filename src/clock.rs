@@ -3,7 +3,7 @@
 //! without a date-time dependency.
 
 /// (year, month, day, hour, minute, second) in UTC.
-pub fn civil(ts: i64) -> (i64, i64, i64, i64, i64, i64) {
+pub(crate) fn civil(ts: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = ts.div_euclid(86_400);
     let secs = ts.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).
@@ -20,13 +20,13 @@ pub fn civil(ts: i64) -> (i64, i64, i64, i64, i64, i64) {
 }
 
 /// `2026-11-22T13:05:09Z`.
-pub fn rfc3339(ts: i64) -> String {
+pub(crate) fn rfc3339(ts: i64) -> String {
     let (y, mo, d, h, mi, s) = civil(ts);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -34,13 +34,13 @@ pub fn unix_now() -> i64 {
 }
 
 /// `20260101T010101Z`: the compact form rotated file names carry.
-pub fn compact_utc(ts: i64) -> String {
+pub(crate) fn compact_utc(ts: i64) -> String {
     let (y, mo, d, h, mi, s) = civil(ts);
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// The current UTC time with milliseconds: `2026-11-22T10:11:12.345Z`.
-pub fn now_rfc3339_millis() -> String {
+pub(crate) fn now_rfc3339_millis() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -33,7 +33,7 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Exactly 64 hex digits (surrounding whitespace ignored) as 32 bytes.
-pub fn decode32(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode32(s: &str) -> Option<[u8; 32]> {
     decode(s.trim())?.try_into().ok()
 }
 

@@ -3,6 +3,7 @@
 //! [`rack_gateway::cli`] after the one process-global setting that needs
 //! `unsafe`.
 
+#[allow(unsafe_code)] // the one unsafe block; see below
 fn main() -> std::process::ExitCode {
     // libgit2 waits forever on a stalled remote by default, which would pin
     // a fetch (and the config it should deliver) indefinitely.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use file::Sink;
 
 /// The tracing target audit records use.
-pub const TARGET: &str = "audit";
+pub(crate) const TARGET: &str = "audit";
 
 /// Where records go: the `audit` tracing target always, and the audit file
 /// when `serve --audit-file` opened one. Cheap to clone (the sink is shared).
@@ -45,14 +45,14 @@ impl Auditor {
 
     /// False when requests must be refused because their records could not
     /// be written (fail-closed mode with the audit file failing).
-    pub fn recording(&self) -> bool {
+    pub(crate) fn recording(&self) -> bool {
         self.file
             .as_ref()
             .is_none_or(|s| !s.fail_closed() || s.healthy())
     }
 
     /// The audit file's counters, for metrics: (written, dropped, healthy).
-    pub fn file_counters(&self) -> Option<(u64, u64, bool)> {
+    pub(crate) fn file_counters(&self) -> Option<(u64, u64, bool)> {
         self.file
             .as_ref()
             .map(|s| (s.written(), s.dropped(), s.healthy()))

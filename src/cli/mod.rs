@@ -24,7 +24,7 @@ use crate::config;
 
 /// Exit code for configuration errors (BSD `EX_USAGE`-style `EX_CONFIG`
 /// family; 64 is what operators' tooling expects from linkerd and friends).
-pub const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -56,7 +56,7 @@ impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

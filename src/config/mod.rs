@@ -39,7 +39,7 @@ use raw::RawGateway;
 use validate::Validator;
 
 /// The file every config directory holds.
-pub const GATEWAY_FILE: &str = "gateway.yaml";
+pub(crate) const GATEWAY_FILE: &str = "gateway.yaml";
 
 /// The process environment as the loader sees it; injectable for tests.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +52,7 @@ pub struct Env {
 
 impl Env {
     /// The real process environment (variables that are not UTF-8 are skipped).
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         let vars = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
@@ -63,7 +63,7 @@ impl Env {
     }
 
     /// The same environment, for validating a config without its secrets.
-    pub fn secrets_optional(mut self) -> Self {
+    pub(crate) fn secrets_optional(mut self) -> Self {
         self.secrets_optional = true;
         self
     }
@@ -132,7 +132,7 @@ pub struct WebsocketLimits {
 }
 
 /// Upper bound of `websocket.max_sessions_per_identity`.
-pub const MAX_SESSIONS_PER_IDENTITY: u64 = 10_000;
+pub(crate) const MAX_SESSIONS_PER_IDENTITY: u64 = 10_000;
 
 impl Default for WebsocketLimits {
     fn default() -> Self {
@@ -223,7 +223,7 @@ pub struct Config {
 
 /// Default listen address: loopback, so a fresh install never exposes
 /// plaintext HTTP by accident.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 /// Loads and validates the config repository in `dir`.
 pub fn load_dir(dir: &Path, env: &Env) -> Result<Config, ConfigErrors> {

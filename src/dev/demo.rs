@@ -12,7 +12,7 @@ use crate::config::{self, Env, MemSource};
 use crate::dev::mock_rack::{MockOptions, MockRack};
 
 /// The example config files, embedded so the demo needs no checkout.
-pub const EXAMPLE_FILES: &[(&str, &str)] = &[
+pub(crate) const EXAMPLE_FILES: &[(&str, &str)] = &[
     ("roles/viewer.yaml", include_str!("../../roles/viewer.yaml")),
     ("roles/ops.yaml", include_str!("../../roles/ops.yaml")),
     (
@@ -29,7 +29,7 @@ pub const EXAMPLE_FILES: &[(&str, &str)] = &[
 ];
 
 /// Demo CI identities: (name, role, scope). Their tokens are random per run.
-pub const DEMO_IDENTITIES: &[(&str, &str, &str)] = &[
+pub(crate) const DEMO_IDENTITIES: &[(&str, &str, &str)] = &[
     ("demo-deployer", "deployer", "staging/*"),
     ("demo-viewer", "viewer", "*"),
     ("demo-admin", "admin", "*"),
@@ -37,7 +37,7 @@ pub const DEMO_IDENTITIES: &[(&str, &str, &str)] = &[
 
 /// The demo's config repository: the example files, a gateway.yaml pointing
 /// at the mock racks, and the demo identities appended to ci.yaml.
-pub fn demo_source(
+pub(crate) fn demo_source(
     listen: SocketAddr,
     staging: &str,
     production: &str,

@@ -65,7 +65,7 @@ impl Gateway {
         self.runtime.store(Some(Arc::new(runtime)));
     }
 
-    pub fn limiters(&self) -> Arc<crate::ratelimit::Limiters> {
+    pub(crate) fn limiters(&self) -> Arc<crate::ratelimit::Limiters> {
         self.limiters.load_full()
     }
 

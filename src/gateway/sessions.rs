@@ -57,7 +57,7 @@ struct Entry {
 /// facts the policy decided on at open (for exec, the process the rack
 /// reported then).
 #[derive(Debug, Clone)]
-pub(crate) struct Grant {
+pub struct Grant {
     pub identity: Identity,
     /// When the caller's gateway token was issued (people), to apply a
     /// later `tokens_valid_after`.
@@ -164,7 +164,7 @@ impl Drop for Slot {
 
 /// One open session; dropping it (however the session's task ends) marks
 /// the session ended, here and in the metrics.
-pub struct SessionGuard {
+pub(crate) struct SessionGuard {
     slot: Slot,
     close: watch::Receiver<bool>,
     live: Arc<AtomicU64>,
@@ -245,7 +245,7 @@ impl Sessions {
 
     /// Asks every session `rt` (the config just swapped in) no longer
     /// allows to close; returns how many.
-    pub fn revoke(&self, rt: &Runtime) -> usize {
+    pub(crate) fn revoke(&self, rt: &Runtime) -> usize {
         revoke_in(&lock(&self.registry), rt, |_| true)
     }
 
@@ -255,12 +255,12 @@ impl Sessions {
     }
 
     /// Asks every open (and future) session to close.
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         self.close.send_replace(true);
     }
 
     /// Waits until no session is open, or `limit` passes.
-    pub async fn wait_closed(&self, limit: Duration) {
+    pub(crate) async fn wait_closed(&self, limit: Duration) {
         let all_ended = async {
             loop {
                 let ended = self.ended.notified();

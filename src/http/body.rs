@@ -18,7 +18,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 pub fn empty() -> Body {
@@ -30,7 +30,7 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Boxes any body whose error converts into [`BoxError`].
-pub fn boxed<B>(b: B) -> Body
+pub(crate) fn boxed<B>(b: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
@@ -41,12 +41,12 @@ where
 /// The stream went silent for longer than the idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("stream idle for more than {0:?}")]
-pub struct IdleTimeout(pub Duration);
+pub(crate) struct IdleTimeout(pub Duration);
 
 pin_project! {
     /// Fails the body if no frame arrives for `idle`; the timer restarts on
     /// every frame, so long transfers that keep moving never time out.
-    pub struct Idle<B> {
+    pub(crate) struct Idle<B> {
         #[pin]
         inner: B,
         #[pin]
@@ -103,7 +103,7 @@ where
 pin_project! {
     /// Adds the data bytes that pass through to a shared counter, for the
     /// audit record's byte counts.
-    pub struct Counted<B> {
+    pub(crate) struct Counted<B> {
         #[pin]
         inner: B,
         count: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -161,7 +161,7 @@ pub enum End {
 pin_project! {
     /// Calls `on_end` exactly once, when the body ends, fails or is dropped
     /// unfinished: the point where a streamed request is really complete.
-    pub struct OnEnd<B: http_body::Body, F: FnOnce(End)> {
+    pub(crate) struct OnEnd<B: http_body::Body, F: FnOnce(End)> {
         #[pin]
         inner: B,
         on_end: Option<F>,

@@ -100,7 +100,7 @@ impl Canonical {
     /// The segments must satisfy the invariants [`canonicalize`] guarantees
     /// (in particular no `.` or `..` segment), otherwise the result is not a
     /// canonical path.
-    pub fn path_from(&self, from: usize) -> String {
+    pub(crate) fn path_from(&self, from: usize) -> String {
         let rest = self.segments.get(from..).unwrap_or_default();
         if rest.is_empty() {
             return "/".to_owned();
@@ -116,7 +116,7 @@ impl Canonical {
     /// [`Canonical::path_from`] followed by `?` and the raw query when the
     /// request had one (including an empty one, so `GET /apps?` stays
     /// `/apps?`).
-    pub fn target_from(&self, from: usize) -> String {
+    pub(crate) fn target_from(&self, from: usize) -> String {
         let mut target = self.path_from(from);
         if let Some(query) = &self.query {
             target.push('?');

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 /// A request as the dispatcher hands it on: canonical, with its request id
 /// and arrival time.
-pub struct Inbound {
+pub(crate) struct Inbound {
     pub request_id: String,
     pub started: Instant,
     pub peer: SocketAddr,

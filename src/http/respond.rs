@@ -20,7 +20,7 @@ use crate::rack::routes::Stream;
 use crate::ratelimit::{Bucket, Limited};
 
 /// The request id header the gateway sets on every response.
-pub static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
 /// What a refusal counts under in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl Refusal {
     }
 
     /// A malformed or ambiguous request (400).
-    pub fn bad_request(what: impl std::fmt::Display) -> Refusal {
+    pub(crate) fn bad_request(what: impl std::fmt::Display) -> Refusal {
         Refusal::invalid(StatusCode::BAD_REQUEST, what)
     }
 
@@ -75,7 +75,7 @@ impl Refusal {
     }
 
     /// Nothing here by that name: an unknown rack or route (404).
-    pub fn not_found(message: impl std::fmt::Display) -> Refusal {
+    pub(crate) fn not_found(message: impl std::fmt::Display) -> Refusal {
         Refusal::new(
             StatusCode::NOT_FOUND,
             Decision::Reject,
@@ -111,7 +111,7 @@ impl Refusal {
     }
 
     /// Over a rate limit (429 with `Retry-After`).
-    pub fn rate_limited(l: &Limited) -> Refusal {
+    pub(crate) fn rate_limited(l: &Limited) -> Refusal {
         Refusal {
             retry_after: Some(l.retry_after),
             ..Refusal::new(
@@ -124,7 +124,7 @@ impl Refusal {
     }
 
     /// No valid configuration is loaded: everything is refused (503).
-    pub fn no_config(message: impl std::fmt::Display) -> Refusal {
+    pub(crate) fn no_config(message: impl std::fmt::Display) -> Refusal {
         Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Decision::Reject,
@@ -134,7 +134,7 @@ impl Refusal {
     }
 
     /// Fail-closed audit: nothing is served that could not be recorded (503).
-    pub fn audit_unavailable() -> Refusal {
+    pub(crate) fn audit_unavailable() -> Refusal {
         Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Decision::Reject,
@@ -144,7 +144,7 @@ impl Refusal {
     }
 
     /// The rack could not be reached or answered unusably (502).
-    pub fn rack_unavailable(rack: &str, detail: impl std::fmt::Display) -> Refusal {
+    pub(crate) fn rack_unavailable(rack: &str, detail: impl std::fmt::Display) -> Refusal {
         Refusal::new(
             StatusCode::BAD_GATEWAY,
             Decision::Error,
@@ -176,7 +176,7 @@ impl Refusal {
     }
 
     /// The REST rendering: JSON `{"error": ...}`.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
         let mut r = json_error(self.status, &self.message, request_id);
         if let Some(wait) = self.retry_after {
             r.headers_mut()
@@ -187,7 +187,7 @@ impl Refusal {
 }
 
 /// A JSON error the stock CLI prints as `ERROR: <msg>`.
-pub fn json_error(status: StatusCode, msg: &str, request_id: &str) -> Response<Body> {
+pub(crate) fn json_error(status: StatusCode, msg: &str, request_id: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": msg }).to_string() + "\n";
     let mut r = Response::new(body::full(body));
     *r.status_mut() = status;

@@ -23,21 +23,21 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Largest request head the observer (and the server) accepts.
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// Marker put in a request's extensions when its raw head had ambiguous
 /// framing (`Content-Length` with `Transfer-Encoding`, or several
 /// `Content-Length` lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AmbiguousFraming;
+pub(crate) struct AmbiguousFraming;
 
 /// One flag per request head seen on the connection, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Heads(Arc<Mutex<VecDeque<bool>>>);
+pub(crate) struct Heads(Arc<Mutex<VecDeque<bool>>>);
 
 impl Heads {
     /// Whether the next request (in arrival order) had ambiguous framing.
-    pub fn next_ambiguous(&self) -> bool {
+    pub(crate) fn next_ambiguous(&self) -> bool {
         self.0
             .lock()
             .map(|mut q| q.pop_front().unwrap_or(false))
@@ -63,7 +63,7 @@ enum State {
 }
 
 /// An IO wrapper that feeds the bytes it reads to the framing observer.
-pub struct Sniff<T> {
+pub(crate) struct Sniff<T> {
     inner: T,
     state: State,
     heads: Heads,

@@ -16,7 +16,7 @@ pub fn install_crypto_provider() {
 
 /// Loads the certificate chain and key and builds the server config; errors
 /// point at the `tls:` block of gateway.yaml.
-pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+pub(crate) fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let err = |message: String| ConfigError {
         file: tls.at.clone(),
         line: None,

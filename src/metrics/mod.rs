@@ -25,11 +25,11 @@ use std::time::Duration;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The most series one labelled family holds.
-pub const MAX_SERIES: usize = 10_000;
+pub(crate) const MAX_SERIES: usize = 10_000;
 
 /// Histogram bucket upper bounds in seconds, roughly exponential (1, 2.5, 5
 /// per decade) from half a millisecond to 30 seconds.
-pub const BUCKETS: [f64; 15] = [
+pub(crate) const BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -281,30 +281,30 @@ impl Metrics {
 
     /// Time spent in the gateway before forwarding:
     /// `rack_gateway_overhead_seconds`.
-    pub fn observe_overhead(&self, d: Duration) {
+    pub(crate) fn observe_overhead(&self, d: Duration) {
         self.overhead.observe(d);
     }
 
     /// Time from forwarding to the rack's response headers:
     /// `rack_gateway_upstream_seconds`.
-    pub fn observe_upstream(&self, d: Duration) {
+    pub(crate) fn observe_upstream(&self, d: Duration) {
         self.upstream.observe(d);
     }
 
     /// A websocket session of `kind` opened:
     /// `rack_gateway_websocket_sessions`.
-    pub fn session_opened(&self, kind: &str) {
+    pub(crate) fn session_opened(&self, kind: &str) {
         self.add(&self.sessions, &[kind], 1);
     }
 
-    pub fn session_closed(&self, kind: &str) {
+    pub(crate) fn session_closed(&self, kind: &str) {
         self.add(&self.sessions, &[kind], -1);
     }
 
     /// A request refused by a rate limit: `rack_gateway_rate_limited_total`,
     /// `bucket` one of `identity`, `expensive`, `auth_failures`
     /// ([`crate::ratelimit::Bucket::as_str`]).
-    pub fn rate_limited(&self, bucket: &str) {
+    pub(crate) fn rate_limited(&self, bucket: &str) {
         self.add(&self.rate_limited, &[bucket], 1);
     }
 
@@ -322,7 +322,7 @@ impl Metrics {
 
     /// The configuration in use: `rack_gateway_config_info{commit,source}`
     /// and `rack_gateway_config_loaded_timestamp_seconds`.
-    pub fn set_config(&self, commit: &str, source: &str, loaded_at_unix: i64) {
+    pub(crate) fn set_config(&self, commit: &str, source: &str, loaded_at_unix: i64) {
         *lock(&self.config) = Some(ConfigInfo {
             commit: commit.to_string(),
             source: source.to_string(),
@@ -332,7 +332,7 @@ impl Metrics {
 
     /// Whether the last reload failed (the previous configuration is still
     /// in use): `rack_gateway_config_last_reload_failed`.
-    pub fn set_last_reload_error(&self, failing: bool) {
+    pub(crate) fn set_last_reload_error(&self, failing: bool) {
         self.last_reload_failed.store(failing, Ordering::Relaxed);
     }
 
@@ -486,7 +486,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
-pub fn escape_label_value(out: &mut String, v: &str) {
+pub(crate) fn escape_label_value(out: &mut String, v: &str) {
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -498,7 +498,7 @@ pub fn escape_label_value(out: &mut String, v: &str) {
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
-pub fn valid_metric_name(name: &str) -> bool {
+pub(crate) fn valid_metric_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')

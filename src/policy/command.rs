@@ -132,14 +132,14 @@ impl CommandPattern {
     }
 
     /// Whether the pattern is `**`: every command, including none.
-    pub fn matches_anything(&self) -> bool {
+    pub(crate) fn matches_anything(&self) -> bool {
         self.words.is_empty() && self.rest
     }
 }
 
 /// `sleep N`: the placeholder process an attached `convox run` creates
 /// before the real command arrives on the exec websocket (§5.1).
-pub fn is_run_placeholder(argv: &[String]) -> bool {
+pub(crate) fn is_run_placeholder(argv: &[String]) -> bool {
     argv.len() == 2
         && argv[0] == "sleep"
         && !argv[1].is_empty()

@@ -20,7 +20,7 @@ use crate::rack::mask::PLACEHOLDER;
 const MAX_LINE: usize = 64 * 1024;
 
 /// Who may change what in an app's env.
-pub struct EnvRules<'a> {
+pub(crate) struct EnvRules<'a> {
     /// Whether a key is protected in this app.
     pub protected: &'a dyn Fn(&str) -> bool,
     /// The identity may change and remove protected keys.
@@ -33,7 +33,7 @@ pub struct EnvRules<'a> {
 
 /// The key names (never values) a release creation changes.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct EnvChanges {
+pub(crate) struct EnvChanges {
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
@@ -60,7 +60,7 @@ impl EnvChanges {
 
 /// Why an env (or a change to it) is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EnvError {
+pub(crate) enum EnvError {
     #[error("env line {0} is not KEY=VALUE")]
     Malformed(usize),
     #[error("env line {0} contains a carriage return (the rack would read it differently)")]
@@ -85,7 +85,7 @@ pub enum EnvError {
 
 impl EnvError {
     /// A refusal by policy (403) rather than a malformed env (400).
-    pub fn is_denial(&self) -> bool {
+    pub(crate) fn is_denial(&self) -> bool {
         matches!(
             self,
             EnvError::Protected(_) | EnvError::KeyNotAllowed { .. }
@@ -104,7 +104,7 @@ fn scan_lines(env: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The env exactly as the rack reads it (`Environment.Load`).
-pub fn rack_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
+pub(crate) fn rack_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
     let mut out = BTreeMap::new();
     for (i, line) in scan_lines(env).enumerate() {
         if line.len() >= MAX_LINE {
@@ -133,7 +133,7 @@ fn valid_key(k: &str) -> bool {
 /// a plain `KEY=VALUE` per line: a `\r`, a line without `=` (blank lines
 /// are fine), a key with surrounding whitespace or outside
 /// `[A-Za-z_][A-Za-z0-9_]*`, a key given twice, a line of 64 KiB or more.
-pub fn posted_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
+pub(crate) fn posted_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
     let mut out = BTreeMap::new();
     for (i, line) in env.split('\n').enumerate() {
         let n = i + 1;
@@ -169,7 +169,7 @@ pub fn posted_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
 }
 
 /// The releases a release creation's env is decided against.
-pub struct Releases<'a> {
+pub(crate) struct Releases<'a> {
     /// The env the rack forks from: `parent-release`'s, else the newest
     /// release's. It is what `convox env` showed (masked), so placeholders
     /// are restored from it, and what the rack copies when no `env` is
@@ -185,7 +185,7 @@ pub struct Releases<'a> {
 /// placeholders restored, protected keys the identity may not remove
 /// kept) and the key names that change against the active release. Every
 /// changed, added or removed key must be allowed by `rules`.
-pub fn release_env(
+pub(crate) fn release_env(
     posted: Option<&str>,
     releases: Releases<'_>,
     rules: &EnvRules<'_>,

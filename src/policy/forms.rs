@@ -8,13 +8,13 @@ use super::{Facts, Policy, SecretAccess, Subject, Verdict};
 /// What a build request asks for, from its form body and query string
 /// (the rack reads form values from both).
 #[derive(Debug, PartialEq, Eq)]
-pub struct BuildForm {
+pub(crate) struct BuildForm {
     pub external: bool,
 }
 
 /// Checks `POST /apps/{app}/builds`: every `url` must be
 /// `object://{app}/<key>` (no `dir://`, no other app, no other scheme).
-pub fn check_build(app: &str, fields: &[(String, String)]) -> Result<BuildForm, String> {
+pub(crate) fn check_build(app: &str, fields: &[(String, String)]) -> Result<BuildForm, String> {
     let prefix = format!("object://{app}/");
     for (k, v) in fields {
         if k == "url" {
@@ -56,7 +56,7 @@ pub fn check_build(app: &str, fields: &[(String, String)]) -> Result<BuildForm, 
 
 /// Why a form is refused: by policy (403) or as malformed (400).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FormRefusal {
+pub(crate) enum FormRefusal {
     Denied(String),
     Invalid(String),
 }
@@ -64,7 +64,7 @@ pub enum FormRefusal {
 /// `POST /apps/{app}/builds`: the source must be this app's object, and an
 /// external build needs `builds external`. The rack reads form values from
 /// the body and the query, so both are checked.
-pub fn check_build_form(
+pub(crate) fn check_build_form(
     app: &str,
     body: &[(String, String)],
     query: &[(String, String)],
@@ -82,7 +82,7 @@ pub fn check_build_form(
 
 /// What a release creation posts that its decision depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseInputs {
+pub(crate) struct ReleaseInputs {
     /// The posted env, if any.
     pub env: Option<String>,
     /// The posted `parent-release`, if non-empty.
@@ -91,7 +91,7 @@ pub struct ReleaseInputs {
 
 /// The env and parent of `POST /apps/{app}/releases`; both must come from
 /// the body, once each.
-pub fn release_inputs(
+pub(crate) fn release_inputs(
     body: &[(String, String)],
     query: &[(String, String)],
 ) -> Result<ReleaseInputs, FormRefusal> {
@@ -119,7 +119,7 @@ pub fn release_inputs(
 /// deploy, or a rollback that restores an old build and env): they need
 /// what deploying and promoting need, not just `releases create`, which
 /// `convox env set` uses.
-pub fn check_release_code(
+pub(crate) fn check_release_code(
     policy: &Policy,
     subject: &Subject,
     rack: &str,
@@ -149,7 +149,7 @@ pub fn check_release_code(
 /// `access` and the rack/app's protected keys decide which keys may
 /// change. Returns the env to forward (when one was posted) and the key
 /// names that change.
-pub fn check_release_env(
+pub(crate) fn check_release_env(
     policy: &Policy,
     rack: &str,
     app: &str,

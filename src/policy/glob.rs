@@ -30,7 +30,7 @@ impl Glob {
         }
     }
 
-    pub fn is_any(&self) -> bool {
+    pub(crate) fn is_any(&self) -> bool {
         matches!(self, Glob::Any)
     }
 
@@ -45,7 +45,7 @@ impl Glob {
 /// Iterative glob match with single-star backtracking: O(len(p) * len(s))
 /// worst case, no recursion. ASCII input (every name in practice) is
 /// matched byte by byte without allocating; other input by `char`.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     if pattern.is_ascii() && text.is_ascii() {
         match_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?')
     } else {

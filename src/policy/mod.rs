@@ -66,10 +66,10 @@ impl OpSet {
     pub fn insert(&mut self, i: usize) {
         self.0 |= 1u128 << i;
     }
-    pub fn union(self, o: OpSet) -> OpSet {
+    pub(crate) fn union(self, o: OpSet) -> OpSet {
         OpSet(self.0 | o.0)
     }
-    pub fn minus(self, o: OpSet) -> OpSet {
+    pub(crate) fn minus(self, o: OpSet) -> OpSet {
         OpSet(self.0 & !o.0)
     }
     pub fn is_empty(self) -> bool {
@@ -94,12 +94,12 @@ pub fn operations() -> &'static [&'static str] {
     })
 }
 
-pub fn op_index(name: &str) -> Option<usize> {
+pub(crate) fn op_index(name: &str) -> Option<usize> {
     operations().binary_search(&name).ok()
 }
 
 /// All operations an operation pattern (`apps *`, `*`, `run`) matches.
-pub fn ops_matching(pattern: &str) -> OpSet {
+pub(crate) fn ops_matching(pattern: &str) -> OpSet {
     let g = Glob::new(pattern);
     let mut set = OpSet::default();
     for (i, op) in operations().iter().enumerate() {
@@ -121,7 +121,7 @@ const SYSTEM_APP: &str = "system";
 
 /// Run headers the stock CLI never sends but the rack honours (§8); a role
 /// must grant each one explicitly.
-pub const RESTRICTED_RUN_HEADERS: &[&str] = &[
+pub(crate) const RESTRICTED_RUN_HEADERS: &[&str] = &[
     "image",
     "volumes",
     "environment",
@@ -139,7 +139,7 @@ pub const RESTRICTED_RUN_HEADERS: &[&str] = &[
 /// host; loopback may always read them), `secrets stream` (the streams the
 /// gateway cannot mask: logs, object and file downloads, build and database
 /// exports; see `rack::mask::STREAMS`).
-pub const PERMISSIONS: &[&str] = &[
+pub(crate) const PERMISSIONS: &[&str] = &[
     "secrets read",
     "secrets stream",
     "env protected",
@@ -361,7 +361,7 @@ impl Policy {
     }
 
     /// Looks an identity up by name: a user email first, then a CI name.
-    pub fn find_subject(&self, name: &str) -> Option<&Subject> {
+    pub(crate) fn find_subject(&self, name: &str) -> Option<&Subject> {
         self.person(name)
             .or_else(|| self.subject(SubjectKind::Ci, name))
     }
@@ -377,7 +377,7 @@ impl Policy {
     /// Decides a hypothetical request (`can`, policy tests): when the
     /// engine needs the target process, `process` stands in for what the
     /// rack would report.
-    pub fn decide_assuming(
+    pub(crate) fn decide_assuming(
         &self,
         subject: &Subject,
         facts: &Facts<'_>,
@@ -626,7 +626,7 @@ impl Policy {
 
     /// Whether any role of `subject` carries `permission`, whatever the
     /// scope: gateway-wide permissions (`gateway status`) name no rack.
-    pub fn has_permission(&self, subject: &Subject, permission: &str) -> bool {
+    pub(crate) fn has_permission(&self, subject: &Subject, permission: &str) -> bool {
         subject.grants.iter().any(|g| {
             self.roles[g.role]
                 .permissions
@@ -637,7 +637,7 @@ impl Policy {
 
     /// The secret permissions of `subject` for an allowed operation: the
     /// union over the grants covering the request whose role allows `op`.
-    pub fn secret_access(&self, subject: &Subject, f: &Facts<'_>) -> SecretAccess {
+    pub(crate) fn secret_access(&self, subject: &Subject, f: &Facts<'_>) -> SecretAccess {
         let mut out = SecretAccess::default();
         let Some(i) = op_index(f.operation) else {
             return out;
@@ -664,7 +664,7 @@ impl Policy {
     }
 
     /// Whether `key` is a protected env key of `rack`/`app`.
-    pub fn is_protected_env(&self, rack: &str, app: &str, key: &str) -> bool {
+    pub(crate) fn is_protected_env(&self, rack: &str, app: &str, key: &str) -> bool {
         self.protected_env.iter().any(|p| {
             p.rack.matches(rack) && p.app.matches(app) && p.keys.iter().any(|k| k.matches(key))
         })

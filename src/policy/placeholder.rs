@@ -33,16 +33,16 @@ use super::SubjectKind;
 const NONCE_DIGITS: usize = 12;
 const MAC_DIGITS: usize = 24;
 /// The length of a tag: the whole fractional part of the duration.
-pub const TAG_DIGITS: usize = NONCE_DIGITS + MAC_DIGITS;
+pub(crate) const TAG_DIGITS: usize = NONCE_DIGITS + MAC_DIGITS;
 
 /// Domain separation for the key derived from the rack password.
 const KEY_LABEL: &[u8] = b"rack-gateway run-placeholder tag v1";
 
 /// The MAC key of one rack: HMAC-SHA256(rack password, [`KEY_LABEL`]).
-pub struct TagKey(hmac::Key);
+pub(crate) struct TagKey(hmac::Key);
 
 impl TagKey {
-    pub fn from_rack_password(password: &str) -> TagKey {
+    pub(crate) fn from_rack_password(password: &str) -> TagKey {
         let root = hmac::Key::new(hmac::HMAC_SHA256, password.as_bytes());
         let derived = hmac::sign(&root, KEY_LABEL);
         TagKey(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
@@ -51,7 +51,7 @@ impl TagKey {
 
 /// Who a placeholder is bound to, and where.
 #[derive(Debug, Clone, Copy)]
-pub struct Binding<'a> {
+pub(crate) struct Binding<'a> {
     pub rack: &'a str,
     pub app: &'a str,
     pub service: &'a str,
@@ -62,7 +62,7 @@ pub struct Binding<'a> {
 
 /// Whose placeholder a target process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     /// Offline questions (`can`, policy test cases) have no tag: a
     /// `sleep N` process there stands for the caller's own attached run.
     AssumedCaller,
@@ -94,7 +94,7 @@ fn mac_digits(key: &TagKey, b: &Binding<'_>, nonce: &str) -> String {
 }
 
 /// A fresh nonce, below 10^12.
-pub fn fresh_nonce() -> u64 {
+pub(crate) fn fresh_nonce() -> u64 {
     let mut b = [0u8; 8];
     // The system RNG failing is not recoverable in any useful way; a
     // fixed nonce still yields a valid (if linkable) tag.
@@ -104,7 +104,7 @@ pub fn fresh_nonce() -> u64 {
 
 /// The `Command` to forward for a client's plain `sleep N` placeholder,
 /// tagged for `binding`; `None` when `command` is not one.
-pub fn tagged_command(
+pub(crate) fn tagged_command(
     key: &TagKey,
     binding: &Binding<'_>,
     command: &str,
@@ -142,13 +142,13 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Whether a process's words are an attached run's placeholder, tagged
 /// or not.
-pub fn is_placeholder(argv: &[String]) -> bool {
+pub(crate) fn is_placeholder(argv: &[String]) -> bool {
     is_run_placeholder(argv) || parse_tagged(argv).is_some()
 }
 
 /// A placeholder's words without the tag: `sleep N`, as the client sent
 /// it; `None` for anything that is not a placeholder.
-pub fn untagged(argv: &[String]) -> Option<String> {
+pub(crate) fn untagged(argv: &[String]) -> Option<String> {
     if is_run_placeholder(argv) {
         return Some(format!("sleep {}", argv[1]));
     }
@@ -159,7 +159,7 @@ pub fn untagged(argv: &[String]) -> Option<String> {
 
 /// Whether a process whose `command` the rack reports is the placeholder
 /// of `binding`'s identity.
-pub fn owner(key: &TagKey, binding: &Binding<'_>, command: &str) -> Owner {
+pub(crate) fn owner(key: &TagKey, binding: &Binding<'_>, command: &str) -> Owner {
     let Ok(argv) = split(command) else {
         return Owner::Other;
     };
@@ -174,7 +174,7 @@ pub fn owner(key: &TagKey, binding: &Binding<'_>, command: &str) -> Owner {
 /// Whether a client command imitates a tag: `sleep` with an argument whose
 /// fractional part has a tag's length of digits or more. Only the gateway
 /// may create such a process.
-pub fn imitates_tag(argv: &[String]) -> bool {
+pub(crate) fn imitates_tag(argv: &[String]) -> bool {
     let Some((first, args)) = argv.split_first() else {
         return false;
     };

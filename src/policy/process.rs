@@ -17,7 +17,7 @@ use super::placeholder::{is_placeholder, untagged, Owner};
 use super::{Facts, Policy, Subject, Verdict};
 
 /// Operations whose route names a process by `{pid}`.
-pub fn targets_pod(op: &str) -> bool {
+pub(crate) fn targets_pod(op: &str) -> bool {
     matches!(op, "exec" | "ps stop") || is_files(op)
 }
 
@@ -27,7 +27,7 @@ fn is_files(op: &str) -> bool {
 
 /// A `{pid}` must be a pod name: anything else is a selector or a
 /// service name to the rack.
-pub fn check_pid(pid: &str) -> Result<(), String> {
+pub(crate) fn check_pid(pid: &str) -> Result<(), String> {
     let b = pid.as_bytes();
     let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
     let ok = match (b.first(), b.last()) {
@@ -47,7 +47,7 @@ pub fn check_pid(pid: &str) -> Result<(), String> {
 /// A `{pid}` equal to a service name reaches a random running pod of that
 /// service (another person's run, a build pod holding registry
 /// credentials), not the pod the decision was made on.
-pub fn check_not_service(pid: &str, services: &[String]) -> Result<(), String> {
+pub(crate) fn check_not_service(pid: &str, services: &[String]) -> Result<(), String> {
     if services.iter().any(|s| s == pid) {
         return Err(format!(
             "process id {pid:?} is a service name: the rack would pick any running pod of \
@@ -60,7 +60,7 @@ pub fn check_not_service(pid: &str, services: &[String]) -> Result<(), String> {
 /// The query values naming files (`file` on download, the comma list
 /// `files` on delete) must not start with `-`: the rack hands them to
 /// `tar` without `--`, so they would be read as options.
-pub fn check_file_values(op: &str, query: Option<&str>) -> Result<(), String> {
+pub(crate) fn check_file_values(op: &str, query: Option<&str>) -> Result<(), String> {
     let key = match op {
         "files download" => "file",
         "files delete" => "files",
@@ -100,7 +100,7 @@ impl Policy {
     /// whether that process is the caller's run placeholder. The request
     /// path calls this after its look-ups; [`Policy::decide`] is this with
     /// [`Owner::AssumedCaller`], for offline questions.
-    pub fn decide_for(&self, subject: &Subject, f: &Facts<'_>, owner: Owner) -> Verdict {
+    pub(crate) fn decide_for(&self, subject: &Subject, f: &Facts<'_>, owner: Owner) -> Verdict {
         match f.operation {
             "exec" => self.decide_exec(subject, f, owner),
             "ps stop" => self.decide_stop(subject, f, owner),

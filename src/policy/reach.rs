@@ -13,7 +13,7 @@
 use super::{Facts, Policy, Subject, Verdict};
 
 /// The operation a route also needs, when it selects code.
-pub fn also_needs(operation: &str) -> Option<&'static str> {
+pub(crate) fn also_needs(operation: &str) -> Option<&'static str> {
     match operation {
         "builds update" | "builds import-image" => Some("build"),
         _ => None,
@@ -21,7 +21,7 @@ pub fn also_needs(operation: &str) -> Option<&'static str> {
 }
 
 /// The app a rack-level route acts on, from its path parameters.
-pub fn app_of<'a>(operation: &str, certificate: Option<&'a str>) -> Option<&'a str> {
+pub(crate) fn app_of<'a>(operation: &str, certificate: Option<&'a str>) -> Option<&'a str> {
     match operation {
         "certs renew" => certificate,
         _ => None,

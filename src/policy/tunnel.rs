@@ -12,7 +12,7 @@ use super::{Facts, Policy, Subject, Verdict};
 /// Most apps whose resources are listed to vet one target: the look-up
 /// runs on every tunnelled connection, so it must stay bounded; a target
 /// past the cap is refused rather than searched for.
-pub const MAX_TUNNEL_APPS: usize = 50;
+pub(crate) const MAX_TUNNEL_APPS: usize = 50;
 
 /// The tunnel's target from the route's `{host}` and `{port}`.
 pub fn target<'a>(host: Option<&'a str>, port: Option<&str>) -> Result<(&'a str, u16), String> {
@@ -27,7 +27,7 @@ pub fn target<'a>(host: Option<&'a str>, port: Option<&str>) -> Result<(&'a str,
 
 /// The apps (in the rack's order) whose resources may reveal a target:
 /// those the caller may `resources info`.
-pub fn searchable_apps<'a>(
+pub(crate) fn searchable_apps<'a>(
     policy: &Policy,
     subject: &Subject,
     rack: &str,
@@ -75,7 +75,7 @@ pub fn check(
 /// Host and explicit port of a resource URL such as
 /// `postgres://user:pass@db.example:5432/app`; `None` without a port, since
 /// the proxy target always names one.
-pub fn resource_endpoint(url: &str) -> Option<(&str, u16)> {
+pub(crate) fn resource_endpoint(url: &str) -> Option<(&str, u16)> {
     let rest = url.split_once("://")?.1;
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let host_port = authority.rsplit('@').next()?;

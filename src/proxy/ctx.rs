@@ -135,7 +135,7 @@ impl Ctx {
         }
     }
 
-    pub fn rack_name(&self) -> Option<&str> {
+    pub(crate) fn rack_name(&self) -> Option<&str> {
         match &self.stage {
             Stage::Received => None,
             Stage::Rack(rack) => Some(&rack.name),
@@ -159,7 +159,7 @@ impl Ctx {
 
     /// Moves to the next stage (a no-op from the wrong one, which the
     /// pipeline's order rules out).
-    pub fn identified(&mut self, identity: Identity) {
+    pub(crate) fn identified(&mut self, identity: Identity) {
         if let Stage::Routed(r) = std::mem::replace(&mut self.stage, Stage::Received) {
             self.stage = Stage::Identified(r, identity);
         }
@@ -178,7 +178,7 @@ impl Ctx {
         }
     }
 
-    pub fn set_env_changes(&mut self, changes: String) {
+    pub(crate) fn set_env_changes(&mut self, changes: String) {
         if let Stage::Allowed(_, _, a) = &mut self.stage {
             a.env_changes = Some(changes);
         }
@@ -198,7 +198,7 @@ impl Ctx {
             .unwrap_or_default()
     }
 
-    pub fn request_id_value(&self) -> HeaderValue {
+    pub(crate) fn request_id_value(&self) -> HeaderValue {
         HeaderValue::from_str(&self.request_id).expect("request ids are ASCII")
     }
 
@@ -250,7 +250,7 @@ impl Ctx {
         });
     }
 
-    pub fn session_start(&self) {
+    pub(crate) fn session_start(&self) {
         self.record(Done {
             event: "session-start",
             decision: Decision::Allow,
@@ -262,7 +262,7 @@ impl Ctx {
         });
     }
 
-    pub fn audit_session_end(&self, end: tunnel::SpliceEnd) {
+    pub(crate) fn audit_session_end(&self, end: tunnel::SpliceEnd) {
         self.bytes_in.store(end.up, Ordering::Relaxed);
         self.record(Done {
             event: "session-end",
@@ -296,7 +296,7 @@ impl Ctx {
     }
 
     /// Refuses a websocket session the rack would not open.
-    pub fn refuse_session(
+    pub(crate) fn refuse_session(
         &self,
         socket: Socket,
         message: &str,
@@ -316,7 +316,7 @@ impl Ctx {
     }
 
     /// The rack could not be reached or answered unusably (502).
-    pub fn upstream_failed(&self, detail: &str) -> Response<Body> {
+    pub(crate) fn upstream_failed(&self, detail: &str) -> Response<Body> {
         let rack = self.rack_name().unwrap_or("?").to_string();
         self.refuse(None, Refusal::rack_unavailable(&rack, detail))
     }
@@ -326,7 +326,7 @@ impl Ctx {
     /// with the idle timeout, and the request's audit record (with byte
     /// counts and duration) is written when the body ends or the client
     /// goes away.
-    pub fn relay(
+    pub(crate) fn relay(
         self,
         mut rparts: http::response::Parts,
         rbody: Incoming,
@@ -360,7 +360,7 @@ impl Ctx {
 
     /// The allowed request's audit record for a response the gateway
     /// buffered (masked) rather than streamed.
-    pub fn record_buffered(&self, status: u16, bytes_out: u64) {
+    pub(crate) fn record_buffered(&self, status: u16, bytes_out: u64) {
         self.record(Done {
             event: "request",
             decision: Decision::Allow,

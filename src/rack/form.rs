@@ -5,7 +5,7 @@
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// The largest form body the gateway reads to check or rewrite it.
-pub const MAX_FORM_BODY: usize = 1 << 20;
+pub(crate) const MAX_FORM_BODY: usize = 1 << 20;
 
 /// The characters left unescaped by Go's `url.Values.Encode`.
 const FORM: &AsciiSet = &NON_ALPHANUMERIC
@@ -50,7 +50,7 @@ pub fn encode_form(pairs: &[(String, String)]) -> String {
 
 /// Whether a Content-Type is a urlencoded form (what the rack parses
 /// besides multipart, which the gateway never accepts on checked routes).
-pub fn is_form(content_type: Option<&str>) -> bool {
+pub(crate) fn is_form(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
         ct.split(';')
             .next()

@@ -150,7 +150,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// records, with the form keys that do it (rack-semantics.md §6 rule 14,
 /// dep:23-41, k/event.go:42-49). For `events send` the actor is the key
 /// `actor` inside the urlencoded `data` map, written `data[actor]`.
-pub fn actor_keys(operation: &str) -> &'static [&'static str] {
+pub(crate) fn actor_keys(operation: &str) -> &'static [&'static str] {
     match operation {
         "budget set"
         | "budget clear"
@@ -208,7 +208,7 @@ pub fn check(
 /// once across both, no `;` pair or invalid `%`-escape in either, and no
 /// empty value for a key in `inspected` (an empty form value makes the
 /// rack fall through to the same-named header).
-pub fn check_form_pairs(
+pub(crate) fn check_form_pairs(
     body: &str,
     query: Option<&str>,
     inspected: &[&str],
@@ -244,7 +244,10 @@ pub fn check_form_pairs(
 
 /// Refuses the pairs (body or query, decoded) that set the actor the
 /// rack records on `operation` ([`actor_keys`]).
-pub fn check_actor_pairs(operation: &str, pairs: &[(String, String)]) -> Result<(), InputError> {
+pub(crate) fn check_actor_pairs(
+    operation: &str,
+    pairs: &[(String, String)],
+) -> Result<(), InputError> {
     let keys = actor_keys(operation);
     if keys.is_empty() {
         return Ok(());
@@ -272,7 +275,7 @@ pub fn check_actor_pairs(operation: &str, pairs: &[(String, String)]) -> Result<
 /// backslash, and no `%` (a build `url` is decoded once more by the
 /// rack, so `%2e%2e` would become `..`). An empty key is refused too:
 /// the rack would store under a random temporary key.
-pub fn check_object_key(key: &str) -> Result<(), InputError> {
+pub(crate) fn check_object_key(key: &str) -> Result<(), InputError> {
     if key.contains('\\') {
         return Err(InputError::bad(format!(
             "object key `{}` contains a backslash",

@@ -28,18 +28,18 @@ use serde_json::{Map, Value};
 use crate::policy::SecretAccess;
 
 /// What a masked value is replaced with. `convox env` shows `KEY=******`.
-pub const PLACEHOLDER: &str = "******";
+pub(crate) const PLACEHOLDER: &str = "******";
 
 /// The largest rack response the gateway buffers to mask it; larger ones are
 /// refused (502) rather than passed through unmasked.
-pub const MAX_MASKED_RESPONSE: usize = 4 << 20;
+pub(crate) const MAX_MASKED_RESPONSE: usize = 4 << 20;
 
 /// The permission that unmaskable streams need on top of their operation.
-pub const STREAM_PERMISSION: &str = "secrets stream";
+pub(crate) const STREAM_PERMISSION: &str = "secrets stream";
 
 /// Which secret-bearing response shape an operation returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Masking {
+pub(crate) enum Masking {
     /// Release JSON (or a list of them): `env` per line, `manifest` whole.
     Releases,
     /// App resource JSON (or a list): the `url` field's password.
@@ -74,7 +74,7 @@ pub enum Masking {
 
 /// Every operation whose response is masked, and how. Operation names are
 /// those of `rack::routes::ROUTES` (a unit test checks it).
-pub const MASKED: &[(&str, Masking)] = &[
+pub(crate) const MASKED: &[(&str, Masking)] = &[
     ("releases", Masking::Releases),
     ("releases info", Masking::Releases),
     ("releases create", Masking::Releases),
@@ -108,7 +108,7 @@ pub const MASKED: &[(&str, Masking)] = &[
 /// processes, services, builds and the rack; object fetch; build export;
 /// resource data export; container file download): they need
 /// [`STREAM_PERMISSION`].
-pub const STREAMS: &[&str] = &[
+pub(crate) const STREAMS: &[&str] = &[
     "logs",
     "builds logs",
     "rack logs",
@@ -120,14 +120,14 @@ pub const STREAMS: &[&str] = &[
 
 impl Masking {
     /// The masking an operation's response needs, if any.
-    pub fn for_operation(op: &str) -> Option<Masking> {
+    pub(crate) fn for_operation(op: &str) -> Option<Masking> {
         MASKED.iter().find(|(name, _)| *name == op).map(|(_, m)| *m)
     }
 }
 
 /// The permission an operation needs on top of being allowed, because its
 /// stream cannot be masked.
-pub fn stream_needs(op: &str) -> Option<&'static str> {
+pub(crate) fn stream_needs(op: &str) -> Option<&'static str> {
     STREAMS.contains(&op).then_some(STREAM_PERMISSION)
 }
 
@@ -145,7 +145,7 @@ pub fn stream_refusal(op: &str, access: &SecretAccess) -> Option<String> {
 /// What `can` adds to an allowed operation whose response carries secrets:
 /// whether this identity sees them, gets them masked, or is refused the
 /// stream, decided by the same `secret_access` the proxy uses.
-pub fn can_note(
+pub(crate) fn can_note(
     policy: &crate::policy::Policy,
     subject: &crate::policy::Subject,
     f: &crate::policy::Facts<'_>,
@@ -167,7 +167,7 @@ pub fn can_note(
 
 /// Why a response could not be masked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MaskError {
+pub(crate) enum MaskError {
     #[error("the rack's answer is not JSON, so its secrets cannot be masked")]
     NotJson,
     #[error("the rack's answer is not the expected JSON shape, so its secrets cannot be masked")]
@@ -178,7 +178,7 @@ pub enum MaskError {
 /// the `secrets read` permission; the rack password is replaced everywhere
 /// regardless. The rack's bare `ok` (an action with no payload) carries
 /// nothing to mask and passes as is.
-pub fn mask_body(
+pub(crate) fn mask_body(
     kind: Masking,
     body: &[u8],
     reveal: bool,
@@ -361,7 +361,7 @@ fn scrub_value(v: &mut Value, password: &str) {
 }
 
 /// `text` with the rack password (raw or percent-encoded) replaced.
-pub fn scrub(text: &str, password: &str) -> String {
+pub(crate) fn scrub(text: &str, password: &str) -> String {
     if password.is_empty() {
         return text.to_string();
     }

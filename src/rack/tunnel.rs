@@ -48,10 +48,10 @@ use crate::rack::ws::{self, Frame, FrameTracker, Opcode, EXIT_MARKER};
 /// Longest wait, once the gateway decides to end a session, for each
 /// direction to finish the frame in flight and take the close frame. After
 /// that the connections are dropped without one.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Longest wait for the peers' close frames once ours are sent.
-pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest wait for the final socket shutdown (TCP FIN, TLS close_notify).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
@@ -61,7 +61,7 @@ const COPY_BUF: usize = 16 * 1024;
 
 /// What the spliced bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// RFC 6455 frames: boundaries are tracked, the exit code is captured,
     /// and a gateway-initiated end sends close frames.
     Websocket,
@@ -73,7 +73,7 @@ pub enum Framing {
 impl Framing {
     /// The framing of an upgraded connection, from the `Upgrade` header of
     /// the rack's 101 response: `websocket` (any case) or anything else.
-    pub fn from_upgrade(value: Option<&http::HeaderValue>) -> Self {
+    pub(crate) fn from_upgrade(value: Option<&http::HeaderValue>) -> Self {
         match value {
             Some(v) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket") => {
                 Framing::Websocket
@@ -85,7 +85,7 @@ impl Framing {
 
 /// Why a spliced session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
+pub(crate) enum EndReason {
     /// Both sides finished (EOF both ways).
     Closed,
     /// One side failed while copying.
@@ -100,7 +100,7 @@ pub enum EndReason {
 
 /// Why the gateway asks a session to end (the `stop` of [`splice_until`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     Shutdown,
     /// Tell the client `message` in-band (as a refusal would: `ERROR:`
     /// line, the exit marker when `exit_marker`, the EOF frame), then close.
@@ -124,7 +124,7 @@ impl EndReason {
 
     /// The close frame (code, reason) the gateway sends both sides when it
     /// ends the session itself; `None` when a side ended it.
-    pub fn close_frame(self) -> Option<(u16, &'static str)> {
+    pub(crate) fn close_frame(self) -> Option<(u16, &'static str)> {
         match self {
             EndReason::Shutdown => Some((1001, "gateway shutting down")),
             EndReason::IdleTimeout => Some((1000, "idle timeout")),
@@ -137,7 +137,7 @@ impl EndReason {
 
 /// How a spliced session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpliceEnd {
+pub(crate) struct SpliceEnd {
     pub reason: EndReason,
     /// Bytes forwarded client→rack, whatever the reason. Close frames the
     /// gateway sent itself and bytes read but dropped while closing are not
@@ -163,7 +163,8 @@ impl SpliceEnd {
 /// `stop` resolves. In the last three cases a websocket session is closed
 /// as the module documentation describes; that takes at most
 /// [`DRAIN_LIMIT`] + [`CLOSE_WAIT`] + 1 s more.
-pub async fn splice<A, B>(
+#[cfg(test)]
+pub(crate) async fn splice<A, B>(
     client: A,
     rack: B,
     framing: Framing,
@@ -184,7 +185,7 @@ where
 
 /// [`splice`], where `stop` also says why: a revoked session tells the
 /// client why before the close frame (at a frame boundary, like the close).
-pub async fn splice_until<A, B>(
+pub(crate) async fn splice_until<A, B>(
     client: A,
     rack: B,
     framing: Framing,
@@ -610,7 +611,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
 
 /// Sends the refusal frames on an accepted upgrade, then waits briefly for
 /// the client's close so the message isn't lost to a reset.
-pub async fn refuse_in_band(on_upgrade: OnUpgrade, message: String, exit_marker: bool) {
+pub(crate) async fn refuse_in_band(on_upgrade: OnUpgrade, message: String, exit_marker: bool) {
     let Ok(upgraded) = on_upgrade.await else {
         return;
     };

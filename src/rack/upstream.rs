@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::config::{RackConfig, Timeouts, UpstreamTls};
 use crate::http::body::Body;
 
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 #[derive(Debug, Error)]
 pub enum UpstreamError {
@@ -64,7 +64,7 @@ thread_local! {
 }
 
 /// Marks the current thread as worker `i` (see [`Rack::client`]).
-pub fn set_worker(i: usize) {
+pub(crate) fn set_worker(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
@@ -136,7 +136,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Builds the rustls client config for a trust mode.
-pub fn client_tls(tls: &UpstreamTls) -> Result<rustls::ClientConfig, UpstreamError> {
+pub(crate) fn client_tls(tls: &UpstreamTls) -> Result<rustls::ClientConfig, UpstreamError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

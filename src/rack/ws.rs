@@ -39,7 +39,7 @@ const MAX_RESPONSE_HEAD: usize = 64 << 10;
 
 /// Computes `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`:
 /// base64(SHA-1(key + GUID)).
-pub fn accept_key(client_key: &str) -> String {
+pub(crate) fn accept_key(client_key: &str) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(client_key.as_bytes());
     ctx.update(HANDSHAKE_GUID.as_bytes());
@@ -61,7 +61,7 @@ pub enum Opcode {
 
 impl Opcode {
     /// Maps the low four bits of the first header byte to an opcode.
-    pub fn from_u8(bits: u8) -> Self {
+    pub(crate) fn from_u8(bits: u8) -> Self {
         match bits & 0x0f {
             0x0 => Opcode::Continuation,
             0x1 => Opcode::Text,
@@ -74,7 +74,7 @@ impl Opcode {
     }
 
     /// The four-bit wire value.
-    pub fn as_u8(self) -> u8 {
+    pub(crate) fn as_u8(self) -> u8 {
         match self {
             Opcode::Continuation => 0x0,
             Opcode::Text => 0x1,
@@ -88,7 +88,7 @@ impl Opcode {
 
     /// Control frames (close, ping, pong and reserved 0xB–0xF) must be
     /// short and unfragmented.
-    pub fn is_control(self) -> bool {
+    pub(crate) fn is_control(self) -> bool {
         self.as_u8() & 0x08 != 0
     }
 }
@@ -179,7 +179,7 @@ pub fn parse_exit_code(payload: &[u8]) -> Option<i32> {
 /// Longest unfragmented text payload [`FrameTracker`] keeps to look for the
 /// exit marker: the marker, `:`, any `i32` and a newline fit with room to
 /// spare. Longer frames are never exit-marker frames and are not kept.
-pub const EXIT_CAPTURE_MAX: usize = 64;
+pub(crate) const EXIT_CAPTURE_MAX: usize = 64;
 
 /// A frame header as [`FrameTracker`] saw it on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,7 +334,7 @@ impl FrameTracker {
     /// boundary, the rest of the payload inside one, and inside a header
     /// the header bytes still missing (as far as known yet). Reading at most
     /// this many bytes never crosses into the next frame.
-    pub fn until_boundary(&self) -> usize {
+    pub(crate) fn until_boundary(&self) -> usize {
         match self.frame {
             Some(_) => usize::try_from(self.remaining).unwrap_or(usize::MAX),
             None if self.have == 0 => 0,
@@ -350,7 +350,7 @@ impl FrameTracker {
     }
 
     /// True once a complete close frame has passed.
-    pub fn close_seen(&self) -> bool {
+    pub(crate) fn close_seen(&self) -> bool {
         self.close_seen
     }
 
@@ -439,7 +439,7 @@ fn invalid(msg: &str) -> io::Error {
 /// byte; an EOF inside a frame is `UnexpectedEof`. Masked payloads are
 /// unmasked. Payloads larger than `max_payload`, reserved bits without an
 /// extension, and malformed control frames are `InvalidData`.
-pub async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_payload: usize,
 ) -> io::Result<Option<Frame>> {
@@ -492,7 +492,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Writes one frame and flushes, so frames are never merged or delayed by
 /// a buffering or TLS writer (the exit-marker parse depends on 1:1 frames).
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     frame: &Frame,
     mask: Option<[u8; 4]>,
@@ -510,7 +510,7 @@ fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
 }
 
 /// A fresh random masking key, as every client frame needs.
-pub fn random_mask() -> io::Result<[u8; 4]> {
+pub(crate) fn random_mask() -> io::Result<[u8; 4]> {
     random_bytes::<4>()
 }
 

@@ -35,7 +35,7 @@ struct ClockInner {
 
 impl RateClock {
     /// Real (monotonic) time.
-    pub fn monotonic() -> RateClock {
+    pub(crate) fn monotonic() -> RateClock {
         RateClock(Arc::new(ClockInner {
             start: Some(Instant::now()),
             offset_ns: AtomicU64::new(0),
@@ -43,7 +43,8 @@ impl RateClock {
     }
 
     /// A clock that stands still until [`RateClock::advance`]d.
-    pub fn manual() -> RateClock {
+    #[cfg(test)]
+    pub(crate) fn manual() -> RateClock {
         RateClock(Arc::new(ClockInner {
             start: None,
             offset_ns: AtomicU64::new(0),
@@ -51,7 +52,8 @@ impl RateClock {
     }
 
     /// Moves this clock (and its clones) forward.
-    pub fn advance(&self, by: Duration) {
+    #[cfg(test)]
+    pub(crate) fn advance(&self, by: Duration) {
         let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.0.offset_ns.fetch_add(ns, Ordering::Relaxed);
     }
@@ -202,14 +204,14 @@ impl Limiters {
         Limiters::with_clock(settings, RateClock::monotonic())
     }
 
-    pub fn with_clock(settings: RateSettings, clock: RateClock) -> Limiters {
+    pub(crate) fn with_clock(settings: RateSettings, clock: RateClock) -> Limiters {
         Limiters::build(settings, clock, None)
     }
 
     /// The limiters for a reloaded configuration: every bucket whose quota
     /// did not change keeps its state (a reload must not reset everyone's
     /// counts); the others start full.
-    pub fn reconfigured(&self, settings: RateSettings) -> Limiters {
+    pub(crate) fn reconfigured(&self, settings: RateSettings) -> Limiters {
         Limiters::build(settings, self.clock.clone(), Some(self))
     }
 
@@ -376,7 +378,7 @@ impl Limiters {
 
     /// Before authenticating: a refusal while `ip` has used up its budget
     /// of failed authentications. Takes nothing from any bucket.
-    pub fn auth_blocked(&self, ip: IpAddr) -> Option<Limited> {
+    pub(crate) fn auth_blocked(&self, ip: IpAddr) -> Option<Limited> {
         if self.auth.blocked_len.load(Ordering::Relaxed) == 0 {
             return None;
         }
@@ -403,7 +405,7 @@ impl Limiters {
 
     /// After a failed authentication from `ip`: takes a token from its
     /// bucket, and blocks the address once the bucket is empty.
-    pub fn auth_failed(&self, ip: IpAddr) {
+    pub(crate) fn auth_failed(&self, ip: IpAddr) {
         let now = self.clock.now();
         let until = match self.auth.limiter.check_key(&ip) {
             Ok(state) if state.remaining_burst_capacity() > 0 => return,
@@ -427,7 +429,7 @@ impl Limiters {
     /// Drops the keys whose buckets are full again (and addresses no
     /// longer blocked), and releases the memory. The gateway calls this
     /// every 60 s.
-    pub fn retain_recent(&self) {
+    pub(crate) fn retain_recent(&self) {
         for c in &self.classes {
             c.limiter.retain_recent();
             c.limiter.shrink_to_fit();
@@ -446,7 +448,7 @@ impl Limiters {
     }
 
     /// Keys currently held across all limiters.
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.classes.iter().map(|c| c.limiter.len()).sum::<usize>()
             + self.expensive.len()
             + self.auth.limiter.len()

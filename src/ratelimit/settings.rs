@@ -120,7 +120,7 @@ impl Rate {
 
     /// The governor quota: `amount` cells replenished over `per`, `burst`
     /// at once.
-    pub fn quota(&self) -> Quota {
+    pub(crate) fn quota(&self) -> Quota {
         let q = match self.per {
             Per::Second => Quota::per_second(self.amount),
             Per::Minute => Quota::per_minute(self.amount),
@@ -131,7 +131,7 @@ impl Rate {
 
     /// Whether `self` lets more through than `other`: a higher sustained
     /// rate, or the same rate with a larger burst.
-    pub fn more_generous_than(&self, other: &Rate) -> bool {
+    pub(crate) fn more_generous_than(&self, other: &Rate) -> bool {
         let a = u64::from(self.amount.get()) * other.per.seconds();
         let b = u64::from(other.amount.get()) * self.per.seconds();
         a > b || (a == b && self.burst > other.burst)

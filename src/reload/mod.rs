@@ -75,7 +75,7 @@ impl Control {
         self.trigger.notify_one();
     }
 
-    pub fn set_webhook_secret(&self, secret: Secret) {
+    pub(crate) fn set_webhook_secret(&self, secret: Secret) {
         let _ = self.webhook_secret.set(secret);
     }
 
@@ -361,7 +361,7 @@ fn audit_reload(auditor: &audit::Auditor, decision: Decision, version: &str, rea
 /// Checks a GitHub-style `X-Hub-Signature-256: sha256=<hex>` header: an
 /// HMAC-SHA256 of the exact body with the shared secret, compared in
 /// constant time.
-pub fn webhook_signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+pub(crate) fn webhook_signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     let Some(hex) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
         return false;
     };

@@ -20,7 +20,7 @@ use crate::proxy::ctx::Ctx;
 
 /// The first path segment of the gateway's own endpoints. No rack route
 /// starts with an underscore, so it can never shadow one.
-pub const GATEWAY_PREFIX: &str = "_gateway";
+pub(crate) const GATEWAY_PREFIX: &str = "_gateway";
 
 /// Handles one request end to end. Never fails: every outcome is a
 /// response.

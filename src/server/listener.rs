@@ -299,7 +299,7 @@ impl Running {
     }
 
     /// A sender that starts the shutdown when it sends `true`.
-    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+    pub(crate) fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
 

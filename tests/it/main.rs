@@ -1,5 +1,6 @@
 //! All integration tests in one binary (one link step on 2 cores). Each
 //! test starts real servers on ephemeral loopback ports.
+#![allow(clippy::unwrap_used)] // test fixtures: a failed set-up step should fail the test
 
 mod support;
 

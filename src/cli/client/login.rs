@@ -28,7 +28,7 @@ use super::ClientError;
 use crate::http::body::Body;
 
 /// How long a login may take from the printed link to the code.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub(crate) const LOGIN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long to wait for the browser's tab to receive its last page.
 const PAGE_GRACE: Duration = Duration::from_secs(5);
 
@@ -42,7 +42,7 @@ pub struct Issued {
 
 /// Only these characters survive RACK_URL's userinfo unescaped (the convox
 /// CLI forwards the escaped form), and the gateway only issues them.
-pub fn token_is_url_safe(token: &str) -> bool {
+pub(crate) fn token_is_url_safe(token: &str) -> bool {
     !token.is_empty()
         && token
             .bytes()

@@ -111,13 +111,13 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// `2026-11-22 13:05 UTC`.
-pub fn utc(ts: i64) -> String {
+pub(crate) fn utc(ts: i64) -> String {
     let (y, mo, d, h, mi, _) = crate::clock::civil(ts);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
 }
 
 /// `in 2 days 3 hours (2026-11-24 16:05 UTC)` or `5 minutes ago (...)`.
-pub fn describe_expiry(exp: i64) -> String {
+pub(crate) fn describe_expiry(exp: i64) -> String {
     let left = exp - unix_now();
     let span = |s: i64| {
         let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });

@@ -15,9 +15,9 @@ use super::{describe_expiry, ClientError};
 use crate::clock::unix_now;
 
 /// Environment variable naming the rack.
-pub const RACK_ENV: &str = "RACK_GATEWAY_RACK";
+pub(crate) const RACK_ENV: &str = "RACK_GATEWAY_RACK";
 /// The per-project file naming the rack, relative to a directory.
-pub const PROJECT_FILE: &str = ".rack-gateway/rack";
+pub(crate) const PROJECT_FILE: &str = ".rack-gateway/rack";
 /// Fewer seconds than this left on a token earn a reminder.
 const REMIND_WITHIN: i64 = 3 * 24 * 3600;
 
@@ -91,12 +91,12 @@ pub struct Session {
 
 impl Session {
     /// How to get a new token for this rack.
-    pub fn relogin(&self) -> String {
+    pub(crate) fn relogin(&self) -> String {
         format!("rack-gateway login {} {}", self.rack, self.gateway.base())
     }
 
     /// Prints a reminder on stderr when the token expires within 3 days.
-    pub fn remind(&self) {
+    pub(crate) fn remind(&self) {
         if let Some(exp) = self.login.expires_at {
             if exp - unix_now() < REMIND_WITHIN {
                 eprintln!(

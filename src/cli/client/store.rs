@@ -76,7 +76,7 @@ pub struct Store {
 /// `$XDG_CONFIG_HOME/rack-gateway/config.json`, else
 /// `~/.config/rack-gateway/config.json`. A relative XDG_CONFIG_HOME is
 /// ignored, as the XDG spec asks.
-pub fn default_path() -> Result<PathBuf, StoreError> {
+pub(crate) fn default_path() -> Result<PathBuf, StoreError> {
     let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .and_then(absolute)
@@ -95,7 +95,7 @@ impl Store {
         Store::load_from(default_path()?)
     }
 
-    pub fn load_from(path: PathBuf) -> Result<Store, StoreError> {
+    pub(crate) fn load_from(path: PathBuf) -> Result<Store, StoreError> {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -3,7 +3,7 @@
 
 /// Why `Split` failed; the messages are go-shellquote's.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum SplitError {
+pub enum SplitError {
     SingleQuote,
     DoubleQuote,
     Escape,

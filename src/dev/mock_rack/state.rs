@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 /// The certificate the rack lists (`GET /certificates`).
-pub const SEEDED_CERTIFICATE: &str = "cert-1234";
+pub(crate) const SEEDED_CERTIFICATE: &str = "cert-1234";
 
 /// Plaintext of the seeded app config `api-token` (route #22/#23).
 pub const SECRET_CONFIG_VALUE: &str = "cfg-secret-7f3a9c1e";

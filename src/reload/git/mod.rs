@@ -44,7 +44,7 @@ use tree::read_files;
 /// Largest policy file read from a commit.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// Largest total of all policy files read from a commit.
-pub const MAX_TOTAL_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_TOTAL_BYTES: u64 = 16 << 20;
 
 /// The only signature namespace accepted: what `git commit -S` uses with
 /// `gpg.format = ssh`. A signature made for another purpose (`file`, `email`)
