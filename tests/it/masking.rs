@@ -226,19 +226,60 @@ async fn minted_jwt_tokens_are_masked_without_secrets_read() {
     assert!(token.len() > 20 && token != "******", "{}", r.text());
 }
 
-/// Today's mock answers these with empty lists: the masked path must let a
-/// well-formed empty answer through. The lead adds value assertions once the
-/// mock serves configs, registries and rack resources with secrets.
+/// The secrets the real rack returns in cleartext (rack-semantics.md §4)
+/// never reach the viewer or the deployer: config values (list and get),
+/// registry passwords (list and the add echo), rack-resource webhook URLs
+/// (list, get and the create echo), diagnose logs, manifest-service env.
+/// An identity with `secrets read` sees every one of them (control).
 #[tokio::test]
-async fn configs_registries_and_rack_resources_go_through_the_mask() {
+async fn secrets_the_rack_returns_in_cleartext_are_masked() {
+    use rack_gateway::dev::mock_rack::{
+        SECRET_CONFIG_VALUE, SECRET_LOG_LINE, SECRET_MANIFEST_ENV, SECRET_REGISTRY_PASSWORD,
+        SECRET_WEBHOOK_URL,
+    };
     let s = Setup::start().await;
-    for path in ["/apps/myapp/configs", "/registries", "/resources"] {
-        for role in ["viewer", "admin"] {
+    let reads = [
+        ("/apps/myapp/configs", SECRET_CONFIG_VALUE),
+        ("/apps/myapp/configs/api-token", SECRET_CONFIG_VALUE),
+        ("/registries", SECRET_REGISTRY_PASSWORD),
+        ("/resources", SECRET_WEBHOOK_URL),
+        ("/resources/alerts", SECRET_WEBHOOK_URL),
+        ("/apps/myapp/diagnose", SECRET_LOG_LINE),
+        ("/apps/myapp/manifest/services/web", SECRET_MANIFEST_ENV),
+    ];
+    for (path, secret) in reads {
+        let r = s.get("admin", path).await;
+        assert_eq!(r.status, 200, "admin {path}: {}", r.text());
+        assert!(
+            r.text().contains(secret),
+            "control: admin {path}: {}",
+            r.text()
+        );
+        for role in ["viewer", "deployer"] {
             let r = s.get(role, path).await;
+            if r.status == 403 {
+                continue;
+            }
             assert_eq!(r.status, 200, "{role} {path}: {}", r.text());
-            assert!(r.json().is_array(), "{role} {path}: {}", r.text());
+            assert!(!r.text().contains(secret), "{role} {path}: {}", r.text());
         }
     }
+    let registry = [
+        ("server", "registry.example"),
+        ("username", "u"),
+        ("password", "pw-echoed-secret-1a2b"),
+    ];
+    let r = s.post_form("ops", "/registries", &registry).await;
+    if r.status != 403 {
+        assert!(!r.text().contains("pw-echoed-secret-1a2b"), "{}", r.text());
+    }
+    let r = s.post_form("admin", "/registries", &registry).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("pw-echoed-secret-1a2b"),
+        "control: {}",
+        r.text()
+    );
 }
 
 #[tokio::test]

@@ -958,3 +958,66 @@ async fn login_records_ignore_forwarded_headers_from_untrusted_peers() {
     assert_eq!(login[0]["client_ip"], "127.0.0.1", "{}", login[0]);
     assert!(login[0].get("via").is_none(), "{}", login[0]);
 }
+
+/// A refused run's reason quotes the command the way the audit log shows
+/// it: redacted. `PGPASSWORD="hunter2 x"` is masked in the record's
+/// `command` and never appears in the `reason`, in the client's error or in
+/// any log line, even though quoting defeats a plain text replacement. The
+/// allowed control shows the same redaction on an allowed run.
+#[tokio::test]
+async fn secrets_typed_into_a_refused_command_stay_out_of_reasons_and_logs() {
+    init();
+    let staging = mock().await;
+    let production = mock().await;
+    const DEPLOYER: &str = "ci-deployer-token-FFFFFFFFFFFFFFFFFFFFFFFFFFFFFF";
+    let repo = standard_racks(&staging.url(), &production.url())
+        .ci(&[("deployer-bot", DEPLOYER, "deployer", "staging/*")])
+        .write();
+    let audit = repo.path().join("audit.log");
+    let p = Proc::start(
+        repo.path(),
+        &["--audit-file", audit.to_str().unwrap()],
+        &[("RACK_GATEWAY_LOG", "info")],
+    )
+    .await;
+    let run = |token: &'static str, command: &'static str| {
+        let url = p.url("/racks/staging/apps/myapp/services/command/processes");
+        async move {
+            send(
+                "POST",
+                &url,
+                Some(token),
+                &[("Command", command)],
+                Bytes::new(),
+            )
+            .await
+        }
+    };
+    const SECRET_COMMAND: &str = r#"PGPASSWORD="hunter2 x" psql -c 'select 1'"#;
+    let refused = run(DEPLOYER, SECRET_COMMAND).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(
+        refused.text().contains("may run only"),
+        "{}",
+        refused.text()
+    );
+    let allowed = run(CI_STAGING, SECRET_COMMAND).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    let logs = p.stop().await;
+    for text in [refused.text(), read(&audit), logs] {
+        assert!(!text.contains("hunter2"), "a secret leaked:\n{text}");
+    }
+    let all = records(&audit);
+    let runs: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["event"] == "request" && r["operation"] == "run")
+        .collect();
+    assert_eq!(runs.len(), 2, "{all:?}");
+    assert_eq!(runs[0]["decision"], "deny", "{}", runs[0]);
+    assert!(
+        runs[0]["command"].as_str().unwrap().contains("PGPASSWORD="),
+        "{}",
+        runs[0]
+    );
+    assert_eq!(runs[1]["decision"], "allow", "{}", runs[1]);
+}
