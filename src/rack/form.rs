@@ -75,4 +75,32 @@ mod tests {
             "env=S%3Da+b%26c"
         );
     }
+
+    mod model {
+        //! The gateway's reading of every form it forwards equals the
+        //! rack's (Go's `url.ParseQuery`, modelled by the mock rack), on
+        //! generated inputs: whatever `rack::inputs` lets through reads the
+        //! same on both sides.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn piece() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "a", "b", "=", "&", "%", "%2", "%41", "%2B", "+", ";", "x", "%zz", " ", "é",
+                "%C3%A9", "%0A", "env", "url",
+            ])
+            .prop_map(str::to_string)
+        }
+
+        proptest! {
+            #[test]
+            fn accepted_forms_read_the_same(parts in prop::collection::vec(piece(), 0..16)) {
+                let body: String = parts.concat();
+                if crate::rack::inputs::check_form_pairs(&body, None, &[]).is_ok() {
+                    let rack = crate::dev::mock_rack::form::parse_query(&body);
+                    prop_assert_eq!(parse_form(&body), rack);
+                }
+            }
+        }
+    }
 }

@@ -58,7 +58,7 @@
 
 mod body;
 mod env;
-mod form;
+pub(crate) mod form;
 mod processes;
 mod releases;
 mod rest;
