@@ -33,6 +33,11 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The current UTC time, `2026-11-22T13:05:09Z` (Go's time JSON form).
+pub fn now_rfc3339() -> String {
+    rfc3339(unix_now())
+}
+
 /// `20260101T010101Z`: the compact form rotated file names carry.
 pub(crate) fn compact_utc(ts: i64) -> String {
     let (y, mo, d, h, mi, s) = civil(ts);

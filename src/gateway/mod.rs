@@ -5,6 +5,7 @@
 pub mod identify;
 pub mod runtime;
 pub mod sessions;
+pub mod status;
 
 pub use runtime::Runtime;
 pub use sessions::Sessions;
@@ -24,7 +25,7 @@ pub struct Gateway {
     pub login: crate::identity::login::LoginStore,
     federation: std::sync::OnceLock<crate::identity::oidc::FederationVerifier>,
     /// What is loaded, the last reload failure, and the webhook's trigger.
-    pub reload: crate::reload::Control,
+    pub reload: status::Control,
     /// Per-identity and per-address rate limits; rebuilt (keeping the
     /// buckets whose quota is unchanged) when a reload changes them.
     limiters: arc_swap::ArcSwap<crate::ratelimit::Limiters>,

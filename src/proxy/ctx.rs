@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -332,7 +332,7 @@ impl Ctx {
         rbody: Incoming,
         idle: Duration,
     ) -> Response<Body> {
-        super::forward::filter_response_headers(&mut rparts.headers);
+        filter_response_headers(&mut rparts.headers);
         rparts
             .headers
             .insert(REQUEST_ID.clone(), self.request_id_value());
@@ -370,5 +370,29 @@ impl Ctx {
             bytes_out,
             exit_code: None,
         });
+    }
+}
+
+/// Response headers never passed back to the client: hop-by-hop ones,
+/// the rack's request id (the gateway sets its own), its auth challenge and
+/// cookies.
+const DROP_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "request-id",
+    "www-authenticate",
+    "set-cookie",
+];
+
+/// Drops [`DROP_RESPONSE`] from a rack answer's headers.
+pub(crate) fn filter_response_headers(h: &mut HeaderMap) {
+    for name in DROP_RESPONSE {
+        h.remove(*name);
     }
 }

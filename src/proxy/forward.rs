@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::ctx::Ctx;
+use super::ctx::{filter_response_headers, Ctx};
 use crate::gateway::Runtime;
 use crate::http::body::{self, Body, Idle};
 use crate::http::respond::{Refusal, REQUEST_ID};
@@ -45,20 +45,6 @@ const DROP_REQUEST: &[&str] = &[
     "origin",
 ];
 
-const DROP_RESPONSE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "request-id",
-    "www-authenticate",
-    "set-cookie",
-];
-
 /// The headers sent to the rack: the client's, minus everything in
 /// [`DROP_REQUEST`], `X-Forwarded-*` and anything `Connection` names; plus
 /// the rack credential, the actor and the request id.
@@ -90,12 +76,6 @@ pub(crate) fn forward_headers(src: &HeaderMap, rack: &Rack, ctx: &Ctx) -> Header
     }
     out.insert(REQUEST_ID.clone(), ctx.request_id_value());
     out
-}
-
-pub(crate) fn filter_response_headers(h: &mut HeaderMap) {
-    for name in DROP_RESPONSE {
-        h.remove(*name);
-    }
 }
 
 /// What a REST request is forwarded with.

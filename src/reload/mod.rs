@@ -16,77 +16,17 @@ mod fetch;
 pub mod git;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::audit::{self, Decision};
 use crate::clock::unix_now;
-use crate::config::{self, Env, Secret};
+use crate::config::{self, Env};
 use crate::gateway::{Gateway, Runtime};
 
 pub use fetch::{DirFetch, Fetch, FetchError, Fetched, GitFetch};
-
-/// The reload state the gateway exposes, and the way to ask for a reload
-/// now (SIGHUP, the webhook).
-#[derive(Default)]
-pub struct Control {
-    status: Mutex<Status>,
-    trigger: Notify,
-    webhook_secret: std::sync::OnceLock<Secret>,
-}
-
-/// What `/_gateway/status` reports.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Status {
-    pub source: String,
-    /// The version serving requests; `None` until one is valid.
-    pub version: Option<String>,
-    pub summary: Option<String>,
-    pub loaded_at: Option<i64>,
-    pub signature: Option<String>,
-    pub policy_cases: usize,
-    pub last_check_at: Option<i64>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<i64>,
-    pub last_error_version: Option<String>,
-    pub consecutive_failures: u64,
-    pub reloads_ok: u64,
-    pub reloads_failed: u64,
-}
-
-impl Control {
-    /// The current failure, if the last attempt failed.
-    pub fn last_error(&self) -> Option<String> {
-        let s = self.lock();
-        (s.consecutive_failures > 0)
-            .then(|| s.last_error.clone())
-            .flatten()
-    }
-
-    pub fn status(&self) -> Status {
-        self.lock().clone()
-    }
-
-    /// Asks the reloader to fetch now instead of at the next poll.
-    pub fn trigger(&self) {
-        self.trigger.notify_one();
-    }
-
-    pub(crate) fn set_webhook_secret(&self, secret: Secret) {
-        let _ = self.webhook_secret.set(secret);
-    }
-
-    pub fn webhook_secret(&self) -> Option<&Secret> {
-        self.webhook_secret.get()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// The outcome of one reload attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

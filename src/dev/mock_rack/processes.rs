@@ -156,7 +156,7 @@ fn run(shared: &Shared, req: &Req<'_>, app: &mut AppState, name: &str, service: 
         name: service.to_owned(),
         ports: Vec::new(),
         release: release_id,
-        started: super::releases::now_rfc3339(),
+        started: crate::clock::now_rfc3339(),
         status: "running".to_owned(),
         kind: "process",
         env,

@@ -3,8 +3,6 @@
 //! builds with their source `url` (header fallback included) and the
 //! external build's `repository`, and the object store.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
@@ -13,18 +11,6 @@ use super::env::parse_env;
 use super::rest::{generic, Req};
 use super::state::{seed_manifest, AppState, Build, Release, StoredObject};
 use super::{Shared, BUILD_EXPORT_LEN, LOWER_ALNUM};
-
-pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (Go's time JSON form).
-pub(crate) fn rfc3339(secs: u64) -> String {
-    crate::clock::rfc3339(secs as i64)
-}
 
 pub(crate) fn route(
     shared: &Shared,
@@ -133,7 +119,7 @@ fn release_create(shared: &Shared, req: &Req<'_>, app: &mut AppState) -> ApiResu
         env: base.map(|p| p.env.clone()).unwrap_or_default(),
         manifest: base.map(|p| p.manifest.clone()).unwrap_or_default(),
         description: base.map(|p| p.description.clone()).unwrap_or_default(),
-        created: now_rfc3339(),
+        created: crate::clock::now_rfc3339(),
         seq,
     };
     if let Some(build) = req.param("build").filter(|b| !b.is_empty()) {
@@ -201,7 +187,7 @@ fn build_create(shared: &Shared, req: &Req<'_>, app: &mut AppState, external: bo
             req.notes.note("build.arg", arg);
         }
     }
-    let now = now_rfc3339();
+    let now = crate::clock::now_rfc3339();
     let mut build = Build {
         id: shared.build_id(),
         app: app.app.name.clone(),

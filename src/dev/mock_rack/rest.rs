@@ -341,7 +341,7 @@ fn app_route(shared: &Shared, req: &Req<'_>, name: &str, rest: &[&str]) -> ApiRe
             "would-shut-down-services": [],
             "would-shut-down-count": 0,
             "estimated-cost-saved-usd-per-hour": 0.0,
-            "simulated-at": super::releases::now_rfc3339(),
+            "simulated-at": crate::clock::now_rfc3339(),
         }))),
         (&Method::GET, ["balancers"]) => Ok(json(&[(); 0])),
         (&Method::GET, ["configs"]) => {
@@ -450,7 +450,7 @@ fn diagnose(app: &AppState) -> serde_json::Value {
         "namespace": format!("mock-{}", app.app.name),
         "rack": "mock",
         "app": app.app.name,
-        "timestamp": super::releases::now_rfc3339(),
+        "timestamp": crate::clock::now_rfc3339(),
         "pods": pods,
     })
 }
