@@ -126,7 +126,15 @@ fn an_expired_grant_counts_for_nothing_from_its_expiry_on() {
     );
     assert!(view.is_allow(), "{view:?}");
     // An unknown clock lets no expiring grant count.
-    assert!(!decide(&p, "alice@example.com", "production", "releases create", None, None).is_allow());
+    assert!(!decide(
+        &p,
+        "alice@example.com",
+        "production",
+        "releases create",
+        None,
+        None
+    )
+    .is_allow());
 }
 
 #[test]
