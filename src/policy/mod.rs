@@ -666,6 +666,8 @@ impl Policy {
 
     /// Whether any role of `subject` carries `permission`, whatever the
     /// scope: gateway-wide permissions (`gateway status`) name no rack.
+    /// Expired grants and grants with a `require:` (decided per request
+    /// on a rack) never give it.
     pub(crate) fn has_permission(&self, subject: &Subject, permission: &str, now: i64) -> bool {
         if !conditions::live(subject.expires, Some(now)) {
             return false;

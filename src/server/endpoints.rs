@@ -747,7 +747,11 @@ async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
         .iter()
         .map(|g| {
             let role = &rt.policy.roles[g.role];
-            let require = g.require.as_ref().or(role.require.as_ref()).map(|r| {
+            let mut require = g.require.clone();
+            if let Some(r) = &role.require {
+                require.get_or_insert_with(Default::default).merge(r);
+            }
+            let require = require.map(|r| {
                 serde_json::json!({
                     "mfa": r.mfa,
                     "max_auth_age": r.max_auth_age.map(crate::policy::conditions::duration),
