@@ -576,6 +576,8 @@ fn gen_cases(policy: &Policy, requests: &[Request]) -> String {
             command_shown: None,
             process: r.process.as_ref(),
             run_headers: &[],
+            now: Some(0),
+            auth: None,
         };
         let verdict = policy.decide(subject, &facts);
         let allow = verdict.is_allow();
@@ -705,6 +707,8 @@ fn decide_request(policy: &Policy, r: &Request) -> Option<Verdict> {
         command_shown: None,
         process: None,
         run_headers: &[],
+        now: Some(0),
+        auth: None,
     };
     let verdict = policy.decide(subject, &facts);
     if verdict != Verdict::NeedProcess {
@@ -768,6 +772,8 @@ fn decide_only(bencher: Bencher) {
                 command_shown: None,
                 process: r.process.as_ref(),
                 run_headers: &[],
+                now: Some(0),
+                auth: None,
             };
             (*s, facts)
         })

@@ -33,6 +33,17 @@ pub(super) fn check(dir: PathBuf, format: CheckFormat) -> ExitCode {
                 if cfg.policy.ci.len() == 1 { "y" } else { "ies" },
                 cfg.policy_cases
             );
+            // Expired grants count for nothing but are not errors: the
+            // break-glass PR that added one merged; a cleanup PR removes it.
+            let prefix = format!("{}/", dir.display());
+            for (at, msg) in cfg.policy.expired(crate::clock::unix_now()) {
+                if format == CheckFormat::Github {
+                    let file = at.file.strip_prefix(&prefix).unwrap_or(&at.file);
+                    println!("::warning file={file},line={}::{msg}", at.line);
+                } else {
+                    eprintln!("warning: {at}: {msg}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) if format == CheckFormat::Github => {
@@ -118,6 +129,8 @@ pub(super) fn can(dir: &Path, identity: &str, q: CanQuery) -> ExitCode {
         command_shown: None,
         process: None,
         run_headers: &[],
+        now: Some(crate::clock::unix_now()),
+        auth: None,
     };
     let verdict = policy.decide_assuming(subject, &facts, &process);
     match verdict {

@@ -16,7 +16,7 @@ use crate::gateway::{Gateway, Runtime};
 use crate::http::clientip;
 use crate::http::respond::Refusal;
 use crate::identity::credentials::{self, AuthError, Identity, IdentityKind};
-use crate::policy::{Subject, SubjectKind};
+use crate::policy::{Auth, Subject, SubjectKind};
 
 /// Where a request comes from, as audit records and per-address limits see
 /// it.
@@ -48,6 +48,9 @@ pub struct Caller<'r> {
     /// `tokens_valid_after` revokes.
     pub issued_at: Option<i64>,
     pub subject: &'r Subject,
+    /// How the credential authenticated (`amr`, `auth_time`, a federated
+    /// token's claims), for the policy's step-up and claim requirements.
+    pub auth: std::sync::Arc<Auth>,
 }
 
 /// Identifies the caller of a request from its `Authorization` header.
@@ -91,10 +94,13 @@ pub async fn identify<'r>(
     let Some(subject) = subject else {
         return Err(failed(AuthError::NotAuthorized));
     };
+    let mut auth = who.auth;
+    auth.login_url = rt.identity.as_ref().map(|i| i.url.clone());
     Ok(Caller {
         identity: who.identity,
         expires: who.expires,
         issued_at: who.issued_at,
         subject,
+        auth: std::sync::Arc::new(auth),
     })
 }

@@ -69,6 +69,8 @@ pub struct Grant {
     pub command: Option<String>,
     pub process: Option<Process>,
     pub run_headers: Vec<&'static str>,
+    /// How the caller authenticated (step-up and claim requirements).
+    pub auth: Option<Arc<crate::policy::Auth>>,
 }
 
 impl Grant {
@@ -111,6 +113,8 @@ impl Grant {
             command_shown: shown.as_deref(),
             process: self.process.as_ref(),
             run_headers: &self.run_headers,
+            now: Some(crate::clock::unix_now()),
+            auth: self.auth.as_deref(),
         };
         match rt.policy.decide(subject, &facts) {
             Verdict::Allow(_) => {}
@@ -123,6 +127,8 @@ impl Grant {
                 rack: &self.rack,
                 operation: self.operation,
                 app: self.app.as_deref(),
+                now: facts.now,
+                auth: facts.auth,
                 ..Default::default()
             },
         );

@@ -81,6 +81,8 @@ pub(crate) struct Authenticated {
     pub(crate) expires: Option<i64>,
     /// The gateway token's `iat`; `None` for CI credentials.
     pub(crate) issued_at: Option<i64>,
+    /// What step-up and claim requirements decide on.
+    pub(crate) auth: crate::policy::Auth,
 }
 
 /// What credentials the live config accepts; rebuilt on every reload so a
@@ -129,6 +131,10 @@ impl Credentials {
                 },
                 expires: Some(t.expires),
                 issued_at: None,
+                auth: crate::policy::Auth {
+                    ci: true,
+                    ..Default::default()
+                },
             });
         }
         let issuer = crate::identity::jwt::unverified_issuer(token).ok_or(AuthError::Invalid)?;
@@ -143,6 +149,12 @@ impl Credentials {
                     return Err(AuthError::Revoked);
                 }
                 return Ok(Authenticated {
+                    auth: crate::policy::Auth {
+                        ci: false,
+                        amr: claims.amr,
+                        auth_time: claims.auth_time,
+                        ..Default::default()
+                    },
                     identity: Identity {
                         kind: IdentityKind::Person,
                         name: claims.sub,
@@ -179,11 +191,25 @@ impl Credentials {
                     },
                     expires: claims.get("exp").and_then(|v| v.as_i64()),
                     issued_at: None,
+                    auth: crate::policy::Auth {
+                        ci: true,
+                        claims: string_claims(claims),
+                        ..Default::default()
+                    },
                 });
             }
         }
         Err(AuthError::Invalid)
     }
+}
+
+/// A verified federated token's string claims (`environment`, `ref`,
+/// `repository`, ...), which grants' `require.claims` match.
+fn string_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(String, String)> {
+    claims
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect()
 }
 
 /// Extracts the token from `Authorization: Basic base64(user:token)`,

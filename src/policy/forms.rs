@@ -122,7 +122,7 @@ pub(crate) fn release_inputs(
 pub(crate) fn check_release_code(
     policy: &Policy,
     subject: &Subject,
-    rack: &str,
+    base: &Facts<'_>,
     app: &str,
     body: &[(String, String)],
 ) -> Result<(), FormRefusal> {
@@ -131,9 +131,11 @@ pub(crate) fn check_release_code(
             continue;
         }
         let facts = Facts {
-            rack,
+            rack: base.rack,
             operation: op,
             app: Some(app),
+            now: base.now,
+            auth: base.auth,
             ..Default::default()
         };
         if let Verdict::Deny(why) = policy.decide(subject, &facts) {

@@ -19,8 +19,8 @@ use serde_saphyr::Spanned;
 use super::command::CommandPattern;
 use super::glob::Glob;
 use super::{
-    operations, ops_matching, CommandRule, Exception, OpSet, Policy, ProtectedEnv, Role, RuleRef,
-    PERMISSIONS, RESTRICTED_RUN_HEADERS,
+    operations, ops_matching, CommandRule, Exception, OpSet, Policy, ProtectedEnv, Requirement,
+    Role, RuleRef, PERMISSIONS, RESTRICTED_RUN_HEADERS,
 };
 use crate::config::error::{parse_yaml, ConfigError};
 use raw::RawRole;
@@ -149,13 +149,35 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// Parses `YYYY-MM-DD` (midnight UTC) or `YYYY-MM-DDTHH:MM:SSZ` to unix
-/// seconds.
+/// Parses `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time
+/// (`2026-12-01T14:00:00Z`, `2026-12-01T15:00:00.5+01:00`) to unix seconds.
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
-        None => (s, None),
+    let (date, time, offset) = match s.split_once(['T', 't']) {
+        Some((d, t)) => {
+            let (t, off) = if let Some(t) = t.strip_suffix(['Z', 'z']) {
+                (t, 0)
+            } else {
+                let i = t.rfind(['+', '-'])?;
+                let (h, m) = t[i + 1..].split_once(':')?;
+                let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+                if h > 23 || m > 59 || t.len() - i != 6 {
+                    return None;
+                }
+                let sign = if t.as_bytes()[i] == b'-' { -1 } else { 1 };
+                (&t[..i], sign * (h * 3600 + m * 60))
+            };
+            // Fractions of a second are dropped.
+            let t = match t.split_once('.') {
+                Some((t, frac)) if !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()) => {
+                    t
+                }
+                Some(_) => return None,
+                None => t,
+            };
+            (d, Some(t), off)
+        }
+        None => (s, None, 0),
     };
     let mut d = date.split('-');
     let y: i64 = d.next()?.parse().ok()?;
@@ -187,7 +209,71 @@ pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let yoe = y2 - era * 400;
     let doy = (153 * m2 + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + secs)
+    Some((era * 146_097 + doe - 719_468) * 86_400 + secs - offset)
+}
+
+/// Compiles a `require:` block; `None` (with an error recorded) when it is
+/// invalid or empty.
+fn requirement(
+    ctx: &mut Ctx,
+    display: &str,
+    rel: &str,
+    raw: &Spanned<raw::RawRequire>,
+) -> Option<Requirement> {
+    let loc = Some(raw.referenced);
+    let max_auth_age = match &raw.value.max_auth_age {
+        None => None,
+        Some(a) => match super::conditions::parse_duration(a) {
+            Some(secs) => Some(secs),
+            None => {
+                ctx.err(
+                    display,
+                    loc,
+                    format!("require.max_auth_age: `{a}` is not a duration (e.g. 12h, 30m, 1d)"),
+                );
+                return None;
+            }
+        },
+    };
+    let claims: Vec<(String, Glob)> = raw
+        .value
+        .claims
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), Glob::new(v)))
+        .collect();
+    if raw
+        .value
+        .claims
+        .iter()
+        .flatten()
+        .any(|(k, v)| k.trim().is_empty() || v.trim().is_empty())
+    {
+        ctx.err(
+            display,
+            loc,
+            "require.claims: claim names and patterns must not be empty",
+        );
+        return None;
+    }
+    let r = Requirement {
+        mfa: raw.value.mfa.unwrap_or(false),
+        max_auth_age,
+        claims,
+        at: Some(RuleRef {
+            file: Arc::from(rel),
+            line: raw.referenced.line(),
+        }),
+    };
+    if !r.needs_login() && r.claims.is_empty() {
+        ctx.err(
+            display,
+            loc,
+            "require: needs mfa: true, max_auth_age or claims (or remove it)",
+        );
+        return None;
+    }
+    Some(r)
 }
 
 /// Compiles and validates the policy, then runs the policy tests against it.
@@ -392,10 +478,17 @@ pub(crate) fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
                 );
             }
         }
+        let mut require = raw
+            .require
+            .as_ref()
+            .and_then(|r| requirement(&mut ctx, &file.display, &file.rel, r));
         for p in raw.inherits.iter().flatten() {
             let Some(parent) = names.get(&p.value).and_then(|&j| compiled[j].clone()) else {
                 continue;
             };
+            if let Some(pr) = &parent.require {
+                require.get_or_insert_with(Requirement::default).merge(pr);
+            }
             for k in 0..operations().len() {
                 if allow_at[k].is_none() {
                     allow_at[k] = parent.allow_at[k].clone();
@@ -433,6 +526,7 @@ pub(crate) fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             run_headers,
             permissions,
             env_keys,
+            require,
         });
     }
     for role in compiled.into_iter().flatten() {
@@ -523,6 +617,23 @@ pub(crate) fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
         });
     }
 
+    policy.mfa_amr = match &section.mfa_amr {
+        None => super::conditions::DEFAULT_MFA_AMR
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        Some(list) => {
+            if list.value.is_empty() || list.value.iter().any(|a| a.trim().is_empty()) {
+                ctx.err(
+                    inputs.gateway_display,
+                    Some(list.referenced),
+                    "policy.mfa_amr must list amr values (RFC 8176, e.g. mfa, otp, hwk)",
+                );
+            }
+            list.value.iter().map(|a| a.trim().to_string()).collect()
+        }
+    };
+
     // Identities.
     let mut seen: HashSet<String> = HashSet::new();
     if let Some(f) = &inputs.users {
@@ -532,6 +643,7 @@ pub(crate) fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
         Some(f) => identities::ci(&mut ctx, &mut policy, f, &inputs.racks, &mut seen),
         None => (Vec::new(), Vec::new()),
     };
+    identities::check_requirements(&mut ctx, &policy, &inputs.roles);
 
     if !ctx.errors.is_empty() {
         return Err(ctx.errors);
@@ -561,6 +673,16 @@ mod tests {
         assert_eq!(parse_time("2027-06-30"), Some(1_814_313_600));
         assert_eq!(parse_time("2027-13-01"), None);
         assert_eq!(parse_time("2027-06-30T12:00:00"), None);
+        assert_eq!(
+            parse_time("2026-12-01T15:00:00+01:00"),
+            parse_time("2026-12-01T14:00:00Z")
+        );
+        assert_eq!(
+            parse_time("2026-12-01T09:30:00.250-04:30"),
+            parse_time("2026-12-01T14:00:00Z")
+        );
+        assert_eq!(parse_time("2026-12-01T14:00:00+0100"), None);
+        assert_eq!(parse_time("2026-12-01T14:00:00.Z"), None);
         assert_eq!(parse_time("yesterday"), None);
     }
 }

@@ -23,6 +23,7 @@
 //!    its creator only ([`placeholder`]).
 
 pub mod command;
+pub mod conditions;
 pub mod env;
 pub mod forms;
 pub mod glob;
@@ -37,6 +38,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use command::{is_run_placeholder, split, CommandPattern};
+pub use conditions::{Auth, Requirement};
 use glob::Glob;
 use placeholder::Owner;
 
@@ -198,6 +200,9 @@ pub struct Role {
     /// Env key patterns this role may change on `releases create`; `None`
     /// is any key.
     pub env_keys: Option<Vec<(Glob, RuleRef)>>,
+    /// What the caller's login must satisfy for this role to count
+    /// (step-up), merged with inherited roles' requirements.
+    pub require: Option<Requirement>,
 }
 
 impl Role {
@@ -217,6 +222,13 @@ pub struct Grant {
     pub rack: Glob,
     pub app: Glob,
     pub at: RuleRef,
+    /// After this (unix seconds) the grant counts for nothing.
+    pub expires: Option<i64>,
+    /// Why the grant exists (break-glass ticket), shown by `whoami`.
+    pub reason: Option<String>,
+    /// What the caller's login or CI token must satisfy for the grant to
+    /// count.
+    pub require: Option<Requirement>,
 }
 
 impl Grant {
@@ -241,6 +253,10 @@ pub struct Subject {
     pub deny_at: Vec<Option<RuleRef>>,
     /// Gateway tokens issued before this (unix seconds) are refused.
     pub valid_after: Option<i64>,
+    /// After this (unix seconds) every grant of the identity counts for
+    /// nothing.
+    pub expires: Option<i64>,
+    pub reason: Option<String>,
     pub at: RuleRef,
 }
 
@@ -269,6 +285,9 @@ pub struct Policy {
     pub blocked_at: Vec<Option<RuleRef>>,
     pub exceptions: Vec<Exception>,
     pub protected_env: Vec<ProtectedEnv>,
+    /// `amr` values that count as multi-factor (gateway.yaml
+    /// `policy.mfa_amr`; [`conditions::DEFAULT_MFA_AMR`] when unset).
+    pub mfa_amr: Vec<String>,
 }
 
 /// The process an exec or stop targets, as the rack reports it
@@ -294,6 +313,11 @@ pub struct Facts<'a> {
     pub process: Option<&'a Process>,
     /// Restricted run headers present on the request (lower-case).
     pub run_headers: &'a [&'a str],
+    /// The time of the request (unix seconds), for expiring grants and
+    /// `max_auth_age`; `None` (unknown) lets no expiring grant count.
+    pub now: Option<i64>,
+    /// How the caller authenticated; `None` satisfies no requirement.
+    pub auth: Option<&'a Auth>,
 }
 
 /// The outcome of a decision.
@@ -401,7 +425,8 @@ impl Policy {
             .grants
             .iter()
             .filter(|g| {
-                g.rack.matches(f.rack)
+                conditions::live(g.expires, f.now)
+                    && g.rack.matches(f.rack)
                     && match f.app {
                         // App `system` is the rack itself (its API pods):
                         // never covered by `*` or another glob.
@@ -454,6 +479,9 @@ impl Policy {
                 "denied: running processes of the build service is refused (it accepts privileged options)".into(),
             );
         }
+        if !conditions::live(subject.expires, f.now) {
+            return Err(conditions::expired_reason(subject));
+        }
         let grants = self.applicable(subject, f, op);
         if grants.is_empty() && f.app == Some(SYSTEM_APP) {
             return Err(format!(
@@ -469,8 +497,13 @@ impl Policy {
                 scope()
             ));
         }
+        let met: Vec<&Grant> = grants
+            .iter()
+            .copied()
+            .filter(|g| self.requirement_unmet(g, f).is_none())
+            .collect();
         if self.blocked.contains(i) {
-            let excepted = grants.iter().any(|g| {
+            let excepted = met.iter().any(|g| {
                 self.exceptions
                     .iter()
                     .any(|e| e.role == g.role && e.ops.contains(i))
@@ -501,12 +534,19 @@ impl Policy {
                 return Err(format!("denied: {} ({at}) denies \"{op}\"", role.name));
             }
         }
-        let allowing: Vec<&Grant> = grants
+        let allowing: Vec<&Grant> = met
             .iter()
             .copied()
             .filter(|g| self.roles[g.role].allow.contains(i))
             .collect();
         if allowing.is_empty() {
+            if let Some(why) = grants
+                .iter()
+                .filter(|g| self.roles[g.role].allow.contains(i))
+                .find_map(|g| self.requirement_unmet(g, f))
+            {
+                return Err(why);
+            }
             let mut names: Vec<&str> = grants
                 .iter()
                 .map(|g| self.roles[g.role].name.as_str())
@@ -626,12 +666,20 @@ impl Policy {
 
     /// Whether any role of `subject` carries `permission`, whatever the
     /// scope: gateway-wide permissions (`gateway status`) name no rack.
-    pub(crate) fn has_permission(&self, subject: &Subject, permission: &str) -> bool {
+    /// Expired grants and grants with a `require:` (decided per request
+    /// on a rack) never give it.
+    pub(crate) fn has_permission(&self, subject: &Subject, permission: &str, now: i64) -> bool {
+        if !conditions::live(subject.expires, Some(now)) {
+            return false;
+        }
         subject.grants.iter().any(|g| {
-            self.roles[g.role]
-                .permissions
-                .iter()
-                .any(|(n, _)| *n == permission)
+            conditions::live(g.expires, Some(now))
+                && g.require.is_none()
+                && self.roles[g.role].require.is_none()
+                && self.roles[g.role]
+                    .permissions
+                    .iter()
+                    .any(|(n, _)| *n == permission)
         })
     }
 
@@ -644,9 +692,12 @@ impl Policy {
         };
         let mut any_unrestricted = false;
         let mut keys = Vec::new();
+        if !conditions::live(subject.expires, f.now) {
+            return out;
+        }
         for g in self.applicable(subject, f, f.operation) {
             let role = &self.roles[g.role];
-            if !role.allow.contains(i) {
+            if !role.allow.contains(i) || self.requirement_unmet(g, f).is_some() {
                 continue;
             }
             let has = |p: &str| role.permissions.iter().any(|(n, _)| *n == p);

@@ -1024,6 +1024,7 @@ mod properties {
                     },
                     permissions: Vec::new(),
                     env_keys: None,
+                    require: None,
                 }
             })
     }
@@ -1039,6 +1040,9 @@ mod properties {
                 rack: Glob::new(rack),
                 app: Glob::new(app),
                 at: at(),
+                expires: None,
+                reason: None,
+                require: None,
             })
     }
 
@@ -1146,6 +1150,8 @@ mod properties {
                             deny: user_deny,
                             deny_at: vec![Some(at()); n],
                             valid_after: None,
+                            expires: None,
+                            reason: None,
                             at: at(),
                         },
                     }
@@ -1170,6 +1176,8 @@ mod properties {
             command_shown: None,
             process: None,
             run_headers: headers,
+            now: None,
+            auth: None,
         };
         match w.policy.decide(subject, &f) {
             Verdict::NeedProcess => {

@@ -30,16 +30,18 @@ pub fn target<'a>(host: Option<&'a str>, port: Option<&str>) -> Result<(&'a str,
 pub(crate) fn searchable_apps<'a>(
     policy: &Policy,
     subject: &Subject,
-    rack: &str,
+    base: &Facts<'_>,
     apps: &'a [String],
 ) -> Vec<&'a str> {
     apps.iter()
         .map(String::as_str)
         .filter(|app| {
             let facts = Facts {
-                rack,
+                rack: base.rack,
                 operation: "resources info",
                 app: Some(app),
+                now: base.now,
+                auth: base.auth,
                 ..Default::default()
             };
             matches!(policy.decide(subject, &facts), Verdict::Allow(_))

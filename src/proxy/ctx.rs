@@ -72,6 +72,10 @@ pub(crate) struct Ctx {
     pub bytes_in: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub audit: audit::Auditor,
+    /// The caller's authentication and the time it was identified: what
+    /// expiring grants and step-up requirements are decided on.
+    pub auth: Option<Arc<crate::policy::Auth>>,
+    pub now: Option<i64>,
 }
 
 /// How a request ended, for its audit record.
@@ -107,6 +111,8 @@ impl Ctx {
             bytes_in: Default::default(),
             metrics: gw.metrics.clone(),
             audit: gw.audit.clone(),
+            auth: None,
+            now: None,
         }
     }
 

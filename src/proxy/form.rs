@@ -17,7 +17,7 @@ use crate::http::body::Idle;
 use crate::http::respond::Refusal;
 use crate::policy::env::Releases;
 use crate::policy::forms::{self, FormRefusal};
-use crate::policy::{SecretAccess, Subject};
+use crate::policy::{Facts, SecretAccess, Subject};
 use crate::rack::form::{self as rack_form, MAX_FORM_BODY};
 use crate::rack::inputs;
 use crate::rack::upstream::Rack;
@@ -102,7 +102,13 @@ pub(crate) async fn checked(
         _ => return Ok(raw),
     }
     let inputs = forms::release_inputs(&fields, &query)?;
-    forms::check_release_code(&rt.policy, subject, &rack.name, &app, &fields)?;
+    let base = Facts {
+        rack: &rack.name,
+        now: ctx.now,
+        auth: ctx.auth.as_deref(),
+        ..Default::default()
+    };
+    forms::check_release_code(&rt.policy, subject, &base, &app, &fields)?;
     // Decided on the env the rack will end up with, against the active
     // release: without `env` the rack copies the parent (or newest)
     // release's env, so a rollback is checked like an edit.

@@ -15,7 +15,7 @@ use crate::gateway::Runtime;
 use crate::http::body::{self, Idle};
 use crate::http::canon::{Canonical, Upgrade};
 use crate::http::respond::{Refusal, REQUEST_ID};
-use crate::policy::{tunnel, Process, Subject};
+use crate::policy::{tunnel, Facts, Process, Subject};
 use crate::rack::mask::MAX_MASKED_RESPONSE;
 use crate::rack::upstream::Rack;
 
@@ -318,7 +318,17 @@ pub(crate) async fn tunnel_target(
     let apps: Vec<Named> = serde_json::from_slice(&body)
         .map_err(|_| Refusal::rack_unavailable(&rack.name, "cannot list apps"))?;
     let names: Vec<String> = apps.into_iter().map(|a| a.name).collect();
-    let searchable = tunnel::searchable_apps(&rt.policy, subject, &rack.name, &names);
+    let searchable = tunnel::searchable_apps(
+        &rt.policy,
+        subject,
+        &Facts {
+            rack: &rack.name,
+            now: ctx.now,
+            auth: ctx.auth.as_deref(),
+            ..Default::default()
+        },
+        &names,
+    );
     let mut urls = Vec::new();
     for app in searchable.iter().take(tunnel::MAX_TUNNEL_APPS) {
         let target = rack_path(&["apps", app, "resources"], None);

@@ -116,6 +116,8 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     };
     let subject = caller.subject;
     let issued_at = caller.issued_at;
+    ctx.auth = Some(caller.auth.clone());
+    ctx.now = Some(crate::clock::unix_now());
     ctx.identified(caller.identity);
 
     // The policy decides before the rate limits: a refused request spends
@@ -147,6 +149,8 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
             rack: &rack.name,
             operation: op,
             app: ctx.param("app"),
+            now: ctx.now,
+            auth: ctx.auth.as_deref(),
             ..Default::default()
         },
     );
@@ -365,10 +369,13 @@ async fn decide(
         command_shown: shown.as_deref(),
         process: None,
         run_headers: &restricted,
+        now: ctx.now,
+        auth: ctx.auth.as_deref(),
     };
     let verdict = rt.policy.decide(subject, &facts);
     let mut decided = upgrade::Decided {
         run_headers: restricted.clone(),
+        auth: ctx.auth.clone(),
         ..Default::default()
     };
     if matches!(verdict, Verdict::Deny(_)) {

@@ -38,6 +38,8 @@ pub(crate) struct Decided {
     pub process: Option<Process>,
     /// Restricted run headers present on the request.
     pub run_headers: Vec<&'static str>,
+    /// How the caller authenticated, to decide the session again.
+    pub auth: Option<Arc<crate::policy::Auth>>,
 }
 
 /// Opens the rack's side of a websocket route and splices, or refuses
@@ -127,6 +129,7 @@ fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Sl
         command: routed.command.clone(),
         process: decided.process,
         run_headers: decided.run_headers,
+        auth: decided.auth,
     };
     let limit = rt.websocket.max_sessions_per_identity;
     let slot = gw.sessions.reserve(grant, limit).map_err(|t| {

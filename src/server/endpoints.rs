@@ -123,7 +123,10 @@ async fn operator(
         ));
     };
     let who = caller(gw, rt, call).await?;
-    match rt.policy.has_permission(who.subject, "gateway status") {
+    match rt
+        .policy
+        .has_permission(who.subject, "gateway status", crate::clock::unix_now())
+    {
         true => Ok(()),
         false => Err(json_error(
             StatusCode::FORBIDDEN,
@@ -709,6 +712,8 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
         command_shown: None,
         process: None,
         run_headers: &[],
+        now: Some(crate::clock::unix_now()),
+        auth: Some(&who.auth),
     };
     let verdict = rt.policy.decide_assuming(subject, &facts, &process);
     let note = verdict
@@ -734,16 +739,34 @@ async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let now = crate::clock::unix_now();
+    let time = |t: Option<i64>| t.map(crate::clock::rfc3339);
     let grants: Vec<serde_json::Value> = who
         .subject
         .grants
         .iter()
         .map(|g| {
+            let role = &rt.policy.roles[g.role];
+            let mut require = g.require.clone();
+            if let Some(r) = &role.require {
+                require.get_or_insert_with(Default::default).merge(r);
+            }
+            let require = require.map(|r| {
+                serde_json::json!({
+                    "mfa": r.mfa,
+                    "max_auth_age": r.max_auth_age.map(crate::policy::conditions::duration),
+                    "claims": r.claims.iter().map(|(k, v)| (k.clone(), v.as_str().to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            });
             serde_json::json!({
-                "role": rt.policy.roles[g.role].name,
+                "role": role.name,
                 "scope": g.scope(),
                 "racks": rt.racks.keys().filter(|r| g.rack.matches(r)).collect::<Vec<_>>(),
                 "defined_at": g.at.to_string(),
+                "expires": time(g.expires),
+                "expired": g.expires.is_some_and(|e| e <= now),
+                "reason": g.reason,
+                "require": require,
             })
         })
         .collect();
@@ -753,6 +776,10 @@ async fn whoami(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {
             "identity": who.identity.name,
             "kind": who.identity.kind.as_str(),
             "expires_at": who.expires,
+            "access_expires": time(who.subject.expires),
+            "access_reason": who.subject.reason,
+            "mfa": !who.auth.ci && who.auth.amr.iter().any(|a| rt.policy.mfa_amr.contains(a)),
+            "auth_time": time(who.auth.auth_time),
             "grants": grants,
         }),
     )

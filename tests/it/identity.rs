@@ -44,13 +44,40 @@ const PROMOTE: &str = "/racks/staging/apps/myapp/releases/RMYAPPRELAB/promote?";
 
 /// The provider's predefined users (each one a button on its login page).
 /// bob is listed in users.yaml but unverified; carol is verified but not
-/// listed; dave is admitted by the corp.example domain rule.
-const PROVIDER_USERS: [&str; 4] = [
+/// listed; dave is admitted by the corp.example domain rule. sam, tess
+/// and uri hold a step-up deployer grant on production (see
+/// [`STEP_UP_USERS`]): sam's login used a one-time code (`amr`), tess's
+/// only a password, uri's used a key but long ago (`auth_time`, which the
+/// provider sets to the login time unless a user's claims say otherwise).
+const PROVIDER_USERS: [&str; 7] = [
     r#"{"sub":"alice","email":"alice@example.com","email_verified":true}"#,
     r#"{"sub":"bob","email":"bob@example.com","email_verified":false}"#,
     r#"{"sub":"carol","email":"carol@example.com","email_verified":true}"#,
     r#"{"sub":"dave","email":"dave@corp.example","email_verified":true}"#,
+    r#"{"sub":"sam","email":"sam@example.com","email_verified":true,"amr":["pwd","otp"]}"#,
+    r#"{"sub":"tess","email":"tess@example.com","email_verified":true}"#,
+    r#"{"sub":"uri","email":"uri@example.com","email_verified":true,"amr":["hwk"],"auth_time":1700000000}"#,
 ];
+
+/// People whose production deploys need a recent MFA login; viewing needs
+/// none (the control).
+const STEP_UP_USERS: [&str; 3] = ["sam@example.com", "tess@example.com", "uri@example.com"];
+const STEP_UP_GRANTS: &str = "    grants:
+      - {role: viewer, scope: production/*}
+      - role: deployer
+        scope: production/*
+        require: {mfa: true, max_auth_age: 12h}
+";
+
+/// A workflow that may always build on production but promote only from a
+/// job in GitHub's protected `production` environment (deploy approvals).
+const APPROVALS_CI: &str = "    grants:
+      - {role: builder, scope: production/*}
+      - role: deployer
+        scope: production/*
+        require:
+          claims: {environment: production}
+";
 
 /// The people users.yaml lists at start: (email, role on staging/*,
 /// tokens_valid_after).
@@ -447,6 +474,9 @@ impl Files<'_> {
                 users += &format!("    tokens_valid_after: \"{t}\"\n");
             }
         }
+        for email in STEP_UP_USERS {
+            users += &format!("  {email}:\n{STEP_UP_GRANTS}");
+        }
         users += "domains:\n  corp.example:\n    grants:\n      - role: viewer\n        scope: \"staging/*\"\n";
         std::fs::write(dir.join("users.yaml"), users).unwrap();
 
@@ -458,8 +488,18 @@ impl Files<'_> {
                  expires: {expires}\n{grant}"
             )
         };
+        std::fs::write(
+            dir.join("roles/builder.yaml"),
+            "inherits: [viewer]\nallow: [build, builds logs]\n",
+        )
+        .unwrap();
+        let approvals = format!(
+            "  app-workflow:\n    federated:\n      issuer: {}\n      audience: {AUDIENCE}\n      \
+             claims:\n        repository: acme/approvals\n    expires: 2099-01-01\n{APPROVALS_CI}",
+            self.ci
+        );
         let ci = format!(
-            "ci:\n\
+            "ci:\n{approvals}\
             \x20 ci-staging:\n    token_sha256: {}\n    expires: 2099-01-01\n{grant}\
             \x20 ci-expired:\n    token_sha256: {}\n    expires: 2020-01-01\n{grant}{}{}{}",
             sha(CI_STAGING),
@@ -1378,4 +1418,115 @@ async fn provider_errors_are_not_echoed_on_the_login_page() {
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(!r.text().contains("evil.example"), "{}", r.text());
+}
+
+/// A promote of production's active release.
+const PROMOTE_PRODUCTION: &str = "/racks/production/apps/myapp/releases/RMYAPPRELAB/promote?";
+
+async fn promote_production(fx: &Fx, token: &str) -> Resp {
+    send(
+        "POST",
+        &fx.url(PROMOTE_PRODUCTION),
+        Some(token),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "force=false",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn step_up_grants_need_a_recent_mfa_login_from_the_provider() {
+    let fx = Fx::start().await;
+    // sam: the provider's ID token says a one-time code was used.
+    let t = fx.login("sam").await;
+    let sam = t["token"].as_str().unwrap().to_string();
+    assert_eq!(jwt_part(&sam, 1)["amr"], json!(["pwd", "otp"]));
+    let r = promote_production(&fx, &sam).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fx.production.requests().len(), 1);
+    let me = get(&fx.url("/_gateway/whoami"), Some(&sam)).await.json();
+    assert_eq!(me["mfa"], true, "{me}");
+    assert_eq!(me["grants"][1]["require"]["mfa"], true, "{me}");
+    assert_eq!(me["grants"][1]["require"]["max_auth_age"], "12h", "{me}");
+
+    // tess: a password only; uri: a key, but the login is years old.
+    for sub in ["tess", "uri"] {
+        let t = fx.login(sub).await;
+        let token = t["token"].as_str().unwrap().to_string();
+        let before = fx.forwarded();
+        let r = promote_production(&fx, &token).await;
+        assert_eq!(r.status, 403, "{sub}: {}", r.text());
+        let want = format!(
+            "denied: deployer on production/* (users.yaml:{}) needs a login with MFA in the last 12h: run rack-gateway login production {}",
+            line_in(&fx, "users.yaml", &format!("{sub}@example.com")) + 5,
+            fx.gw
+        );
+        assert!(r.error().ends_with(&want), "{sub}: {}", r.error());
+        assert_eq!(fx.forwarded(), before, "{sub}: a refusal reached a rack");
+        // What the viewer grant allows needs no step-up (control).
+        let r = get(&fx.url("/racks/production/apps?"), Some(&token)).await;
+        assert_eq!(r.status, 200, "{sub}: {}", r.text());
+    }
+    let uri = fx.login("uri").await;
+    let claims = jwt_part(uri["token"].as_str().unwrap(), 1);
+    assert_eq!(claims["auth_time"], 1_700_000_000, "{claims}");
+}
+
+/// The 1-based line of `needle` in the fixture's config file `name`.
+fn line_in(fx: &Fx, name: &str, needle: &str) -> usize {
+    let text = std::fs::read_to_string(fx.dir.path().join(name)).unwrap();
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[tokio::test]
+async fn deploy_approval_is_the_protected_environment_claim() {
+    let fx = Fx::start().await;
+    let job = |environment: Option<&str>| {
+        let mut c = fx.ci.claims("acme/approvals", "refs/heads/main");
+        if let Some(e) = environment {
+            c["environment"] = json!(e);
+        }
+        fx.ci.ed.sign(&c)
+    };
+    let can = |token: String, operation: &'static str| {
+        let url = fx.url("/_gateway/can");
+        async move {
+            let body = json!({"operation": operation, "rack": "production", "app": "myapp"});
+            let r = send(
+                "POST",
+                &url,
+                Some(&token),
+                &[("Content-Type", "application/json")],
+                body.to_string(),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()
+        }
+    };
+    // Without the claim (no approval): build, but no promote.
+    let unapproved = job(None);
+    let before = fx.forwarded();
+    let r = promote_production(&fx, &unapproved).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error()
+            .contains("needs a CI token whose `environment` claim matches `production`"),
+        "{}",
+        r.error()
+    );
+    assert_eq!(fx.forwarded(), before);
+    let a = can(unapproved, "build").await;
+    assert_eq!(a["allowed"], true, "{a}");
+    assert_eq!(a["identity"], "app-workflow");
+    // Another environment's approval is not production's.
+    let r = promote_production(&fx, &job(Some("staging"))).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // The job in the protected environment, after its reviewers approved.
+    let approved = job(Some("production"));
+    let r = promote_production(&fx, &approved).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(fx.production.requests().len(), 1);
+    let a = can(approved, "releases promote").await;
+    assert_eq!(a["allowed"], true, "{a}");
 }

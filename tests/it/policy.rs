@@ -940,6 +940,42 @@ async fn check_github_format_uses_relative_paths() {
     );
 }
 
+/// An expired break-glass grant is a warning with its position, not an
+/// error; the valid fixture has none (the control).
+#[tokio::test]
+async fn check_warns_about_expired_grants() {
+    let (code, stdout, stderr) = check(&[fixture("valid").to_str().unwrap()]).await;
+    assert_eq!((code, stderr.as_str()), (Some(0), ""), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("valid");
+    for f in [
+        "gateway.yaml",
+        "ci.yaml",
+        "roles/reader.yaml",
+        "roles/runner.yaml",
+        "tests/policy.yaml",
+    ] {
+        let to = dir.path().join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(src.join(f), to).unwrap();
+    }
+    let users = read(&src.join("users.yaml"))
+        + "      - {role: runner, scope: production/*, expires: 2020-01-01, reason: INC-1}\n";
+    std::fs::write(dir.path().join("users.yaml"), users).unwrap();
+    let (code, stdout, stderr) = check(&[dir.path().to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stderr,
+        "warning: users.yaml:8: grant runner on production/* of alice@example.com expired at 2020-01-01T00:00:00Z and counts for nothing\n"
+    );
+    let (code, stdout, _) = check(&["--format", "github", dir.path().to_str().unwrap()]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("::warning file=users.yaml,line=8::grant runner on production/*"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn the_example_config_passes_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

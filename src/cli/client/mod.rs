@@ -313,6 +313,10 @@ struct Whoami {
     kind: String,
     expires_at: Option<i64>,
     #[serde(default)]
+    access_expires: Option<String>,
+    #[serde(default)]
+    access_reason: Option<String>,
+    #[serde(default)]
     grants: Vec<Grant>,
 }
 
@@ -323,6 +327,12 @@ struct Grant {
     #[serde(default)]
     racks: Vec<String>,
     defined_at: String,
+    #[serde(default)]
+    expires: Option<String>,
+    #[serde(default)]
+    expired: bool,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Calls a gateway endpoint as the session's identity; a 401 means the
@@ -364,6 +374,14 @@ fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
     if let Some(exp) = me.expires_at {
         println!("expires: {}", describe_expiry(exp));
     }
+    if let Some(exp) = &me.access_expires {
+        let why = me
+            .access_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        println!("access:  until {exp}{why}");
+    }
     if me.grants.is_empty() {
         println!("grants:  none");
     } else {
@@ -374,8 +392,18 @@ fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
             } else {
                 g.racks.join(", ")
             };
+            let until = match (&g.expires, g.expired) {
+                (Some(e), true) => format!("; EXPIRED at {e}, counts for nothing"),
+                (Some(e), false) => format!("; until {e}"),
+                (None, _) => String::new(),
+            };
+            let why = g
+                .reason
+                .as_deref()
+                .map(|r| format!("; reason: {r}"))
+                .unwrap_or_default();
             println!(
-                "  {} on {} (racks: {racks}; {})",
+                "  {} on {} (racks: {racks}; {}{until}{why})",
                 g.role, g.scope, g.defined_at
             );
         }

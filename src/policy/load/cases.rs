@@ -7,7 +7,10 @@ use serde_saphyr::Spanned;
 
 use super::{Ctx, File};
 use crate::config::error::parse_yaml;
-use crate::policy::{op_index, Facts, Policy, Process};
+use std::collections::BTreeMap;
+
+use super::parse_time;
+use crate::policy::{op_index, Auth, Facts, Policy, Process, SubjectKind};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +35,16 @@ struct RawCase {
     headers: Vec<String>,
     expect: Expect,
     reason_contains: Option<String>,
+    /// Pins the clock (date or RFC 3339 time) for expiring grants and
+    /// `max_auth_age`; the real clock otherwise.
+    at: Option<String>,
+    /// The login's `amr` and `auth_time`, for step-up requirements.
+    #[serde(default)]
+    amr: Vec<String>,
+    auth_time: Option<String>,
+    /// A federated CI token's claims, for claim requirements.
+    #[serde(default)]
+    claims: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +101,26 @@ fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
     });
     let headers: Vec<String> = c.headers.iter().map(|h| h.to_ascii_lowercase()).collect();
     let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let now = match &c.at {
+        None => crate::clock::unix_now(),
+        Some(at) => parse_time(at).ok_or_else(|| {
+            format!("at: `{at}` is not a date (2026-12-01) or RFC 3339 time (2026-12-01T10:00:00Z)")
+        })?,
+    };
+    let auth_time = match &c.auth_time {
+        None => None,
+        Some(t) => Some(
+            parse_time(t)
+                .ok_or_else(|| format!("auth_time: `{t}` is not a date or RFC 3339 time"))?,
+        ),
+    };
+    let auth = Auth {
+        ci: subject.kind == SubjectKind::Ci,
+        amr: c.amr.clone(),
+        auth_time,
+        claims: c.claims.clone().into_iter().collect(),
+        login_url: None,
+    };
     let facts = Facts {
         rack: &c.rack,
         operation: &c.operation,
@@ -97,6 +130,8 @@ fn run_case(policy: &Policy, c: &RawCase) -> Result<(), String> {
         command_shown: None,
         process: process.as_ref(),
         run_headers: &header_refs,
+        now: Some(now),
+        auth: Some(&auth),
     };
     // A case without process_command describes an ordinary process of the
     // named service.

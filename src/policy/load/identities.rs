@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_saphyr::Spanned;
 
 use super::raw::{RawCiFile, RawGrant, RawUser, RawUsersFile};
-use super::{parse, parse_time, valid_name, Ctx, File};
+use super::{parse, parse_time, requirement, valid_name, Ctx, File};
 use crate::policy::glob::Glob;
 use crate::policy::{Grant, Policy, RuleRef, Subject, SubjectKind};
 
@@ -205,7 +205,7 @@ pub(super) fn ci(
                     expires,
                 });
             }
-            let grants = grants(ctx, policy, f, &c.value.grants, racks);
+            let grants = grants(ctx, policy, f, &c.value.grants, racks, SubjectKind::Ci);
             let (deny, deny_at) = ctx.ops(
                 &f.display,
                 &f.rel,
@@ -221,6 +221,9 @@ pub(super) fn ci(
                     deny,
                     deny_at,
                     valid_after: None,
+                    // A CI identity's `expires` ends its credential.
+                    expires: None,
+                    reason: None,
                     at: RuleRef {
                         file: Arc::from(f.rel.as_str()),
                         line: c.referenced.line(),
@@ -241,7 +244,7 @@ fn person(
     u: &Spanned<RawUser>,
     racks: &[String],
 ) -> Subject {
-    let grants = grants(ctx, policy, f, &u.value.grants, racks);
+    let grants = grants(ctx, policy, f, &u.value.grants, racks, SubjectKind::User);
     let (deny, deny_at) = ctx.ops(
         &f.display,
         &f.rel,
@@ -259,6 +262,7 @@ fn person(
         }
         parsed
     });
+    let expires = u.value.expires.as_ref().and_then(|e| expiry(ctx, f, e));
     Subject {
         kind: SubjectKind::User,
         name: name.to_string(),
@@ -266,6 +270,8 @@ fn person(
         deny,
         deny_at,
         valid_after,
+        expires,
+        reason: u.value.reason.clone(),
         at: RuleRef {
             file: Arc::from(f.rel.as_str()),
             line: u.referenced.line(),
@@ -279,6 +285,7 @@ fn grants(
     f: &File,
     raw: &[Spanned<RawGrant>],
     racks: &[String],
+    kind: SubjectKind,
 ) -> Vec<Grant> {
     let mut out = Vec::new();
     if raw.is_empty() {
@@ -315,6 +322,21 @@ fn grants(
             );
             continue;
         }
+        let expires = g.value.expires.as_ref().and_then(|e| expiry(ctx, f, e));
+        let require = g
+            .value
+            .require
+            .as_ref()
+            .and_then(|r| requirement(ctx, &f.display, &f.rel, r));
+        if let Some(r) = &require {
+            let loc = g.value.require.as_ref().map(|r| r.referenced);
+            if kind == SubjectKind::Ci && r.needs_login() {
+                ctx.err(&f.display, loc, "require: a CI identity never satisfies mfa or max_auth_age (they ask for a person's login); pin CI token claims instead");
+            }
+            if kind == SubjectKind::User && !r.claims.is_empty() {
+                ctx.err(&f.display, loc, "require.claims: a person's login carries no CI token claims; use mfa or max_auth_age");
+            }
+        }
         out.push(Grant {
             role,
             rack: rack_glob,
@@ -323,7 +345,51 @@ fn grants(
                 file: Arc::from(f.rel.as_str()),
                 line: g.referenced.line(),
             },
+            expires,
+            reason: g.value.reason.clone(),
+            require,
         });
     }
     out
+}
+
+/// An `expires:` value, or `None` with an error recorded.
+fn expiry(ctx: &mut Ctx, f: &File, e: &Spanned<String>) -> Option<i64> {
+    let parsed = parse_time(&e.value);
+    if parsed.is_none() {
+        ctx.err(
+            &f.display,
+            Some(e.referenced),
+            "expires must be a date (2026-12-01) or RFC 3339 time (2026-12-01T14:00:00Z)",
+        );
+    }
+    parsed
+}
+
+/// A role whose `require:` asks for a person's login but that only CI
+/// identities hold could never count: an error, like a CI grant's.
+pub(super) fn check_requirements(ctx: &mut Ctx, policy: &Policy, roles: &[File]) {
+    for (i, role) in policy.roles.iter().enumerate() {
+        let Some(r) = role.require.as_ref().filter(|r| r.needs_login()) else {
+            continue;
+        };
+        let held = |m: &std::collections::HashMap<String, crate::policy::Subject>| {
+            m.values().any(|s| s.grants.iter().any(|g| g.role == i))
+        };
+        if held(&policy.ci) && !held(&policy.users) && !held(&policy.domains) {
+            let display = roles
+                .iter()
+                .find(|f| *f.rel == *role.file)
+                .map_or(role.file.to_string(), |f| f.display.clone());
+            ctx.errors.push(crate::config::error::ConfigError {
+                file: display,
+                line: r.at.as_ref().map(|a| a.line),
+                column: None,
+                message: format!(
+                    "role `{}` requires mfa or max_auth_age, but only CI identities hold it, and they never satisfy it",
+                    role.name
+                ),
+            });
+        }
+    }
 }

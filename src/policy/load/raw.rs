@@ -14,6 +14,19 @@ pub(crate) struct RawPolicySection {
     pub(super) exceptions: Option<Vec<Spanned<RawException>>>,
     /// `"<rack glob>/<app glob>": [KEY globs]`.
     pub(super) protected_env: Option<BTreeMap<String, Spanned<Vec<String>>>>,
+    /// `amr` values that count as multi-factor for `require: {mfa: true}`.
+    pub(super) mfa_amr: Option<Spanned<Vec<String>>>,
+}
+
+/// `require:` of a role or grant: step-up and CI token claims.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequire {
+    pub(super) mfa: Option<bool>,
+    /// `12h`, `30m`, `2d`.
+    pub(super) max_auth_age: Option<String>,
+    /// Claim name → glob a federated CI token's claim must match.
+    pub(super) claims: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,6 +47,7 @@ pub(super) struct RawRole {
     pub(super) run_headers: Option<Vec<Spanned<String>>>,
     pub(super) permissions: Option<Vec<Spanned<String>>>,
     pub(super) env_keys: Option<Vec<Spanned<String>>>,
+    pub(super) require: Option<Spanned<RawRequire>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -48,6 +62,10 @@ pub(super) struct RawCommands {
 pub(super) struct RawGrant {
     pub(super) role: String,
     pub(super) scope: String,
+    /// After this date or RFC 3339 time the grant counts for nothing.
+    pub(super) expires: Option<Spanned<String>>,
+    pub(super) reason: Option<String>,
+    pub(super) require: Option<Spanned<RawRequire>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -68,6 +86,9 @@ pub(super) struct RawUser {
     /// Tokens issued before this time are refused (revocation without a
     /// database): a date or UTC time.
     pub(super) tokens_valid_after: Option<Spanned<String>>,
+    /// After this every grant of the person counts for nothing.
+    pub(super) expires: Option<Spanned<String>>,
+    pub(super) reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
