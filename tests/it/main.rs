@@ -8,6 +8,7 @@ mod auditlog;
 mod binary;
 mod canon_table;
 mod client;
+mod demo;
 mod flows;
 mod gitsource;
 mod identity;
