@@ -22,7 +22,10 @@ fn cli(home: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(args)
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", home.join("bin").display()),
+        )
         .env("HOME", home.join("home"))
         .env("XDG_CONFIG_HOME", home.join("config"))
         .stdin(Stdio::piped())
@@ -176,6 +179,29 @@ async fn demo_login_through_its_identity_provider_then_whoami() {
     let (code, stdout, stderr) = run_cli(&home, &["racks"]).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("staging"), "{stdout}");
+
+    // A second rack, then back: `switch` picks the current one.
+    let (code, stdout, stderr) = demo_login(&home, &gw, "production").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = run_cli(&home, &["switch", "staging"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let (_, stdout, _) = run_cli(&home, &["racks"]).await;
+    assert!(stdout.contains("production"), "{stdout}");
+
+    // Passthrough: a stand-in `convox` fetches $RACK_URL/apps as the real
+    // CLI would, reaching the demo's staging rack through the gateway.
+    let convox = home.join("bin/convox");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::fs::write(
+        &convox,
+        "#!/bin/sh\nexec curl -sS --fail-with-body \"$RACK_URL/apps\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&convox, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, stdout, stderr) = run_cli(&home, &["apps"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"myapp\""), "{stdout}");
 
     demo.start_kill().unwrap();
     let _ = demo.wait().await;

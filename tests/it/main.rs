@@ -6,6 +6,7 @@ mod support;
 
 mod auditlog;
 mod binary;
+mod browser;
 mod canon_table;
 mod client;
 mod demo;
