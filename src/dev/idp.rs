@@ -418,3 +418,125 @@ fn page(status: StatusCode, body_html: &str) -> Response<Body> {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    const CALLBACK: &str = "http://127.0.0.1:1/_gateway/login/callback";
+
+    async fn call(method: Method, url: &str, form: &str) -> (StatusCode, String, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.to_string())))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    /// A code for alice, issued for the PKCE challenge of `verifier`.
+    async fn code_for(idp: &DemoIdp, verifier: &str) -> String {
+        let challenge = URL_SAFE_NO_PAD
+            .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+        let url = format!(
+            "{}/authorize?response_type=code&client_id={CLIENT_ID}&scope=openid%20email&state=s1\
+             &nonce=n1&code_challenge={challenge}&code_challenge_method=S256&redirect_uri={}",
+            idp.issuer,
+            percent_encoding::utf8_percent_encode(CALLBACK, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, _, page) = call(Method::GET, &url, "").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(page.contains("DEMO ONLY"), "{page}");
+        let request = page
+            .split_once("name=\"request\" value=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .unwrap()
+            .0
+            .to_string();
+        let (status, location, _) = call(
+            Method::POST,
+            &format!("{}/approve", idp.issuer),
+            &format!("request={request}&user=alice%40example.com"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert!(
+            location.starts_with(&format!("{CALLBACK}?code=")),
+            "{location}"
+        );
+        assert!(location.ends_with("&state=s1"), "{location}");
+        query_pairs(location.split_once('?').unwrap().1)[0]
+            .1
+            .clone()
+    }
+
+    async fn redeem(idp: &DemoIdp, code: &str, verifier: &str) -> (StatusCode, String) {
+        let form = format!(
+            "grant_type=authorization_code&client_id={CLIENT_ID}&code={code}&code_verifier={verifier}&redirect_uri={}",
+            percent_encoding::utf8_percent_encode(CALLBACK, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, _, body) = call(Method::POST, &format!("{}/token", idp.issuer), &form).await;
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn pkce_is_verified_and_a_code_works_once() {
+        let idp = DemoIdp::start(CALLBACK.into()).await.unwrap();
+        let verifier = random_token(32);
+
+        // Refused: the wrong verifier (the code is spent by the attempt).
+        let code = code_for(&idp, &verifier).await;
+        let (status, body) = redeem(&idp, &code, &random_token(32)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("PKCE verification failed"), "{body}");
+
+        // Allowed: the right verifier, once.
+        let code = code_for(&idp, &verifier).await;
+        let (status, body) = redeem(&idp, &code, &verifier).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let claims = v["id_token"].as_str().unwrap().split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        assert_eq!(claims["email"], "alice@example.com");
+        assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+        assert_eq!(claims["nonce"], "n1");
+        assert!(claims["auth_time"].is_i64());
+        let (status, body) = redeem(&idp, &code, &verifier).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("unknown, used or expired code"), "{body}");
+    }
+
+    /// Refused: an authorization request without PKCE. (Allowed control:
+    /// the test above.)
+    #[tokio::test]
+    async fn authorize_requires_pkce() {
+        let idp = DemoIdp::start(CALLBACK.into()).await.unwrap();
+        let url = format!(
+            "{}/authorize?response_type=code&client_id={CLIENT_ID}&scope=openid&state=s1&redirect_uri={}",
+            idp.issuer,
+            percent_encoding::utf8_percent_encode(CALLBACK, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, _, page) = call(Method::GET, &url, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("PKCE is required"), "{page}");
+    }
+}
