@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config libssl-dev ca-certificates git openssh-client systemd)
+# chromium: the real-browser login test (tests/it/browser.rs).
+packages=(build-essential pkg-config libssl-dev ca-certificates git openssh-client systemd chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js 20+ and npm run the certified OIDC provider and drive chromium;
+# Debian's packages only when the machine has no node of its own.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -40,6 +45,18 @@ fi
 export RACK_GATEWAY_TEST_OIDC_MOCK="$PWD/$venv/bin/oidc-provider-mock"
 # The /metrics test parses the exposition with prometheus_client as well.
 export RACK_GATEWAY_TEST_PYTHON="$PWD/$venv/bin/python"
+
+# The certified-provider and browser login tests (tests/it/browser.rs):
+# oidc-provider and playwright-core from npm, pinned by tests/node's
+# package-lock.json, into tests/node/node_modules.
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "scripts/test.sh: Node.js 20 or later is needed for tests/node (found $(node --version))" >&2
+  exit 1
+fi
+if [ ! -f tests/node/node_modules/.package-lock.json ] \
+   || [ tests/node/package-lock.json -nt tests/node/node_modules/.package-lock.json ]; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

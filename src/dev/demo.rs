@@ -1,14 +1,16 @@
 //! `rack-gateway demo`: two mock racks and the gateway on loopback, loaded
 //! with the project's example policy (roles/, users.yaml.example,
-//! ci.yaml.example, tests/example-policy.yaml), so a newcomer sees the
-//! product work with nothing else installed. Everything runs in this
-//! process and stops on Ctrl-C.
+//! ci.yaml.example, tests/example-policy.yaml), plus the demo identity
+//! provider ([`crate::dev::idp`]) so `rack-gateway login` works too. A
+//! newcomer sees the product work with nothing else installed. Everything
+//! runs in this process and stops on Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use crate::config::{self, Env, MemSource};
+use crate::dev::idp::DemoIdp;
 use crate::dev::mock_rack::{MockOptions, MockRack};
 
 /// The example config files, embedded so the demo needs no checkout.
@@ -41,6 +43,7 @@ pub(crate) fn demo_source(
     listen: SocketAddr,
     staging: &str,
     production: &str,
+    issuer: &str,
     tokens: &[String],
 ) -> MemSource {
     let mut files: BTreeMap<String, String> = EXAMPLE_FILES
@@ -54,7 +57,12 @@ pub(crate) fn demo_source(
              discover_racks_from_env: false\n\
              racks:\n  \
                staging:\n    url: {staging}\n    password_env: DEMO_RACK_PASSWORD\n  \
-               production:\n    url: {production}\n    password_env: DEMO_RACK_PASSWORD\n"
+               production:\n    url: {production}\n    password_env: DEMO_RACK_PASSWORD\n\
+             identity:\n  \
+               url: http://{listen}\n  \
+               token_ttl: 12h\n  \
+               signing_key: {{env: DEMO_SIGNING_KEY}}\n  \
+               oidc:\n    issuer: {issuer}\n    client_id: {{env: DEMO_OIDC_CLIENT_ID}}\n"
         ),
     );
     let ci = files.get_mut("ci.yaml").expect("ci.yaml is embedded");
@@ -72,6 +80,25 @@ pub(crate) fn demo_source(
 }
 
 pub async fn run(listen: SocketAddr) -> ExitCode {
+    // The login callback URL names the port, so it must be known first.
+    let listen = match resolve_port(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rack-gateway demo: cannot listen on {listen}: {e} (pass --listen 127.0.0.1:<free port>)");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !listen.ip().is_loopback() {
+        eprintln!("rack-gateway demo: --listen {listen} is not a loopback address: the demo (and its test login) listens on 127.0.0.1 only");
+        return ExitCode::FAILURE;
+    }
+    let idp = match DemoIdp::start(format!("http://{listen}/_gateway/login/callback")).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("rack-gateway demo: cannot start the demo identity provider: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let password = crate::identity::credentials::generate_token("mock_");
     let start_mock = || {
         MockRack::start(MockOptions {
@@ -92,8 +119,19 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
         .iter()
         .map(|_| crate::identity::credentials::generate_token("demo_"))
         .collect();
-    let src = demo_source(listen, &staging.url(), &production.url(), &tokens);
-    let env = Env::from_pairs([("DEMO_RACK_PASSWORD", password.as_str())]);
+    let src = demo_source(
+        listen,
+        &staging.url(),
+        &production.url(),
+        &idp.issuer,
+        &tokens,
+    );
+    let signing_key = crate::identity::token::generate_private_pem();
+    let env = Env::from_pairs([
+        ("DEMO_RACK_PASSWORD", password.as_str()),
+        ("DEMO_SIGNING_KEY", signing_key.as_str()),
+        ("DEMO_OIDC_CLIENT_ID", crate::dev::idp::CLIENT_ID),
+    ]);
     let cfg = match config::load(&src, &env) {
         Ok(c) => c,
         Err(e) => {
@@ -135,8 +173,26 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
     println!("  curl -s -u convox:{admin} -X PUT {base}/racks/staging/system");
     println!("  # refused (401): no token");
     println!("  curl -s {base}/racks/staging/apps");
+    println!(
+        "\nLog in as a person (DEMO identity provider at {}: pick alice@example.com, bob@... or carol@...; not a real login):",
+        idp.issuer
+    );
+    println!("  rack-gateway login staging {base}          # opens a browser; add --no-browser to paste a code");
+    println!("  rack-gateway whoami                        # who you are and what you may do");
+    println!("  rack-gateway racks                         # the racks you are logged in to");
+    println!("  rack-gateway login production {base} && rack-gateway switch staging");
+    println!("  rack-gateway apps                          # any other command runs the stock convox CLI through the gateway");
     println!("\nPress Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     running.stop().await;
+    drop(idp);
     ExitCode::SUCCESS
+}
+
+/// Port 0 becomes a free port picked now.
+fn resolve_port(listen: SocketAddr) -> std::io::Result<SocketAddr> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    std::net::TcpListener::bind(listen)?.local_addr()
 }

@@ -1,5 +1,7 @@
 //! Development-only code: the mock rack used by tests, benchmarks and the
-//! demo, and the demo itself. `serve` never uses anything here.
+//! demo, the demo itself and its test identity provider. `serve` never
+//! uses anything here.
 
 pub mod demo;
+pub(crate) mod idp;
 pub mod mock_rack;

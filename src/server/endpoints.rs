@@ -78,6 +78,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<&Runtime>, req: Inbound) -> 
             "gateway: the audit log cannot be written, so requests are refused (fail-closed); retry shortly",
             call.request_id,
         ),
+        (&Method::GET, ["login", "config"], Some(rt)) => login_config(rt),
         (&Method::GET, ["login", "start"], Some(rt)) => login_start(gw, rt, &call).await,
         (&Method::GET, ["login", "callback"], Some(rt)) => login_callback(gw, rt, &call).await,
         (&Method::POST, ["login", "token"], Some(rt)) => login_token(gw, rt, &call, body).await,
@@ -457,6 +458,26 @@ fn redirect(to: &str) -> Response<Body> {
         HeaderValue::from_static("no-referrer"),
     );
     r
+}
+
+/// `GET /_gateway/login/config`: whether people can log in here, so the
+/// CLI says so before printing a link that would only lead to an error
+/// page. Names nothing secret: the issuer is what the browser visits anyway.
+fn login_config(rt: &Runtime) -> Response<Body> {
+    let oidc = rt.identity.as_ref().and_then(|id| {
+        let signing = id.signing_key.is_some() && rt.credentials.keys.is_some();
+        id.oidc.as_ref().filter(|_| signing)
+    });
+    match oidc {
+        Some(o) => json(
+            StatusCode::OK,
+            serde_json::json!({"configured": true, "issuer": o.issuer}),
+        ),
+        None => json(
+            StatusCode::OK,
+            serde_json::json!({"configured": false, "reason": LoginError::NotConfigured.to_string()}),
+        ),
+    }
 }
 
 async fn login_start(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Body> {

@@ -6,8 +6,10 @@ mod support;
 
 mod auditlog;
 mod binary;
+mod browser;
 mod canon_table;
 mod client;
+mod demo;
 mod flows;
 mod gitsource;
 mod identity;

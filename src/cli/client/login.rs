@@ -66,6 +66,7 @@ pub async fn login(rack: &str, url: &GatewayUrl, no_browser: bool) -> Result<Iss
         }
         other => other?,
     };
+    check_login_configured(&gateway, url).await?;
     let verifier = crate::identity::seal::random_token(32);
     let start = format!(
         "{}/_gateway/login/start?cli={}",
@@ -124,6 +125,39 @@ pub async fn login(rack: &str, url: &GatewayUrl, no_browser: bool) -> Result<Iss
     }
     server.abort();
     issued
+}
+
+/// What `/_gateway/login/config` answers.
+#[derive(Deserialize)]
+struct LoginConfig {
+    configured: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Asks the gateway whether login is configured, so a gateway without an
+/// identity provider says so now rather than after the link is opened.
+/// A gateway from before this endpoint (404) is given the benefit of the
+/// doubt: the link then shows the same message.
+async fn check_login_configured(gateway: &Gateway, url: &GatewayUrl) -> Result<(), ClientError> {
+    let answer = gateway
+        .call::<LoginConfig>(Method::GET, "/_gateway/login/config", None, None)
+        .await;
+    match answer {
+        Ok(c) if c.configured => Ok(()),
+        Ok(c) => Err(ClientError::Login(format!(
+            "{} does not offer login: {}; ask its operator to configure identity.oidc, \
+             or use a CI token in RACK_URL (`rack-gateway demo` shows a gateway with a test login)",
+            url.base(),
+            if c.reason.is_empty() {
+                "login is not configured"
+            } else {
+                &c.reason
+            }
+        ))),
+        Err(GatewayError::Refused { status: 404, .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Exchanges the one-time code and the verifier for the gateway token.

@@ -1,0 +1,230 @@
+//! `rack-gateway demo` as a newcomer meets it: the real binary, logged in
+//! to with the real `rack-gateway login --no-browser` through the demo's
+//! built-in identity provider (a test HTTP client plays the browser), then
+//! `whoami` and `racks`; and `login` refusing at once when a gateway has
+//! no login configured.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::*;
+
+/// Upper bound for one step, so a hang fails instead of stalling the suite
+/// (not a timing assertion).
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A throwaway HOME for the CLI, with a cleared environment.
+fn cli(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", home.join("bin").display()),
+        )
+        .env("HOME", home.join("home"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// The demo binary, up: what it printed until "Press Ctrl-C".
+async fn start_demo() -> (Child, String, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(bin())
+        .args(["demo", "--listen", &listen])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    tokio::time::timeout(LIMIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("Press Ctrl-C") {
+                return;
+            }
+        }
+        panic!("the demo exited:\n{printed}");
+    })
+    .await
+    .expect("the demo starts");
+    // Keep reading so the demo never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{listen}"), printed)
+}
+
+/// Text between `start` and `end` in `s`.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
+    s.split_once(start)
+        .and_then(|(_, rest)| rest.split_once(end))
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| panic!("no {start}...{end} in: {s}"))
+}
+
+/// Logs in to `rack` with `--no-browser`, playing the person's browser:
+/// the link, the demo provider's page, "log in as alice", the gateway's
+/// code page; then pastes the code. Returns the CLI's exit code and output.
+async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, String) {
+    let mut child = cli(home, &["login", rack, gw, "--no-browser"])
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut printed = String::new();
+    let link = tokio::time::timeout(LIMIT, async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(at) = line.find("http://") {
+                return line[at..].trim().to_string();
+            }
+        }
+        panic!("no login link printed:\n{printed}");
+    })
+    .await
+    .expect("the link is printed");
+
+    let r = get(&link, None).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let authorize = location(&r);
+    let r = get(&authorize, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    assert!(page.contains("DEMO ONLY"), "{page}");
+    assert!(page.contains("Log in as alice@example.com"), "{page}");
+    let request = between(&page, "name=\"request\" value=\"", "\"").to_string();
+    let idp = authorize.split("/authorize").next().unwrap();
+    let r = send(
+        "POST",
+        &format!("{idp}/approve"),
+        None,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        format!("request={request}&user=alice%40example.com"),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let r = get(&location(&r), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let code = between(&r.text(), "<code>", "</code>").to_string();
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{code}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    while let Ok(Some(line)) = stderr.next_line().await {
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        printed,
+    )
+}
+
+async fn run_cli(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let child = cli(home, args).stdin(Stdio::null()).spawn().unwrap();
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn demo_login_through_its_identity_provider_then_whoami() {
+    let (mut demo, gw, printed) = start_demo().await;
+    assert!(printed.contains("DEMO identity provider"), "{printed}");
+    assert!(
+        printed.contains(&format!("rack-gateway login staging {gw}")),
+        "{printed}"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let home: PathBuf = home.path().to_path_buf();
+
+    let (code, stdout, stderr) = demo_login(&home, &gw, "staging").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Logged in to rack `staging` as alice@example.com"),
+        "{stdout}\n{stderr}"
+    );
+
+    let (code, stdout, stderr) = run_cli(&home, &["whoami"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("alice@example.com"), "{stdout}");
+    assert!(stdout.contains("deployer"), "{stdout}");
+
+    let (code, stdout, stderr) = run_cli(&home, &["racks"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("staging"), "{stdout}");
+
+    // A second rack, then back: `switch` picks the current one.
+    let (code, stdout, stderr) = demo_login(&home, &gw, "production").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = run_cli(&home, &["switch", "staging"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let (_, stdout, _) = run_cli(&home, &["racks"]).await;
+    assert!(stdout.contains("production"), "{stdout}");
+
+    // Passthrough: a stand-in `convox` fetches $RACK_URL/apps as the real
+    // CLI would, reaching the demo's staging rack through the gateway.
+    let convox = home.join("bin/convox");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::fs::write(
+        &convox,
+        "#!/bin/sh\nexec curl -sS --fail-with-body \"$RACK_URL/apps\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&convox, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, stdout, stderr) = run_cli(&home, &["apps"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"myapp\""), "{stdout}");
+
+    demo.start_kill().unwrap();
+    let _ = demo.wait().await;
+}
+
+/// Refused: a gateway without identity.oidc says so before any link is
+/// printed. Allowed control: the demo login above.
+#[tokio::test]
+async fn login_says_at_once_when_the_gateway_has_no_login() {
+    let gw = Gw::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run_cli(
+        home.path(),
+        &["login", "staging", &gw.url(""), "--no-browser"],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("does not offer login: login is not configured on this gateway"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("/_gateway/login/start"), "{stderr}");
+    let r = get(&gw.url("/_gateway/login/config"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["configured"], false);
+}
