@@ -851,6 +851,20 @@ async fn sessions_are_recorded_start_and_end_with_the_forwarded_client() {
     session.send(&Frame::binary(Vec::new())).await.unwrap();
     while recv(&mut session).await.is_some() {}
     drop(session);
+    // The session's end record is written when its task finishes; stopping
+    // the gateway before that would end it as "shutdown" instead.
+    eventually("the session-end record", || {
+        let audit = audit.clone();
+        async move {
+            let text = std::fs::read_to_string(&audit).unwrap_or_default();
+            if text.contains("\"session-end\"") {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        }
+    })
+    .await;
     p.stop().await;
 
     let all = records(&audit);
