@@ -118,8 +118,9 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Validate a config directory and run its policy tests; exit 0 (valid)
-    /// or 1 (every problem printed with file:line).
+    /// Validate a config directory as serve would load it (secrets present,
+    /// files, CA bundles, keys) and run its policy tests; exit 0 (valid) or
+    /// 1 (every problem printed with file:line).
     Check {
         /// The config directory holding gateway.yaml.
         #[arg(default_value = ".")]
@@ -127,6 +128,11 @@ pub enum Command {
         /// Output format for problems.
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
+        /// Skip what needs the gateway host (secrets' presence, the files
+        /// and credentials they name, CA bundles, signing keys): for
+        /// reviewers and CI without secrets. Says what it skipped.
+        #[arg(long)]
+        offline: bool,
     },
     /// Ask whether something is allowed, like `kubectl auth can-i`: prints
     /// allow/deny and the reason (exit 0 allow, 1 deny, 2 error).
@@ -386,7 +392,11 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files, key_file },
         } => operator::audit_verify(&files, key_file.as_deref()),
-        Command::Check { dir, format } => operator::check(dir, format),
+        Command::Check {
+            dir,
+            format,
+            offline,
+        } => operator::check(dir, format, offline),
         Command::Can {
             first,
             second: None,

@@ -273,10 +273,8 @@ fn unreachable_because(e: &hyper_util::client::legacy::Error) -> String {
             }
         }
     }
-    format!(
-        "unreachable: {}",
-        innermost.unwrap_or_else(|| e.to_string())
-    )
+    let why = innermost.unwrap_or_else(|| e.to_string());
+    format!("unreachable: {why}")
 }
 
 /// `GET /_gateway/status`: which config version serves, since when, from

@@ -372,7 +372,7 @@ fn printing_commands_survive_a_closed_pipe() {
             "2099-01-01",
         ],
         vec!["token", "keygen", "--out", key.to_str().unwrap()],
-        vec!["check", valid],
+        vec!["check", "--offline", valid],
         vec!["can", "alice@example.com", "--list", "--config", valid],
         vec!["audit", "verify", audit.to_str().unwrap()],
     ];
