@@ -81,8 +81,9 @@ pub struct Record<'a> {
 /// = value` (the value read from the record `$r`), handed to the macro
 /// `$out` after its own leading arguments.
 ///
-/// The log line records every value as is (a `None` is left out, an empty
-/// string is kept); the kind says what the file leaves out:
+/// The log line and the file leave out the same values, so a record that
+/// is not a request (`config-reload`) carries no empty request fields; the
+/// kind says what is left out:
 /// * `kept`: nothing;
 /// * `text`: an empty string;
 /// * `opt_text`: `None` and an empty string;
@@ -122,7 +123,26 @@ macro_rules! record_fields {
 /// The `audit` tracing event carrying every field.
 macro_rules! log_event {
     ($($name:ident: $kind:ident = $value:expr,)*) => {
-        tracing::info!(target: TARGET, $($name = $value,)*)
+        tracing::info!(target: TARGET, $($name = log_value!($kind, $value),)*)
+    };
+}
+
+/// One field's log value; a `None` is left out of the line.
+macro_rules! log_value {
+    (kept, $v:expr) => {
+        $v
+    };
+    (text, $v:expr) => {
+        Some($v).filter(|s| !s.is_empty())
+    };
+    (opt_text, $v:expr) => {
+        $v.filter(|s| !s.is_empty())
+    };
+    (nonzero, $v:expr) => {
+        Some($v).filter(|n| *n != 0)
+    };
+    (opt, $v:expr) => {
+        $v
     };
 }
 
@@ -274,5 +294,31 @@ mod tests {
         };
         let keys: Vec<String> = r.to_json().keys().cloned().collect();
         assert_eq!(keys, ["duration_ms", "event", "time"]);
+    }
+
+    /// A config reload is no request: neither its log line nor its file
+    /// object has an empty request id, method, path or a zero status.
+    #[test]
+    fn a_config_reload_carries_no_empty_request_fields() {
+        let r = Record {
+            event: "config-reload",
+            decision: Some(Decision::Error),
+            reason: "gateway.yaml:1:9: listen `nonsense`",
+            config_version: Some("abc123"),
+            ..Record::default()
+        };
+        let mut log = log_line(&r);
+        for k in ["target", "timestamp", "level"] {
+            log.remove(k);
+        }
+        let mut keys: Vec<String> = log.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["config", "decision", "duration_ms", "event", "reason"]
+        );
+        let mut file = r.to_json();
+        file.remove("time");
+        assert_eq!(log, file);
     }
 }

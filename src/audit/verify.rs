@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::chain::{parse_line, sha256_hex, Chain, GENESIS_PREV, HASH_TAIL_LEN};
+use crate::cli::out::outln;
 
 /// What a successful verification covered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,9 +133,9 @@ pub fn verify_command(files: &[PathBuf], key: Option<&[u8]>) -> ExitCode {
     }
     match verify(files, key) {
         Ok(s) => {
-            println!("{}", summary_line(&s));
+            outln!("{}", summary_line(&s));
             if s.records > 0 && s.first_seq != 1 {
-                println!(
+                outln!(
                     "note: the chain starts at seq {}: the files holding records 1..{} were not given and are not checked",
                     s.first_seq,
                     s.first_seq - 1

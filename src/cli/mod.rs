@@ -11,6 +11,7 @@
 pub mod client;
 pub mod logsink;
 mod operator;
+pub(crate) mod out;
 mod serve;
 
 use std::ffi::OsString;
@@ -39,12 +40,14 @@ pub(crate) const EXIT_CONFIG: u8 = 64;
                   this directory or a parent, else the current rack (`rack-gateway switch`)."
 )]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RACK_GATEWAY_LOG_FORMAT")]
+    /// Log format on stderr (serve, demo, mock-rack also take it after the
+    /// command).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "RACK_GATEWAY_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// The rack to use [default: RACK_GATEWAY_RACK, .rack-gateway/rack,
-    /// the current rack]; before a convox command: `--rack staging apps`.
-    #[arg(long, short = 'r', global = true, value_name = "RACK")]
+    /// The rack for a convox command, whoami, env, can or logout
+    /// [default: RACK_GATEWAY_RACK, .rack-gateway/rack, the current rack]:
+    /// `rack-gateway --rack staging apps`.
+    #[arg(long, short = 'r', value_name = "RACK")]
     pub rack: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -60,8 +63,27 @@ pub enum CheckFormat {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
+    /// One human-readable line per event.
     Text,
+    /// One JSON object per event.
     Json,
+}
+
+/// `--log-format` after the commands that log (serve, demo, mock-rack).
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log format on stderr [default: the one before the command, text].
+    #[arg(long = "log-format", value_enum, value_name = "LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// `--rack` after the commands it selects a rack for.
+#[derive(Debug, clap::Args)]
+pub struct RackArg {
+    /// The rack [default: --rack before the command, RACK_GATEWAY_RACK,
+    /// .rack-gateway/rack, the current rack].
+    #[arg(long = "rack", short = 'r', value_name = "RACK")]
+    rack: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,20 +110,29 @@ pub enum Command {
         poll_interval: std::time::Duration,
         #[command(flatten)]
         audit: AuditArgs,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Validate a config directory and run its policy tests; exit 0 (valid)
-    /// or 1 (every problem printed with file:line).
+    /// Validate a config directory as serve would load it (secrets present,
+    /// files, CA bundles, keys) and run its policy tests; exit 0 (valid) or
+    /// 1 (every problem printed with file:line).
     Check {
+        /// The config directory holding gateway.yaml.
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// Output format for problems.
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
+        /// Skip what needs the gateway host (secrets' presence, the files
+        /// and credentials they name, CA bundles, signing keys): for
+        /// reviewers and CI without secrets. Says what it skipped.
+        #[arg(long)]
+        offline: bool,
     },
     /// Ask whether something is allowed, like `kubectl auth can-i`: prints
     /// allow/deny and the reason (exit 0 allow, 1 deny, 2 error).
@@ -120,6 +151,9 @@ pub enum Command {
         /// Offline form: the operation.
         #[arg(value_name = "OPERATION")]
         second: Option<String>,
+        #[command(flatten)]
+        rack: RackArg,
+        /// The app the operation is on.
         #[arg(long)]
         app: Option<String>,
         /// The service (for run), or the target process's service (for exec, ps stop).
@@ -141,26 +175,34 @@ pub enum Command {
     },
     /// Run a self-contained demo: mock racks plus the gateway on loopback.
     Demo {
+        /// Where the gateway listens (loopback).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Print the route table (every rack route and its operation name).
     Routes {
+        /// As the README's markdown table, with the convox commands.
         #[arg(long)]
         markdown: bool,
     },
-    /// Static token helpers.
+    /// Tokens and signing keys: CI tokens for ci.yaml, the key the gateway
+    /// signs its own tokens with.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
     /// Run the mock rack alone (for benchmarks and manual testing).
     MockRack {
+        /// Where the mock rack listens.
         #[arg(long, default_value = "127.0.0.1:5443")]
         listen: SocketAddr,
         /// Environment variable holding the mock rack's password.
         #[arg(long, default_value = "MOCK_RACK_PASSWORD")]
         password_env: String,
+        #[command(flatten)]
+        log: LogArgs,
     },
     /// Log in to a rack through its gateway in the browser (single sign-on)
     /// and make it the current rack.
@@ -181,6 +223,7 @@ pub enum Command {
     /// Remove the token for a rack from this machine (the selected rack by
     /// default).
     Logout {
+        /// The rack to log out of [default: the selected rack].
         #[arg(value_name = "RACK")]
         rack_name: Option<String>,
     },
@@ -188,12 +231,16 @@ pub enum Command {
     Racks,
     /// Make a rack you have logged in to the current one.
     Switch {
+        /// A rack name from `rack-gateway racks`.
         #[arg(value_name = "RACK")]
         rack_name: String,
     },
     /// Ask the gateway who you are on the selected rack: identity, grants,
     /// token expiry.
-    Whoami,
+    Whoami {
+        #[command(flatten)]
+        rack: RackArg,
+    },
     /// Print `export RACK_URL=...` for the selected rack, for
     /// `eval "$(rack-gateway env)"`: plain `convox` then goes through the
     /// gateway. With arguments it is convox's own `env` command
@@ -208,7 +255,10 @@ pub enum Command {
         args: Vec<OsString>,
     },
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Print the manual page (roff), e.g. `rack-gateway man | man -l -`.
     Man,
     /// Any other command: the stock convox CLI through the gateway.
@@ -243,6 +293,7 @@ pub enum AuditCommand {
     /// Check a hash-chained audit file (and its rotated predecessors):
     /// reports the first edited, deleted, inserted or reordered record.
     Verify {
+        /// The audit files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The chain's HMAC key file, if the gateway used one.
@@ -294,12 +345,13 @@ pub enum TokenCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Print a new random token once, and the gateway.yaml snippet holding only its hash.
+    /// Print a new random CI token once, and the ci.yaml entry holding
+    /// only its SHA-256 (paste it under `ci:`).
     Generate {
         /// The CI identity's name (lower-case letters, digits, - or _).
         #[arg(long)]
         name: String,
-        /// The role to grant in the snippet.
+        /// The role to grant in the entry.
         #[arg(long, default_value = "deployer")]
         role: String,
         /// The scope of the grant: `<rack glob>/<app glob>`.
@@ -313,23 +365,42 @@ pub enum TokenCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Serve { log, .. } | Command::Demo { log, .. } | Command::MockRack { log, .. } => {
+            log.log_format.unwrap_or(cli.log_format)
+        }
+        _ => cli.log_format,
+    };
     // Dropped at the end of main, after everything logged is written.
-    let _log = init_logging(cli.log_format);
+    let _log = init_logging(log_format);
     crate::http::tls::install_crypto_provider();
+    if let (Some(_), Some(name)) = (&cli.rack, takes_no_rack(&cli.command)) {
+        eprintln!(
+            "rack-gateway: --rack selects the rack for a convox command, whoami, env, can or logout; `{name}` takes none (drop --rack)"
+        );
+        return ExitCode::from(2);
+    }
+    let top_rack = cli.rack;
     match cli.command {
         Command::Serve {
             config,
             git,
             poll_interval,
             audit,
+            log: _,
         } => serve::run(config, git, poll_interval, &audit),
         Command::Audit {
             command: AuditCommand::Verify { files, key_file },
         } => operator::audit_verify(&files, key_file.as_deref()),
-        Command::Check { dir, format } => operator::check(dir, format),
+        Command::Check {
+            dir,
+            format,
+            offline,
+        } => operator::check(dir, format, offline),
         Command::Can {
             first,
             second: None,
+            rack,
             app,
             service,
             command,
@@ -337,7 +408,7 @@ pub fn main() -> ExitCode {
             list: false,
             config: None,
         } => crate::cli::client::can(
-            cli.rack.as_deref(),
+            rack.rack.or(top_rack).as_deref(),
             crate::cli::client::CanQuery {
                 operation: first,
                 app,
@@ -349,6 +420,7 @@ pub fn main() -> ExitCode {
         Command::Can {
             first,
             second,
+            rack,
             app,
             service,
             command,
@@ -360,7 +432,7 @@ pub fn main() -> ExitCode {
             &first,
             operator::CanQuery {
                 operation: second,
-                rack: cli.rack,
+                rack: rack.rack.or(top_rack),
                 app,
                 service,
                 command,
@@ -368,12 +440,13 @@ pub fn main() -> ExitCode {
                 list,
             },
         ),
-        Command::Demo { listen } => runtime().block_on(crate::dev::demo::run(listen)),
+        Command::Demo { listen, log: _ } => runtime().block_on(crate::dev::demo::run(listen)),
         Command::Routes { markdown } => operator::routes(markdown),
         Command::Token { command } => operator::token(command),
         Command::MockRack {
             listen,
             password_env,
+            log: _,
         } => runtime().block_on(operator::mock_rack(listen, password_env)),
         Command::Login {
             rack_name,
@@ -381,15 +454,15 @@ pub fn main() -> ExitCode {
             no_browser,
         } => crate::cli::client::login(&rack_name, &gateway, no_browser),
         Command::Logout { rack_name } => {
-            crate::cli::client::logout(cli.rack.as_deref(), rack_name.as_deref())
+            crate::cli::client::logout(top_rack.as_deref(), rack_name.as_deref())
         }
         Command::Racks => crate::cli::client::racks(),
         Command::Switch { rack_name } => crate::cli::client::switch(&rack_name),
-        Command::Whoami => crate::cli::client::whoami(cli.rack.as_deref()),
-        Command::Env { args } if args.is_empty() => crate::cli::client::env(cli.rack.as_deref()),
+        Command::Whoami { rack } => crate::cli::client::whoami(rack.rack.or(top_rack).as_deref()),
+        Command::Env { args } if args.is_empty() => crate::cli::client::env(top_rack.as_deref()),
         Command::Env { mut args } => {
             args.insert(0, "env".into());
-            crate::cli::client::passthrough(cli.rack.as_deref(), args)
+            crate::cli::client::passthrough(top_rack.as_deref(), args)
         }
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -406,8 +479,32 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Convox(args) => crate::cli::client::passthrough(cli.rack.as_deref(), args),
+        Command::Convox(args) => crate::cli::client::passthrough(top_rack.as_deref(), args),
     }
+}
+
+/// The name of a command a rack means nothing to (`--rack` before it is
+/// refused rather than ignored).
+fn takes_no_rack(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Serve { .. } => "serve",
+        Command::Audit { .. } => "audit",
+        Command::Check { .. } => "check",
+        Command::Demo { .. } => "demo",
+        Command::Routes { .. } => "routes",
+        Command::Token { .. } => "token",
+        Command::MockRack { .. } => "mock-rack",
+        Command::Login { .. } => "login",
+        Command::Racks => "racks",
+        Command::Switch { .. } => "switch",
+        Command::Completions { .. } => "completions",
+        Command::Man => "man",
+        Command::Can { .. }
+        | Command::Logout { .. }
+        | Command::Whoami { .. }
+        | Command::Env { .. }
+        | Command::Convox(_) => return None,
+    })
 }
 
 /// Writes generated text to stdout; a reader that stops early
@@ -455,5 +552,81 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     match config::error::parse_duration(s)? {
         d if d.is_zero() => Err("must be greater than zero".into()),
         d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option and argument of every command says what it is for.
+    #[test]
+    fn every_flag_has_a_help_line() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = Cli::command();
+        cli.build();
+        walk(&cli, "rack-gateway", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:?}");
+    }
+
+    /// `--rack` shows only on the commands it selects a rack for.
+    #[test]
+    fn rack_is_offered_only_where_it_means_something() {
+        let mut cli = Cli::command();
+        cli.build();
+        let has_rack = |name: &str| {
+            cli.find_subcommand(name)
+                .is_some_and(|c| c.get_arguments().any(|a| a.get_long() == Some("rack")))
+        };
+        for name in [
+            "serve",
+            "check",
+            "demo",
+            "token",
+            "audit",
+            "routes",
+            "mock-rack",
+        ] {
+            assert!(!has_rack(name), "{name}");
+        }
+        assert!(has_rack("whoami") && has_rack("can"));
+        let token = cli
+            .find_subcommand("token")
+            .map(|c| c.get_about().map(ToString::to_string));
+        assert!(
+            token
+                .flatten()
+                .is_some_and(|a| a.starts_with("Tokens and signing keys")),
+            "token's about"
+        );
+        let generate = cli
+            .find_subcommand("token")
+            .and_then(|t| t.find_subcommand("generate"))
+            .and_then(|g| g.get_about().map(ToString::to_string));
+        assert!(generate.is_some_and(|a| a.contains("ci.yaml entry")));
+    }
+
+    #[test]
+    fn rack_before_a_command_that_takes_none_is_refused() {
+        let cli = Cli::try_parse_from(["rack-gateway", "--rack", "x", "routes"]);
+        assert_eq!(
+            cli.ok().and_then(|c| takes_no_rack(&c.command)),
+            Some("routes")
+        );
+        let cli = Cli::try_parse_from(["rack-gateway", "--rack", "x", "apps"]);
+        assert_eq!(cli.ok().and_then(|c| takes_no_rack(&c.command)), None);
+        assert!(Cli::try_parse_from(["rack-gateway", "serve", "--rack", "x"]).is_err());
+        assert!(Cli::try_parse_from(["rack-gateway", "whoami", "--rack", "x"]).is_ok());
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{print_config_errors, read_key, CheckFormat, TokenCommand, EXIT_CONFIG};
+use crate::cli::out::{out, outln};
 use crate::config::{self, Env};
 
 /// `audit verify`: checks the chain of the given files.
@@ -19,11 +20,39 @@ pub(super) fn audit_verify(files: &[PathBuf], key_file: Option<&Path>) -> ExitCo
     }
 }
 
-/// `check`: validates a config directory and runs its policy tests.
-pub(super) fn check(dir: PathBuf, format: CheckFormat) -> ExitCode {
-    match config::load_dir(&dir, &Env::from_process().secrets_optional()) {
+/// What `check --offline` leaves out.
+const OFFLINE_SKIPS: &str = "not checked (--offline): secrets' presence, the files and credentials they name, CA bundles, signing keys";
+
+/// `check`: validates a config directory as serve would load it — every
+/// secret present (never printed), CA bundles and keys loadable — and
+/// runs its policy tests; `offline` skips what needs the gateway host.
+pub(super) fn check(dir: PathBuf, format: CheckFormat, offline: bool) -> ExitCode {
+    let env = match offline {
+        true => Env::from_process().secrets_optional(),
+        false => Env::from_process(),
+    };
+    let loaded = config::load_dir(&dir, &env).and_then(|cfg| match offline {
+        true => Ok(cfg),
+        false => crate::gateway::Runtime::from_config(&cfg).map(|_| cfg),
+    });
+    let code = report(&dir, format, loaded);
+    if offline {
+        match code == ExitCode::SUCCESS {
+            true => outln!("{}: {OFFLINE_SKIPS}", dir.display()),
+            false => eprintln!("note: {OFFLINE_SKIPS}"),
+        }
+    }
+    code
+}
+
+fn report(
+    dir: &Path,
+    format: CheckFormat,
+    loaded: Result<config::Config, config::ConfigErrors>,
+) -> ExitCode {
+    match loaded {
         Ok(cfg) => {
-            println!(
+            outln!(
                 "{}: ok ({} rack(s), {} role(s), {} user(s), {} CI identit{}, {} policy test(s) passed)",
                 dir.display(),
                 cfg.racks.len(),
@@ -63,7 +92,7 @@ pub(super) fn check(dir: PathBuf, format: CheckFormat) -> ExitCode {
                     .replace('%', "%25")
                     .replace('\r', "%0D")
                     .replace('\n', "%0A");
-                println!("::error {loc}::{msg}");
+                outln!("::error {loc}::{msg}");
             }
             ExitCode::FAILURE
         }
@@ -99,9 +128,9 @@ pub(super) fn can(dir: &Path, identity: &str, q: CanQuery) -> ExitCode {
         return ExitCode::from(2);
     };
     if q.list {
-        println!("{}:", subject.name);
+        outln!("{}:", subject.name);
         for line in policy.describe(subject) {
-            println!("  {line}");
+            outln!("  {line}");
         }
         return ExitCode::SUCCESS;
     }
@@ -136,13 +165,13 @@ pub(super) fn can(dir: &Path, identity: &str, q: CanQuery) -> ExitCode {
     match verdict {
         crate::policy::Verdict::Allow(r) => {
             match crate::rack::mask::can_note(policy, subject, &facts) {
-                Some(note) => println!("allow: {r}; {note}"),
-                None => println!("allow: {r}"),
+                Some(note) => outln!("allow: {r}; {note}"),
+                None => outln!("allow: {r}"),
             }
             ExitCode::SUCCESS
         }
         other => {
-            println!("deny: {}", other.reason());
+            outln!("deny: {}", other.reason());
             ExitCode::FAILURE
         }
     }
@@ -173,9 +202,9 @@ pub(super) fn token(command: TokenCommand) -> ExitCode {
             };
             let token = crate::identity::credentials::generate_token("rgw_");
             let hash = crate::hex::encode(&crate::identity::credentials::token_sha256(&token));
-            println!("token (shown once; store it in your CI system's secret store):\n  {token}\n");
-            println!("ci.yaml entry (holds only the hash):");
-            println!(
+            outln!("token (shown once; store it in your CI system's secret store):\n  {token}\n");
+            outln!("ci.yaml entry (holds only the hash):");
+            outln!(
             "ci:\n  {name}:\n    token_sha256: {hash}\n    expires: {expires}\n    grants:\n      - role: {role}\n        scope: \"{scope}\""
         );
             ExitCode::SUCCESS
@@ -207,22 +236,22 @@ fn keygen(out: &Path) -> ExitCode {
         eprintln!("rack-gateway token keygen: the generated key is unusable (a bug)");
         return ExitCode::FAILURE;
     };
-    println!(
+    outln!(
         "wrote {} (keep it out of Git; give it to the gateway as identity.signing_key)",
         out.display()
     );
-    println!("key id: {kid}");
-    print!("{public}");
+    outln!("key id: {kid}");
+    out!("{public}");
     ExitCode::SUCCESS
 }
 
 /// `routes`: the route table, as text or markdown.
 pub(super) fn routes(markdown: bool) -> ExitCode {
     if markdown {
-        print!("{}", crate::rack::routes::markdown_table());
+        out!("{}", crate::rack::routes::markdown_table());
     } else {
         for r in crate::rack::routes::ROUTES {
-            println!("{:<8} {:<55} {}", r.method.as_str(), r.pattern, r.operation);
+            outln!("{:<8} {:<55} {}", r.method.as_str(), r.pattern, r.operation);
         }
     }
     ExitCode::SUCCESS
@@ -248,7 +277,7 @@ pub(super) async fn mock_rack(listen: SocketAddr, password_env: String) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    println!("mock rack listening on {}", mock.url());
+    outln!("mock rack listening on {}", mock.url());
     let _ = tokio::signal::ctrl_c().await;
     ExitCode::SUCCESS
 }

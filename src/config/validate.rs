@@ -324,6 +324,24 @@ impl<'a> Validator<'a> {
     }
 
     /// Resolves a secret reference; `what` names it in errors.
+    /// A CA bundle serve would load must be a readable file holding at
+    /// least one PEM certificate (not checked offline, like secrets).
+    fn check_ca_file(&mut self, path: Option<&Path>, what: &str, loc: serde_saphyr::Location) {
+        let Some(path) = path.filter(|_| !self.env.secrets_optional) else {
+            return;
+        };
+        let problem = match std::fs::read_to_string(path) {
+            Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+            Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
+                Some(format!("{} holds no PEM certificate", path.display()))
+            }
+            Ok(_) => None,
+        };
+        if let Some(p) = problem {
+            self.err_at(Some(loc), format!("{what}: {p}"));
+        }
+    }
+
     pub(super) fn secret(
         &mut self,
         r: &RawSecretRef,
@@ -413,11 +431,15 @@ impl<'a> Validator<'a> {
         let oidc = r.oidc.and_then(|o| {
             let oloc = o.referenced;
             let o = o.value;
-            let client_id = self.secret(&o.client_id, "identity.oidc.client_id", oloc)?;
-            let client_secret = match &o.client_secret {
-                Some(s) => Some(self.secret(s, "identity.oidc.client_secret", oloc)?),
-                None => None,
-            };
+            // Both are resolved before either failure returns: every
+            // missing secret is reported in one run.
+            let client_id = self.secret(&o.client_id, "identity.oidc.client_id", oloc);
+            let client_secret = o
+                .client_secret
+                .as_ref()
+                .map(|s| self.secret(s, "identity.oidc.client_secret", oloc));
+            let client_id = client_id?;
+            let client_secret = client_secret.map(|s| s.ok_or(())).transpose().ok()?;
             if signing_key.is_none() {
                 self.err_at(Some(oloc), "identity.oidc needs identity.signing_key: the gateway signs the tokens it issues after login");
             }
@@ -426,11 +448,13 @@ impl<'a> Validator<'a> {
             if !(issuer.starts_with("https://") || issuer.starts_with("http://127.0.0.1") || issuer.starts_with("http://localhost")) {
                 self.err_at(Some(oloc), format!("identity.oidc.issuer `{issuer}` must be an https:// URL"));
             }
+            let ca_file = o.ca_file.as_deref().map(|f| self.resolve(f));
+            self.check_ca_file(ca_file.as_deref(), "identity.oidc.ca_file", oloc);
             Some(OidcConfig {
                 issuer,
                 client_id: client_id.expose().to_string(),
                 client_secret,
-                ca_file: o.ca_file.as_deref().map(|f| self.resolve(f)),
+                ca_file,
                 scopes: o.scopes,
                 allowed_domains: o.allowed_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
                 hosted_domain: o.hosted_domain,
@@ -495,9 +519,9 @@ impl<'a> Validator<'a> {
                 }
             }
         } else {
-            UpstreamTls::Verify {
-                ca_file: r.ca_file.as_deref().map(|f| self.resolve(f)),
-            }
+            let ca_file = r.ca_file.as_deref().map(|f| self.resolve(f));
+            self.check_ca_file(ca_file.as_deref(), &format!("rack `{name}`: ca_file"), loc);
+            UpstreamTls::Verify { ca_file }
         };
         if self.errors.len() != before {
             return None;

@@ -32,6 +32,7 @@ pub mod placeholder;
 pub mod process;
 pub mod reach;
 pub mod tunnel;
+pub(crate) mod wording;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -476,7 +477,7 @@ impl Policy {
         };
         if op == "run" && f.service == Some("build") {
             return Err(
-                "denied: running processes of the build service is refused (it accepts privileged options)".into(),
+                "denied: \"run\" on service build is refused for everyone (it accepts privileged options)".into(),
             );
         }
         if !conditions::live(subject.expires, f.now) {
@@ -485,14 +486,14 @@ impl Policy {
         let grants = self.applicable(subject, f, op);
         if grants.is_empty() && f.app == Some(SYSTEM_APP) {
             return Err(format!(
-                "denied: app \"system\" is the rack itself (its API pods), covered only by a grant whose app scope names system literally; {} has none on {}",
+                "denied: {} may not \"{op}\" on {}: app \"system\" is the rack itself (its API pods), covered only by a grant naming system literally",
                 subject.name,
                 scope()
             ));
         }
         if grants.is_empty() {
             return Err(format!(
-                "denied: {} has no grant on {}",
+                "denied: {} may not \"{op}\" on {} (no grant there)",
                 subject.name,
                 scope()
             ));
@@ -531,7 +532,7 @@ impl Policy {
         for g in &grants {
             let role = &self.roles[g.role];
             if let Some(at) = role.denies(i) {
-                return Err(format!("denied: {} ({at}) denies \"{op}\"", role.name));
+                return Err(format!("denied: {} denies \"{op}\" ({at})", role.name));
             }
         }
         let allowing: Vec<&Grant> = met
@@ -571,20 +572,24 @@ impl Policy {
         allowing: &[&Grant],
     ) -> Verdict {
         let Some(service) = f.service else {
-            return Verdict::Deny(format!("denied: {op} needs a service"));
+            return Verdict::Deny(format!("denied: \"{op}\" needs a service"));
         };
         let Some(cmd) = f.command else {
-            return Verdict::Deny(format!("denied: {op} without a command is refused"));
+            return Verdict::Deny(format!("denied: \"{op}\" without a command is refused"));
         };
         let shown = f.command_shown.unwrap_or(cmd);
         let argv = match split(cmd) {
             Ok(w) if !w.is_empty() => w,
-            Ok(_) => return Verdict::Deny(format!("denied: {op} without a command is refused")),
-            Err(e) => return Verdict::Deny(format!("denied: command {}: {e}", quote(shown))),
+            Ok(_) => {
+                return Verdict::Deny(format!("denied: \"{op}\" without a command is refused"))
+            }
+            Err(e) => {
+                return Verdict::Deny(format!("denied: \"{op}\" of command {}: {e}", quote(shown)))
+            }
         };
         if op == "run" && placeholder::imitates_tag(&argv) {
             return Verdict::Deny(format!(
-                "denied: command {} imitates the gateway's run placeholder tag (a sleep with a {}-digit fraction)",
+                "denied: \"run\" of command {} imitates the gateway's run placeholder tag (a sleep with a {}-digit fraction)",
                 quote(shown),
                 placeholder::TAG_DIGITS
             ));
@@ -596,7 +601,7 @@ impl Policy {
                 .any(|g| self.roles[g.role].run_headers.iter().any(|(n, _)| n == h));
             if !ok {
                 return Verdict::Deny(format!(
-                    "denied: the {h} header on run is not granted to {} (roles may allow it with run_headers)",
+                    "denied: the {h} header on \"run\" is not granted to {} (roles may allow it with run_headers)",
                     subject.name
                 ));
             }
@@ -609,11 +614,11 @@ impl Policy {
                 .find(|r| r.service.matches(service) && r.pattern.matches(&argv))
             {
                 return Verdict::Deny(format!(
-                    "denied: {} ({}) forbids \"{}\" on service {service}; got {}",
+                    "denied: \"{op}\" of {} on service {service}: {} forbids \"{}\" ({})",
+                    quote(shown),
                     role.name,
-                    rule.at,
                     rule.pattern.source,
-                    quote(shown)
+                    rule.at
                 ));
             }
         }
@@ -645,20 +650,19 @@ impl Policy {
             .iter()
             .filter(|r| r.service.matches(service))
             .collect();
-        let verb = if op == "run" { "run" } else { "exec" };
         match rules.first() {
             None => Verdict::Deny(format!(
-                "denied: {} ({}) may not {verb} on service {service}",
+                "denied: {} may not \"{op}\" on service {service} ({})",
                 role.name, role.file
             )),
             Some(first) => {
                 let list: Vec<&str> = rules.iter().map(|r| r.pattern.source.as_str()).collect();
                 Verdict::Deny(format!(
-                    "denied: {} ({}) may {verb} only {} on service {service}; got {}",
+                    "denied: \"{op}\" of {} on service {service}: {} may {op} only {} ({})",
+                    quote(shown),
                     role.name,
-                    first.at,
                     list.join(", "),
-                    quote(shown)
+                    first.at
                 ))
             }
         }

@@ -223,7 +223,10 @@ fn exception_does_not_beat_a_deny() {
         user(&p, "bg@x.com"),
         &op("production", None, "instances ssh"),
     ));
-    assert!(r.contains("no-ssh (roles/no-ssh.yaml:2)"), "{r}");
+    assert!(
+        r.contains("no-ssh denies \"instances ssh\" (roles/no-ssh.yaml:2)"),
+        "{r}"
+    );
     let r = denied(p.decide(
         user(&p, "self@x.com"),
         &op("production", None, "instances ssh"),
@@ -258,7 +261,7 @@ fn role_deny_in_one_grant_beats_allow_in_another() {
     let r = denied(p.decide(u, &op("staging", Some("myapp"), "apps delete")));
     assert_eq!(
         r,
-        "denied: careful (roles/careful.yaml:4) denies \"apps delete\""
+        "denied: careful denies \"apps delete\" (roles/careful.yaml:4)"
     );
     denied(p.decide(u, &op("production", Some("billing"), "releases promote")));
     // The deny applies only where its grant applies.
@@ -278,9 +281,15 @@ fn app_scoped_grant_does_not_leak() {
     let bob = user(&p, "bob@x.com");
     allowed(p.decide(bob, &op("production", Some("billing"), "restart")));
     let r = denied(p.decide(bob, &op("production", Some("myapp"), "restart")));
-    assert_eq!(r, "denied: bob@x.com has no grant on production/myapp");
+    assert_eq!(
+        r,
+        "denied: bob@x.com may not \"restart\" on production/myapp (no grant there)"
+    );
     let r = denied(p.decide(bob, &op("staging", Some("billing"), "restart")));
-    assert_eq!(r, "denied: bob@x.com has no grant on staging/billing");
+    assert_eq!(
+        r,
+        "denied: bob@x.com may not \"restart\" on staging/billing (no grant there)"
+    );
     // Rack-level reads the CLI needs on the way (GET /system, login) are
     // covered; rack-wide listings are not.
     allowed(p.decide(bob, &op("production", None, "rack")));
@@ -288,7 +297,8 @@ fn app_scoped_grant_does_not_leak() {
     for rack_wide in ["apps", "instances", "rack ps", "certs"] {
         let r = denied(p.decide(bob, &op("production", None, rack_wide)));
         assert_eq!(
-            r, "denied: bob@x.com has no grant on production",
+            r,
+            format!("denied: bob@x.com may not \"{rack_wide}\" on production (no grant there)"),
             "{rack_wide}"
         );
     }
@@ -415,7 +425,7 @@ fn child_gets_parent_allows_denies_and_commands() {
         ..op("staging", Some("a"), "ps stop")
     };
     let r = denied(p.decide(c, &stop));
-    assert_eq!(r, "denied: child (roles/base.yaml:5) denies \"ps stop\"");
+    assert_eq!(r, "denied: child denies \"ps stop\" (roles/base.yaml:5)");
     let r = allowed(p.decide(c, &run("staging", "command", "rake x")));
     assert!(r.contains("child (roles/base.yaml:"), "{r}");
     denied(p.decide(c, &run("staging", "command", "rake y")));
@@ -489,7 +499,7 @@ fn attached_run_needs_a_command_rule_for_the_service() {
     let r = denied(p.decide(alice(&p), &run("staging", "web", "sleep 3600")));
     assert_eq!(
         r,
-        "denied: deployer (roles/deployer.yaml) may not run on service web"
+        "denied: deployer may not \"run\" on service web (roles/deployer.yaml)"
     );
     // viewer on production: no run at all
     denied(p.decide(alice(&p), &run("production", "command", "sleep 3600")));
@@ -514,7 +524,7 @@ fn detached_run_is_checked_against_the_allowlist() {
     assert_eq!(
         r,
         format!(
-            "denied: deployer (roles/deployer.yaml:{}) may run only bin/pre_release, rake db:migrate, rake stripe:prepare, run_as_deploy rake checks:* on service command; got \"rails console\"",
+            "denied: \"run\" of \"rails console\" on service command: deployer may run only bin/pre_release, rake db:migrate, rake stripe:prepare, run_as_deploy rake checks:* (roles/deployer.yaml:{})",
             deployer_commands_line()
         )
     );
@@ -549,12 +559,12 @@ fn quoting_is_resolved_like_the_rack_does() {
     let r = denied(p.decide(a, &run("staging", "command", "rake 'db:migrate")));
     assert_eq!(
         r,
-        "denied: command \"rake 'db:migrate\": unterminated single quote"
+        "denied: \"run\" of command \"rake 'db:migrate\": unterminated single quote"
     );
     let r = denied(p.decide(a, &run("staging", "command", "rake \"db:migrate")));
     assert!(r.contains("unterminated double quote"), "{r}");
     let r = denied(p.decide(a, &run("staging", "command", "")));
-    assert_eq!(r, "denied: run without a command is refused");
+    assert_eq!(r, "denied: \"run\" without a command is refused");
 }
 
 #[test]
@@ -569,7 +579,7 @@ fn exec_into_a_placeholder_is_checked_as_run_on_its_service() {
     );
     let r = denied(p.decide(a, &exec("staging", "rails console", &placeholder)));
     assert!(
-        r.contains("may run only bin/pre_release") && r.contains("got \"rails console\""),
+        r.contains("may run only bin/pre_release") && r.contains("of \"rails console\""),
         "{r}"
     );
     // The service is the one the rack reports, never one the client names.
@@ -639,7 +649,7 @@ fn the_build_service_never_runs() {
     let carol = user(&p, "carol@example.com");
     for cmd in ["sleep 3600", "ls"] {
         let r = denied(p.decide(carol, &run("staging", "build", cmd)));
-        assert!(r.contains("build service is refused"), "{r}");
+        assert!(r.contains("on service build is refused"), "{r}");
     }
     allowed(p.decide(carol, &run("staging", "worker", "ls")));
 }
@@ -667,7 +677,7 @@ fn restricted_run_headers_need_run_headers() {
         let r = denied(with("a@x.com", &[h]));
         assert_eq!(
             r,
-            format!("denied: the {h} header on run is not granted to a@x.com (roles may allow it with run_headers)")
+            format!("denied: the {h} header on \"run\" is not granted to a@x.com (roles may allow it with run_headers)")
         );
     }
     allowed(with("a@x.com", &["node-labels", "system-critical"]));
@@ -772,7 +782,7 @@ fn app_system_needs_a_literal_grant() {
     let r = denied(p.decide(user(&p, "a@x.com"), &facts("system")));
     assert_eq!(
         r,
-        "denied: app \"system\" is the rack itself (its API pods), covered only by a grant whose app scope names system literally; a@x.com has none on staging/system"
+        "denied: a@x.com may not \"apps info\" on staging/system: app \"system\" is the rack itself (its API pods), covered only by a grant naming system literally"
     );
     denied(p.decide(user(&p, "g@x.com"), &facts("system")));
     allowed(p.decide(user(&p, "s@x.com"), &facts("system")));

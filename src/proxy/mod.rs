@@ -27,7 +27,7 @@ use crate::http::respond::{Refusal, Socket};
 use crate::http::Inbound;
 use crate::identity::credentials::IdentityKind;
 use crate::policy::placeholder::{self, Binding, Owner, TagKey};
-use crate::policy::{process, reach, Facts, Subject, Verdict, RESTRICTED_RUN_HEADERS};
+use crate::policy::{process, reach, wording, Facts, Subject, Verdict, RESTRICTED_RUN_HEADERS};
 use crate::rack::mask::Masking;
 use crate::rack::routes::{self, RouteMethod};
 use crate::rack::upstream::Rack;
@@ -60,6 +60,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         return ctx.refuse(None, Refusal::not_found(msg));
     };
     let route_method = m.route.method;
+    let served = (m.route.operation, m.route.commands);
     let stream = m.route.stream;
     let command = parts
         .headers
@@ -126,12 +127,15 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     let (verdict, mut decided) =
         match decide(gw, &rt, &rack, &ctx, &parts.headers, query, subject).await {
             Ok(v) => v,
-            Err(r) => return ctx.refuse(socket, r),
+            Err(r) => return ctx.refuse(socket, in_their_words(r, served)),
         };
     decided.issued_at = issued_at;
     let reason = match verdict {
         Verdict::Allow(r) => r,
-        other => return ctx.refuse(socket, Refusal::policy(other.reason())),
+        other => {
+            let r = Refusal::policy(other.reason());
+            return ctx.refuse(socket, in_their_words(r, served));
+        }
     };
     ctx.allow(reason);
     let looked_up = match (ctx.operation(), ctx.param("certificate")) {
@@ -140,7 +144,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         _ => Ok(()),
     };
     if let Err(r) = looked_up {
-        return ctx.refuse(socket, r);
+        return ctx.refuse(socket, in_their_words(r, served));
     }
     let op = ctx.operation().unwrap_or_default();
     let access = rt.policy.secret_access(
@@ -155,7 +159,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         },
     );
     if let Some(why) = crate::rack::mask::stream_refusal(op, &access) {
-        return ctx.refuse(socket, Refusal::policy(why));
+        return ctx.refuse(socket, in_their_words(Refusal::policy(why), served));
     }
     let masking = Masking::for_operation(op).map(|m| (m, access.read));
 
@@ -318,6 +322,23 @@ fn binding<'a>(
         kind: subject.kind,
         identity: &ctx.identity()?.name,
     })
+}
+
+/// A policy refusal as the person reads it: the convox commands the
+/// route serves named after its operation, on one short line
+/// ([`wording`]). The audit record keeps the whole reason as its detail.
+fn in_their_words(mut r: Refusal, (op, commands): (&str, &str)) -> Refusal {
+    if r.status != http::StatusCode::FORBIDDEN {
+        return r;
+    }
+    const PREFIX: &str = "gateway: ";
+    let reason = r.message.strip_prefix(PREFIX).unwrap_or(&r.message);
+    let budget = wording::MAX_CHARS - PREFIX.len();
+    r.message = format!(
+        "{PREFIX}{}",
+        wording::in_their_words(reason, op, commands, budget)
+    );
+    r
 }
 
 /// Runs the policy; when it needs the target process (exec, stopping a

@@ -139,8 +139,9 @@ async fn operator(
 
 /// `GET /_gateway/readyz`: ready when a valid config is loaded and every
 /// rack answers `GET /system` with the gateway's credentials (checked
-/// concurrently, 3 s each). Loopback callers see which rack failed; load
-/// balancers elsewhere get only the verdict.
+/// concurrently, 3 s each). Callers allowed to see the status (loopback,
+/// or credentials holding `gateway status`) see which rack failed and why;
+/// load balancers elsewhere get only the verdict.
 async fn readyz(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response<Body> {
     let not_ready = |reason: &str| {
         json(
@@ -160,7 +161,12 @@ async fn readyz(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response
         "status": if ready { "ready" } else { "not ready" },
         "config": rt.version,
     });
-    if local_caller(call) {
+    // Only a request that presents credentials is identified: anonymous
+    // load-balancer polls must not count as failed logins.
+    let sees_status = local_caller(call)
+        || (call.headers.contains_key(header::AUTHORIZATION)
+            && operator(gw, Some(rt), call).await.is_ok());
+    if sees_status {
         v["racks"] = results
             .into_iter()
             .map(|(name, r)| {
@@ -226,12 +232,13 @@ async fn probe_racks(rt: &Runtime) -> RackChecks {
             let answer = tokio::time::timeout(READY_TIMEOUT, rack.client().request(req)).await;
             let verdict = match answer {
                 Ok(Ok(r)) if r.status().is_success() => Ok(()),
-                Ok(Ok(r)) if r.status() == StatusCode::UNAUTHORIZED => {
-                    Err("the rack refused the gateway's credentials".to_string())
-                }
+                Ok(Ok(r)) if r.status() == StatusCode::UNAUTHORIZED => Err(
+                    "the rack refused the gateway's credentials (401): check its password"
+                        .to_string(),
+                ),
                 Ok(Ok(r)) => Err(format!("the rack answered {}", r.status().as_u16())),
-                Ok(Err(_)) => Err("unreachable".to_string()),
-                Err(_) => Err("no answer within 3s".to_string()),
+                Ok(Err(e)) => Err(unreachable_because(&e)),
+                Err(_) => Err("timeout: no answer within 3s".to_string()),
             };
             (rack.name.clone(), verdict)
         });
@@ -240,6 +247,39 @@ async fn probe_racks(rt: &Runtime) -> RackChecks {
 }
 
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why a rack could not be reached, in words an operator acts on:
+/// connection refused, a TLS failure (with rustls' reason), a connect
+/// timeout, or the innermost error.
+fn unreachable_because(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut innermost = None;
+    let mut src: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return format!("unreachable: TLS: {tls}");
+        }
+        innermost = Some(s.to_string());
+        src = s.source();
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return "unreachable: connection refused".to_string()
+                }
+                std::io::ErrorKind::TimedOut => {
+                    return "unreachable: connect timed out".to_string()
+                }
+                _ => {}
+            }
+            // An io::Error's source skips the error it wraps: look inside.
+            if let Some(inner) = io.get_ref() {
+                src = Some(inner);
+            }
+        }
+    }
+    let why = innermost.unwrap_or_else(|| e.to_string());
+    format!("unreachable: {why}")
+}
 
 /// `GET /_gateway/status`: which config version serves, since when, from
 /// where, and the last reload failure.

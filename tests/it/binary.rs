@@ -197,7 +197,11 @@ async fn demo_serves_what_it_prints() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = get(&format!("{base}/racks/production/apps?"), Some(&deployer)).await;
     assert_eq!(r.status, 403, "{}", r.text());
-    assert!(r.error().contains("no grant on production"), "{}", r.text());
+    assert!(
+        r.error().contains("on production (no grant there)"),
+        "{}",
+        r.text()
+    );
     let r = get(&format!("{base}/racks/staging/apps?"), None).await;
     assert_eq!(r.status, 401);
     child.kill().await.unwrap();
@@ -341,4 +345,61 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify failed:\n{stderr}"
     );
     assert!(about_unit.is_empty(), "warnings about the unit:\n{stderr}");
+}
+
+/// Every printing command, its stdout a pipe whose reader has already
+/// gone (`rack-gateway routes | head`), ends quietly with exit 0 — no
+/// panic, nothing on stderr. The control: the same commands print when
+/// someone reads.
+#[test]
+fn printing_commands_survive_a_closed_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("signing.pem");
+    let valid = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/check/valid");
+    let audit = tmp.path().join("audit.jsonl");
+    std::fs::write(&audit, "").unwrap();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["routes"],
+        vec!["routes", "--markdown"],
+        vec!["man"],
+        vec!["completions", "bash"],
+        vec![
+            "token",
+            "generate",
+            "--name",
+            "bot",
+            "--expires",
+            "2099-01-01",
+        ],
+        vec!["token", "keygen", "--out", key.to_str().unwrap()],
+        vec!["check", "--offline", valid],
+        vec!["can", "alice@example.com", "--list", "--config", valid],
+        vec!["audit", "verify", audit.to_str().unwrap()],
+    ];
+    for args in &commands {
+        let _ = std::fs::remove_file(&key);
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .env_clear()
+            .env("HOME", tmp.path())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        // Control: with a reader, the command prints.
+        let _ = std::fs::remove_file(&key);
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .env_clear()
+            .env("HOME", tmp.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?} printed nothing");
+    }
 }

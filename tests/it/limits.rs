@@ -350,3 +350,49 @@ async fn release(base: &str, token: &str) -> Resp {
     )
     .await
 }
+
+/// A viewer's `convox exec` is told it may not exec — in band, in the
+/// words of the command typed — even with every bucket of the identity
+/// empty; the control, an admin's exec, is limited by the same settings.
+#[tokio::test]
+async fn a_viewers_exec_says_may_not_exec_never_rate_limit() {
+    init();
+    let rack = mock().await;
+    const VIEWER: &str = "ci-viewer-token-FFFFFFFFFFFFFFFFFFFFFFFFFFFFFF";
+    let (gw, _dir) = ConfigDir::new()
+        .rack("staging", &rack.url())
+        .extra("rate_limits: {default: 1000/s, ci: {rate: 1/min, burst: 1}, expensive: {rate: 1/min, burst: 1}, auth_failures: 1000/s}\n")
+        .ci(&[("viewer-bot", VIEWER, "viewer", "*"), ("admin-bot", CI_ALL, "admin", "*")])
+        .start()
+        .await;
+    // Spend the viewer's one token on an allowed read.
+    let r = get(&format!("http://{}{APPS}", gw.addr), Some(VIEWER)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let exec = |token: &'static str| async move {
+        let auth = basic(token);
+        let mut c = ws::client_connect(
+            gw.addr,
+            EXEC,
+            &[("Authorization", auth.as_str()), ("Command", "echo hi")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.status, 101);
+        c.send(&Frame::binary(Vec::new())).await.unwrap();
+        let frames = read_until_eof(&mut c).await;
+        String::from_utf8(frames[0].payload.clone()).unwrap()
+    };
+    for _ in 0..2 {
+        let line = exec(VIEWER).await;
+        assert!(
+            line.starts_with("ERROR: gateway: denied: viewer-bot may not \"exec\" (convox exec, run, test) on staging/myapp"),
+            "{line:?}"
+        );
+        assert!(!line.contains("rate limit"), "{line:?}");
+    }
+    // Control: the admin's first exec runs, its second is limited.
+    let first = exec(CI_ALL).await;
+    assert!(!first.starts_with("ERROR:"), "{first:?}");
+    let second = exec(CI_ALL).await;
+    assert!(second.contains("rate limit"), "{second:?}");
+}

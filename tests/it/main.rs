@@ -19,6 +19,7 @@ mod masking;
 mod operations;
 mod policy;
 mod processes;
+mod readme;
 mod reload;
 mod secrets;
 mod sessions;

@@ -764,7 +764,7 @@ async fn readyz_follows_the_racks() {
     assert_eq!(r.json()["status"], "not ready");
     assert_eq!(
         r.json()["racks"]["production"],
-        "unreachable",
+        "unreachable: connection refused",
         "{}",
         r.text()
     );
@@ -779,8 +779,55 @@ async fn readyz_follows_the_racks() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(
         r.json()["racks"]["staging"],
-        "the rack refused the gateway's credentials"
+        "the rack refused the gateway's credentials (401): check its password"
     );
+}
+
+/// Why a rack is unreachable reaches the callers allowed to see the status
+/// — on the host, or through a proxy with `gateway status` (admin) — and
+/// nobody else: a TLS failure (an https URL on a plain-http rack) is named
+/// as one; an anonymous or viewer poll through a proxy gets the verdict.
+#[tokio::test]
+async fn readyz_says_why_a_rack_is_unreachable_to_status_callers() {
+    const VIEWER: &str = "viewer-bot-token-0123456789abcdef0123";
+    const ADMIN: &str = "admin-bot-token-0123456789abcdef01234";
+    let plain = mock().await;
+    let good = mock().await;
+    let (running, _dir) = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &good.url())
+        .rack("production", &plain.url().replace("http://", "https://"))
+        .ci(&[
+            ("viewer-bot", VIEWER, "viewer", "*"),
+            ("admin-bot", ADMIN, "admin", "*"),
+        ])
+        .start()
+        .await;
+    let url = format!("http://{}/_gateway/readyz", running.addr);
+    let fwd = [("X-Forwarded-For", "203.0.113.7")];
+    let r = get(&url, None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let why = r.json()["racks"]["production"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.starts_with("unreachable: TLS: "), "{}", r.text());
+    assert_eq!(r.json()["racks"]["staging"], "ok", "{}", r.text());
+    let r = send("GET", &url, Some(ADMIN), &fwd, "").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json()["racks"]["production"],
+        why.as_str(),
+        "{}",
+        r.text()
+    );
+    for token in [None, Some(VIEWER)] {
+        let r = send("GET", &url, token, &fwd, "").await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["status"], "not ready", "{}", r.text());
+        assert!(r.json().get("racks").is_none(), "{}", r.text());
+    }
+    running.stop().await;
 }
 
 /// `/_gateway/status` and `/_gateway/metrics` answer a caller on the host

@@ -524,7 +524,11 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
     )
     .await;
     assert_eq!(r.status, 403, "{}", r.text());
-    assert!(r.error().contains("build service"), "{}", r.text());
+    assert!(
+        r.error().contains("on service build is refused"),
+        "{}",
+        r.text()
+    );
     assert!(s.received("POST", "/apps/myapp/services/build").is_empty());
 }
 

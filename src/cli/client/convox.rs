@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use super::select::{self, Session};
 use super::store::Store;
 use super::ClientError;
+use crate::cli::out::outln;
 
 /// Where people get the convox CLI.
 pub const INSTALL_URL: &str = "https://docs.convox.com/installation/cli";
@@ -90,7 +91,7 @@ fn shell_quote(s: &str) -> String {
 /// `rack-gateway env`: the `export RACK_URL=...` line for `eval`.
 pub fn env(flag: Option<&str>) -> Result<ExitCode, ClientError> {
     let session = session(flag)?;
-    println!(
+    outln!(
         "export RACK_URL={}",
         shell_quote(&session.gateway.rack_url(&session.token, &session.rack))
     );

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use gateway::{Gateway, GatewayError, GatewayUrl};
 use store::{RackLogin, Store, StoreError};
 
+use crate::cli::out::outln;
 use crate::clock::unix_now;
 
 /// Exit code when `convox` is not on PATH (the shell's "command not found").
@@ -169,7 +170,7 @@ fn do_login(rack: &str, gateway: &str, no_browser: bool) -> Result<ExitCode, Cli
     );
     store.logins.current = Some(rack.to_string());
     store.save()?;
-    println!(
+    outln!(
         "Logged in to rack `{rack}` as {} (until {}); `{rack}` is now the current rack.",
         issued.email,
         utc(issued.expires_at)
@@ -229,12 +230,12 @@ fn do_logout(flag: Option<&str>, rack: Option<&str>) -> Result<ExitCode, ClientE
     let expired = login.expires_at.take();
     store.save()?;
     match expired.filter(|e| *e > unix_now()) {
-        Some(exp) => println!(
+        Some(exp) => outln!(
             "Logged out of rack `{rack}`: the token is removed from this machine (a copy \
              elsewhere would keep working until {}).",
             utc(exp)
         ),
-        None => println!("Logged out of rack `{rack}`."),
+        None => outln!("Logged out of rack `{rack}`."),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -267,7 +268,7 @@ fn do_racks() -> Result<ExitCode, ClientError> {
             (Some(_), Some(exp)) => format!("expires {}", utc(exp)),
             (Some(_), None) => "logged in".to_string(),
         };
-        println!(
+        outln!(
             "{marker} {name:<name_w$}  {:<email_w$}  {:<gw_w$}  {status}",
             l.email.as_deref().unwrap_or("-"),
             l.gateway
@@ -292,7 +293,7 @@ fn do_switch(rack: &str) -> Result<ExitCode, ClientError> {
     let logged_out = login.token.is_none();
     store.logins.current = Some(rack.to_string());
     store.save()?;
-    println!("Current rack: {rack}");
+    outln!("Current rack: {rack}");
     if logged_out {
         eprintln!(
             "rack-gateway: not logged in to rack `{rack}`: run `rack-gateway login {rack} {}`",
@@ -369,10 +370,10 @@ fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
     let session = select::session(&store, &rack)?;
     session.remind();
     let me: Whoami = block_on(call_as(&session, Method::GET, "/_gateway/whoami", None))?;
-    println!("{} ({})", me.identity, me.kind);
-    println!("rack:    {} via {}", session.rack, session.gateway.base());
+    outln!("{} ({})", me.identity, me.kind);
+    outln!("rack:    {} via {}", session.rack, session.gateway.base());
     if let Some(exp) = me.expires_at {
-        println!("expires: {}", describe_expiry(exp));
+        outln!("expires: {}", describe_expiry(exp));
     }
     if let Some(exp) = &me.access_expires {
         let why = me
@@ -380,12 +381,12 @@ fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
             .as_deref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        println!("access:  until {exp}{why}");
+        outln!("access:  until {exp}{why}");
     }
     if me.grants.is_empty() {
-        println!("grants:  none");
+        outln!("grants:  none");
     } else {
-        println!("grants:");
+        outln!("grants:");
         for g in &me.grants {
             let racks = if g.racks.is_empty() {
                 "no rack".to_string()
@@ -402,7 +403,7 @@ fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
                 .as_deref()
                 .map(|r| format!("; reason: {r}"))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "  {} on {} (racks: {racks}; {}{until}{why})",
                 g.role, g.scope, g.defined_at
             );
@@ -431,11 +432,11 @@ struct CanAnswer {
 pub fn can(flag: Option<&str>, q: CanQuery) -> ExitCode {
     match ask(flag, q) {
         Ok(a) if a.allowed => {
-            println!("allow: {}", a.reason);
+            outln!("allow: {}", a.reason);
             ExitCode::SUCCESS
         }
         Ok(a) => {
-            println!("deny: {}", a.reason);
+            outln!("deny: {}", a.reason);
             ExitCode::FAILURE
         }
         Err(e) => {
