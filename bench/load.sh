@@ -521,12 +521,12 @@ fi
 # ---------------------------------------------------------------------------
 # Report (stdout, Markdown)
 
-# median "v1 v2 ..." (the mean of the middle two for an even count).
+# median "v1 v2 ..." [DECIMALS] (the mean of the middle two for an even count).
 median() {
-    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END {
+    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk -v d="${2:-1}" '{ v[NR] = $1 } END {
         if (NR == 0) { print "n/a"; exit }
         if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "%.1f", m
+        printf "%." d "f", m
     }'
 }
 # ratios "a1 a2 ..." "b1 b2 ...": the per-round ratios a/b.
@@ -535,10 +535,6 @@ ratios() {
         n = split(a, x, " "); split(b, y, " ")
         for (i = 1; i <= n; i++) printf "%s%.2f", (i > 1 ? " " : ""), (y[i] > 0 ? x[i] / y[i] : 0)
     }'
-}
-# spread "v1 v2 ...": min-max.
-spread() {
-    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'
 }
 cell() { if [[ -n ${2:-} ]]; then median "$2"; else echo "-"; fi; }
 
@@ -591,8 +587,8 @@ row "rack-gateway" gateway
 row "nginx, TLS" nginx-tls
 row "rack-gateway, TLS (rustls)" gateway-tls
 echo
-echo "- CPU per request gateway/nginx: **$(median "$cpu_ratios")x** (per round: $cpu_ratios)"
-echo "- CPU per request gateway/nginx over TLS: **$(median "$tls_ratios")x** (per round: $tls_ratios)"
+echo "- CPU per request gateway/nginx: **$(median "$cpu_ratios" 2)x** (per round: $cpu_ratios)"
+echo "- CPU per request gateway/nginx over TLS: **$(median "$tls_ratios" 2)x** (per round: $tls_ratios)"
 echo "- p99 at $C connections, gateway - nginx: $(awk -v g="$(median "${P99[gateway/c$C]}")" -v n="$(median "${P99[nginx/c$C]}")" 'BEGIN { printf "%+.1f", g - n }') µs"
 echo "- 1-connection p50 added over direct, gateway - nginx: $(awk -v g="$(median "${P50[gateway/c1]}")" -v n="$(median "${P50[nginx/c1]}")" 'BEGIN { printf "%+.1f", g - n }') µs (goal ≤ +10)"
 for key in direct "${LOADED[@]}"; do
