@@ -1,46 +1,61 @@
 #!/usr/bin/env bash
-# bench/load.sh: throughput and latency of rack-gateway against two baselines,
-# plus the gateway's memory while it streams a 200 MB upload.
+# bench/load.sh: CPU per request, throughput and latency of rack-gateway
+# against nginx and the mock rack itself, plain and over TLS, plus the
+# gateway's memory while it streams a 200 MB upload.
 #
-# This is a benchmark, not a test: it never fails on slow numbers. In one run
-# it drives `GET /apps` with wrk against
-#   direct   the mock rack itself (`rack-gateway mock-rack`),
-#   nginx    Debian's nginx, 1 worker, plain keep-alive reverse proxy in
-#            front of the same mock rack (bench/nginx.conf.template),
-#   gateway  rack-gateway with authentication on (static token via Basic
-#            auth) in front of the same mock rack,
-# then POSTs 200 MB through the gateway while sampling its VmRSS.
+# This is a benchmark, not a test: it never fails on slow numbers. It drives
+# `GET /apps` with wrk against
+#   direct       the mock rack itself (`rack-gateway mock-rack`),
+#   nginx        Debian's nginx, 1 worker, keep-alive reverse proxy in front
+#                of the same mock rack, no access log (bench/nginx.conf.template),
+#   gateway      rack-gateway in front of the same mock rack: static CI
+#                token (Basic auth), policy decision, rate-limit check and
+#                one JSON audit record per request (written to a file),
+#   nginx-tls    the nginx above terminating TLS (same certificate),
+#   gateway-tls  a second rack-gateway terminating TLS with rustls,
+# in interleaved rounds (nginx, gateway, nginx-tls, gateway-tls, then the
+# 1-connection latency runs direct, nginx, gateway; ROUNDS times) and reports
+# the median of each figure over the rounds.
+#
+# CPU per request: the on-CPU time of every thread of the process (for
+# nginx, master and workers), the first field of
+# /proc/<pid>/task/*/schedstat, before and after the measured run, divided
+# by the requests wrk completed in it. Unlike requests/s this does not
+# depend on how the shared CPUs were split between wrk, the proxy and the
+# mock rack, so it is comparable between runs and between the two proxies.
 #
 # Usage (from any directory; the script changes to the repository root):
 #   bench/load.sh                              # builds with `cargo build --release`
-#   DURATION=5 bench/load.sh > bench/results.md
+#   DURATION=5 ROUNDS=3 bench/load.sh > bench/results.md
 #
 # Environment:
-#   DURATION=10       seconds measured per target
-#   WARMUP=2          seconds of discarded load per target before measuring
-#   CONNECTIONS=32    wrk connections
-#   THREADS=2         wrk threads
+#   DURATION=5        seconds measured per target and round
+#   WARMUP=2          seconds of discarded load per target before the rounds
+#   ROUNDS=3          interleaved rounds; figures are the medians
+#   CONNECTIONS=16    wrk connections for the throughput/CPU runs (1 thread)
 #   UPLOAD_MB=200     size of the upload used for the RSS measurement (0 skips it)
-#   RACK_GATEWAY_BIN  use this binary instead of building target/release/rack-gateway
+#   RACK_GATEWAY_BIN  use this binary instead of building a stripped
+#                     target/release/rack-gateway
 #   RACK_GATEWAY_LOG  the gateway's log filter (default info: one JSON audit
 #                     record per request, written to a file in the temp dir)
 #
 # Output: the report (Markdown, ready to paste into a README section) goes to
 # stdout; progress and build output go to stderr.
 #
-# Needs: cargo, wrk, nginx, curl, python3 (or bash) and /proc. Missing wrk or
-# nginx are installed with apt-get when running as root (the nginx package's
-# own service is kept from starting). Everything listens on 127.0.0.1 only,
-# in a mktemp directory, and every process started here is stopped on exit.
+# Needs: cargo, wrk, nginx, openssl, curl, python3 (or bash) and /proc.
+# Missing wrk, nginx or openssl are installed with apt-get when running as
+# root (the nginx package's own service is kept from starting). Everything
+# listens on 127.0.0.1 only, in a mktemp directory, and every process
+# started here is stopped on exit.
 set -euo pipefail
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
-CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-16}
 UPLOAD_MB=${UPLOAD_MB:-200}
 
-INVOCATION="DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS UPLOAD_MB=$UPLOAD_MB"
+INVOCATION="DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS UPLOAD_MB=$UPLOAD_MB"
 for v in RACK_GATEWAY_BIN RACK_GATEWAY_LOG; do
     if [[ -n ${!v:-} ]]; then
         INVOCATION+=" $v=$(printf '%q' "${!v}")"
@@ -58,14 +73,13 @@ die() {
 }
 
 if (($# > 0)); then
-    die "no arguments expected; set DURATION, WARMUP, CONNECTIONS, THREADS, UPLOAD_MB in the environment"
+    die "no arguments expected; set DURATION, WARMUP, ROUNDS, CONNECTIONS, UPLOAD_MB in the environment"
 fi
 log "$INVOCATION"
-for v in DURATION WARMUP CONNECTIONS THREADS UPLOAD_MB; do
+for v in DURATION WARMUP ROUNDS CONNECTIONS UPLOAD_MB; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
-((DURATION > 0 && CONNECTIONS > 0 && THREADS > 0)) || die "DURATION, CONNECTIONS and THREADS must be > 0"
-((CONNECTIONS >= THREADS)) || die "CONNECTIONS must be >= THREADS (wrk needs a connection per thread)"
+((DURATION > 0 && ROUNDS > 0 && CONNECTIONS > 0)) || die "DURATION, ROUNDS and CONNECTIONS must be > 0"
 
 # ---------------------------------------------------------------------------
 # Cleanup: everything started here is recorded in PIDS and stopped on exit.
@@ -147,6 +161,7 @@ ensure_tool() {
 
 ensure_tool wrk wrk
 ensure_tool nginx nginx
+ensure_tool openssl openssl
 command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
 NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
 
@@ -165,8 +180,17 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/rack-gateway-bench.XXXXXX")
 # reach their files under $TMP (traverse only, no listing).
 chmod 0711 "$TMP"
 
+# Measure the binary as shipped: stripped (binutils `strip`; the release
+# profile keeps line tables for profiling). Code is the same, so this only
+# changes the file size reported below.
+BIN_SIZE_NOTE="$(du -m "$BIN" | cut -f1) MB"
+if command -v strip >/dev/null 2>&1 && strip -o "$TMP/rack-gateway" "$BIN" 2>/dev/null; then
+    BIN_SIZE_NOTE="$(du -m "$TMP/rack-gateway" | cut -f1) MB stripped ($BIN_SIZE_NOTE unstripped)"
+    BIN=$TMP/rack-gateway
+fi
+
 # ---------------------------------------------------------------------------
-# Ports: three free ports on 127.0.0.1, below the kernel's ephemeral range so
+# Ports: five free ports on 127.0.0.1, below the kernel's ephemeral range so
 # wrk's own outgoing connections cannot take them between check and bind.
 
 free_ports() {
@@ -204,7 +228,7 @@ PY
     fi
 }
 
-read -r RACK_PORT NGINX_PORT GATEWAY_PORT <<<"$(free_ports 3)"
+read -r RACK_PORT NGINX_PORT NGINX_TLS_PORT GATEWAY_PORT GATEWAY_TLS_PORT <<<"$(free_ports 5)"
 
 # ---------------------------------------------------------------------------
 # Credentials (random per run) and Authorization headers.
@@ -229,7 +253,7 @@ wait_http() {
             die "$name exited during startup (log above)"
         fi
         # Any HTTP answer (even 401) means the listener is up.
-        if curl -s -o /dev/null --max-time 1 "$url"; then
+        if curl -s -o /dev/null --max-time 1 --cacert "$TMP/nginx/tls/cert.pem" "$url"; then
             return 0
         fi
         sleep 0.1
@@ -240,7 +264,7 @@ wait_http() {
 
 expect_200() {
     local name=$1 url=$2 auth=$3 code
-    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 5 -H "$auth" "$url" || true)
+    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 5 --cacert "$TMP/nginx/tls/cert.pem" -H "$auth" "$url" || true)
     if [[ $code != 200 ]]; then
         cat "$TMP/probe.body" >&2 2>/dev/null || true
         die "$name: GET $url answered HTTP $code, expected 200"
@@ -253,9 +277,14 @@ BENCH_RACK_PASSWORD=$RACK_PASSWORD "$BIN" mock-rack --listen "127.0.0.1:$RACK_PO
 RACK_PID=$!
 PIDS+=("$RACK_PID")
 
-mkdir -p "$TMP/nginx"
+# One self-signed certificate for 127.0.0.1, served by both TLS listeners.
+mkdir -p "$TMP/nginx/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$TMP/nginx/tls/key.pem" -out "$TMP/nginx/tls/cert.pem" 2>/dev/null ||
+    die "openssl could not make a test certificate"
 sed -e "s|@DIR@|$TMP/nginx|g" -e "s|@UPSTREAM_PORT@|$RACK_PORT|g" -e "s|@LISTEN_PORT@|$NGINX_PORT|g" \
-    "$SCRIPT_DIR/nginx.conf.template" >"$TMP/nginx/nginx.conf"
+    -e "s|@TLS_PORT@|$NGINX_TLS_PORT|g" "$SCRIPT_DIR/nginx.conf.template" >"$TMP/nginx/nginx.conf"
 log "nginx on 127.0.0.1:$NGINX_PORT"
 "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" >&2 ||
     die "nginx rejected $TMP/nginx/nginx.conf"
@@ -294,83 +323,141 @@ ci:
     grants:
       - {role: bench, scope: "bench/*"}
 EOF
-BENCH_RACK_PASSWORD=$RACK_PASSWORD "$BIN" check "$TMP/gateway" >&2 || die "rack-gateway check rejected the bench config"
-log "rack-gateway on 127.0.0.1:$GATEWAY_PORT"
-BENCH_RACK_PASSWORD=$RACK_PASSWORD RACK_GATEWAY_LOG_FORMAT=json "$BIN" serve --config "$TMP/gateway" \
-    >"$TMP/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-PIDS+=("$GATEWAY_PID")
+# The TLS gateway: the same configuration with a `tls:` block and its own port.
+cp -r "$TMP/gateway" "$TMP/gateway-tls"
+mkdir -p "$TMP/gateway-tls/tls"
+cp "$TMP/nginx/tls/cert.pem" "$TMP/nginx/tls/key.pem" "$TMP/gateway-tls/tls/"
+sed -i "s|^listen: .*|listen: 127.0.0.1:$GATEWAY_TLS_PORT|" "$TMP/gateway-tls/gateway.yaml"
+printf 'tls:\n  cert_file: tls/cert.pem\n  key_file: tls/key.pem\n' >>"$TMP/gateway-tls/gateway.yaml"
+for dir in gateway gateway-tls; do
+    BENCH_RACK_PASSWORD=$RACK_PASSWORD "$BIN" check "$TMP/$dir" >&2 || die "rack-gateway check rejected $TMP/$dir"
+done
+start_gateway() {
+    local dir=$1
+    BENCH_RACK_PASSWORD=$RACK_PASSWORD RACK_GATEWAY_LOG_FORMAT=json "$BIN" serve --config "$TMP/$dir" \
+        >"$TMP/$dir.log" 2>&1 &
+    PIDS+=("$!")
+    LAST_PID=$!
+}
+log "rack-gateway on 127.0.0.1:$GATEWAY_PORT, with TLS on 127.0.0.1:$GATEWAY_TLS_PORT"
+start_gateway gateway
+GATEWAY_PID=$LAST_PID
+start_gateway gateway-tls
+GATEWAY_TLS_PID=$LAST_PID
 
-DIRECT_URL="http://127.0.0.1:$RACK_PORT/apps"
-NGINX_URL="http://127.0.0.1:$NGINX_PORT/apps"
-GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT/apps"
+declare -A URL AUTH PID
+URL[direct]="http://127.0.0.1:$RACK_PORT/apps"
+URL[nginx]="http://127.0.0.1:$NGINX_PORT/apps"
+URL[gateway]="http://127.0.0.1:$GATEWAY_PORT/apps"
+URL[nginx-tls]="https://127.0.0.1:$NGINX_TLS_PORT/apps"
+URL[gateway-tls]="https://127.0.0.1:$GATEWAY_TLS_PORT/apps"
+AUTH[direct]=$RACK_AUTH
+AUTH[nginx]=$RACK_AUTH
+AUTH[nginx-tls]=$RACK_AUTH
+AUTH[gateway]=$GATEWAY_AUTH
+AUTH[gateway-tls]=$GATEWAY_AUTH
+PID[direct]=$RACK_PID
+PID[nginx]=$NGINX_PID
+PID[nginx-tls]=$NGINX_PID
+PID[gateway]=$GATEWAY_PID
+PID[gateway-tls]=$GATEWAY_TLS_PID
 
-wait_http "mock rack" "$RACK_PID" "$DIRECT_URL" "$TMP/mock-rack.log"
-wait_http nginx "$NGINX_PID" "$NGINX_URL" "$TMP/nginx/error.log"
-wait_http rack-gateway "$GATEWAY_PID" "$GATEWAY_URL" "$TMP/gateway.log"
-expect_200 direct "$DIRECT_URL" "$RACK_AUTH"
-expect_200 nginx "$NGINX_URL" "$RACK_AUTH"
-expect_200 rack-gateway "$GATEWAY_URL" "$GATEWAY_AUTH"
+wait_http "mock rack" "$RACK_PID" "${URL[direct]}" "$TMP/mock-rack.log"
+wait_http nginx "$NGINX_PID" "${URL[nginx]}" "$TMP/nginx/error.log"
+wait_http rack-gateway "$GATEWAY_PID" "${URL[gateway]}" "$TMP/gateway.log"
+wait_http "rack-gateway (TLS)" "$GATEWAY_TLS_PID" "${URL[gateway-tls]}" "$TMP/gateway-tls.log"
+for key in direct nginx gateway nginx-tls gateway-tls; do
+    expect_200 "$key" "${URL[$key]}" "${AUTH[$key]}"
+done
 
 # ---------------------------------------------------------------------------
 # Load
 
-# run_wrk SECONDS AUTH URL OUTFILE; wrk runs in the background so a signal
-# reaches the trap at once instead of after the run.
+# cpu_ns PID: on-CPU nanoseconds of every thread of PID and of its direct
+# children (nginx's workers), from /proc/<pid>/task/*/schedstat.
+cpu_ns() {
+    local pids=("$1") c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        pids+=("$c")
+    done
+    local files=() p
+    for p in "${pids[@]}"; do
+        files+=(/proc/"$p"/task/*/schedstat)
+    done
+    cat "${files[@]}" 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
+# run_wrk SECONDS CONNECTIONS KEY OUTFILE; wrk runs in the background so a
+# signal reaches the trap at once instead of after the run. The proxy's CPU
+# time over the run goes to OUTFILE.cpu.
 run_wrk() {
-    local secs=$1 auth=$2 url=$3 out=$4 pid rc=0
-    wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" -H "$auth" "$url" >"$out" 2>&1 &
+    local secs=$1 conns=$2 key=$3 out=$4 pid rc=0 before after
+    before=$(cpu_ns "${PID[$key]}")
+    wrk --latency -t1 -c"$conns" -d"${secs}s" -H "${AUTH[$key]}" "${URL[$key]}" >"$out" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait "$pid" || rc=$?
     forget_pid "$pid"
+    after=$(cpu_ns "${PID[$key]}")
+    echo $((after - before)) >"$out.cpu"
     if ((rc != 0)); then
         cat "$out" >&2
-        die "wrk against $url failed (exit $rc)"
+        die "wrk against ${URL[$key]} failed (exit $rc)"
     fi
 }
 
-# to_ms 475.00us -> 0.475 (wrk prints us, ms, s, m or h).
-to_ms() {
+# to_us 475.00us -> 475.0 (wrk prints us, ms, s, m or h).
+to_us() {
     awk -v v="$1" 'BEGIN {
         n = v; sub(/[a-z]+$/, "", n)
         u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") f = 0.001; else if (u == "ms") f = 1; else if (u == "s") f = 1000
-        else if (u == "m") f = 60000; else if (u == "h") f = 3600000; else exit 1
-        printf "%.3f", n * f
+        if (u == "us") f = 1; else if (u == "ms") f = 1000; else if (u == "s") f = 1000000
+        else if (u == "m") f = 60000000; else if (u == "h") f = 3600000000; else exit 1
+        printf "%.1f", n * f
     }'
 }
 
-declare -A RPS P50 P99 NOTES
+# Per key and connection count, one value per round, space separated.
+declare -A RPS P50 P99 CPU NOTES
 measure() {
-    local key=$1 auth=$2 url=$3 out="$TMP/wrk-$1.txt" rps p50 p99 non2xx sockerr
-    if ((WARMUP > 0)); then
-        log "$key: warm-up ${WARMUP}s"
-        run_wrk "$WARMUP" "$auth" "$url" "$TMP/wrk-$key-warmup.txt"
-    fi
-    log "$key: measuring ${DURATION}s"
-    run_wrk "$DURATION" "$auth" "$url" "$out"
+    local key=$1 conns=$2 round=$3 out="$TMP/wrk-$1-c$2-r$3.txt" rps p50 p99 reqs non2xx sockerr id="$1/c$2"
+    log "round $round: $key, $conns connection(s), ${DURATION}s"
+    run_wrk "$DURATION" "$conns" "$key" "$out"
     rps=$(awk '$1 == "Requests/sec:" { print $2 }' "$out")
     p50=$(awk '$1 == "50%" { print $2 }' "$out")
     p99=$(awk '$1 == "99%" { print $2 }' "$out")
-    if [[ -z $rps || -z $p50 || -z $p99 ]]; then
+    reqs=$(awk '/requests in/ { print $1 }' "$out")
+    if [[ -z $rps || -z $p50 || -z $p99 || -z $reqs ]]; then
         cat "$out" >&2
         die "could not parse wrk output for $key"
     fi
-    RPS[$key]=$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }')
-    P50[$key]=$(to_ms "$p50") || die "unknown wrk time unit in '$p50'"
-    P99[$key]=$(to_ms "$p99") || die "unknown wrk time unit in '$p99'"
+    RPS[$id]+="$(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') "
+    P50[$id]+="$(to_us "$p50") "
+    P99[$id]+="$(to_us "$p99") "
+    CPU[$id]+="$(awk -v c="$(cat "$out.cpu")" -v n="$reqs" 'BEGIN { printf "%.2f", (n > 0 ? c / n / 1000 : 0) }') "
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
     sockerr=$(awk '/Socket errors:/ { sub(/^ *Socket errors: */, ""); print }' "$out")
-    NOTES[$key]=""
-    [[ -n $non2xx ]] && NOTES[$key]+="$non2xx non-2xx responses; "
-    [[ -n $sockerr ]] && NOTES[$key]+="socket errors: $sockerr; "
+    [[ -n $non2xx ]] && NOTES[$key]+="$non2xx non-2xx responses (round $round); "
+    [[ -n $sockerr ]] && NOTES[$key]+="socket errors: $sockerr (round $round); "
     return 0
 }
 
-measure direct "$RACK_AUTH" "$DIRECT_URL"
-measure nginx "$RACK_AUTH" "$NGINX_URL"
-measure gateway "$GATEWAY_AUTH" "$GATEWAY_URL"
+LOADED=(nginx gateway nginx-tls gateway-tls)
+LATENCY=(direct nginx gateway)
+if ((WARMUP > 0)); then
+    for key in direct "${LOADED[@]}"; do
+        log "warm-up: $key ${WARMUP}s"
+        run_wrk "$WARMUP" "$CONNECTIONS" "$key" "$TMP/wrk-$key-warmup.txt"
+    done
+fi
+for ((round = 1; round <= ROUNDS; round++)); do
+    for key in "${LOADED[@]}"; do
+        measure "$key" "$CONNECTIONS" "$round"
+    done
+    for key in "${LATENCY[@]}"; do
+        measure "$key" 1 "$round"
+    done
+done
 
 # ---------------------------------------------------------------------------
 # Gateway memory while streaming an upload
@@ -434,7 +521,22 @@ fi
 # ---------------------------------------------------------------------------
 # Report (stdout, Markdown)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# median "v1 v2 ..." [DECIMALS] (the mean of the middle two for an even count).
+median() {
+    tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk -v d="${2:-1}" '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n/a"; exit }
+        if (NR % 2) m = v[(NR + 1) / 2]; else m = (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "%." d "f", m
+    }'
+}
+# ratios "a1 a2 ..." "b1 b2 ...": the per-round ratios a/b.
+ratios() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " ")
+        for (i = 1; i <= n; i++) printf "%s%.2f", (i > 1 ? " " : ""), (y[i] > 0 ? x[i] / y[i] : 0)
+    }'
+}
+cell() { if [[ -n ${2:-} ]]; then median "$2"; else echo "-"; fi; }
 
 cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
 wrk_version=$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }' || true)
@@ -451,30 +553,46 @@ else
     build_note="built from $REPO_ROOT"
 fi
 
+C=$CONNECTIONS
+direct_p50=$(median "${P50[direct/c1]}")
+added() { awk -v p="$(median "$1")" -v d="$direct_p50" 'BEGIN { printf "%+.1f", p - d }'; }
+cpu_ratios=$(ratios "${CPU[gateway/c$C]}" "${CPU[nginx/c$C]}")
+tls_ratios=$(ratios "${CPU[gateway-tls/c$C]}" "${CPU[nginx-tls/c$C]}")
+
 echo "### Benchmark: rack-gateway vs nginx vs direct"
 echo
 echo '```'
 echo "\$ $INVOCATION"
-echo "wrk --latency -t$THREADS -c$CONNECTIONS -d${DURATION}s -H \"Authorization: Basic <per-run credentials>\" http://127.0.0.1:<port>/apps"
+echo "wrk --latency -t1 -c<$C or 1> -d${DURATION}s -H \"Authorization: Basic <per-run credentials>\" http(s)://127.0.0.1:<port>/apps"
 echo '```'
 echo
 echo "- $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPU(s)${cpu_model:+ ($cpu_model)}, $(uname -sr)"
-echo "- ${gateway_version} (${build_note}), wrk ${wrk_version:-?}, ${nginx_version}"
-echo "- \`GET /apps\` against the mock rack (\`rack-gateway mock-rack\`), ${CONNECTIONS} keep-alive connections, ${THREADS} wrk threads, ${WARMUP} s warm-up then ${DURATION} s measured per target."
-echo "- rack-gateway logs at RACK_GATEWAY_LOG=${RACK_GATEWAY_LOG:-info} in JSON to a file (at info: one audit record per request)."
-echo "- wrk, the proxy under test and the mock rack share the same CPUs, so compare the rows with each other, not with other machines."
+echo "- ${gateway_version} (${build_note}; ${BIN_SIZE_NOTE}), wrk ${wrk_version:-?}, ${nginx_version}"
+echo "- \`GET /apps\` against the mock rack, ${ROUNDS} interleaved rounds of ${DURATION} s per row (after ${WARMUP} s warm-up each); every figure is the median over the rounds."
+echo "- rack-gateway: static CI token, policy decision, rate-limit check, RACK_GATEWAY_LOG=${RACK_GATEWAY_LOG:-info} in JSON to a file (at info: one audit record per request). nginx: 1 worker, keep-alive upstream pool, no access log. TLS rows: the same certificate (P-256), keep-alive."
+echo "- CPU per request: on-CPU time of all the proxy's threads (schedstat) over the run / requests served. wrk, the proxy and the mock rack share the CPUs, so req/s and latencies move between runs; CPU per request much less."
 echo
-echo "| target | req/s | p50 ms | p99 ms |"
-echo "|---|---:|---:|---:|"
-printf '| %s | %s | %s | %s |\n' "direct (mock rack)" "${RPS[direct]}" "${P50[direct]}" "${P99[direct]}"
-printf '| %s | %s | %s | %s |\n' "nginx (1 worker, keepalive 64)" "${RPS[nginx]}" "${P50[nginx]}" "${P99[nginx]}"
-printf '| %s | %s | %s | %s |\n' "rack-gateway (token auth)" "${RPS[gateway]}" "${P50[gateway]}" "${P99[gateway]}"
+echo "| target | CPU µs/req | req/s ($C conns) | p50 µs ($C) | p99 µs ($C) | p50 µs (1 conn) | added over direct (1 conn) |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+row() {
+    local label=$1 key=$2 lat=""
+    [[ -n ${P50[$key/c1]:-} ]] && lat=$(added "${P50[$key/c1]}")
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$(cell x "${CPU[$key/c$C]:-}")" \
+        "$(cell x "${RPS[$key/c$C]:-}")" "$(cell x "${P50[$key/c$C]:-}")" "$(cell x "${P99[$key/c$C]:-}")" \
+        "$(cell x "${P50[$key/c1]:-}")" "${lat:--}"
+}
+row "direct (mock rack)" direct
+row "nginx" nginx
+row "rack-gateway" gateway
+row "nginx, TLS" nginx-tls
+row "rack-gateway, TLS (rustls)" gateway-tls
 echo
-echo "- throughput gateway/nginx: $(ratio "${RPS[gateway]}" "${RPS[nginx]}")x"
-echo "- throughput gateway/direct: $(ratio "${RPS[gateway]}" "${RPS[direct]}")x"
-echo "- p99 gateway - nginx: $(awk -v g="${P99[gateway]}" -v n="${P99[nginx]}" 'BEGIN { printf "%+.3f", g - n }') ms"
-for key in direct nginx gateway; do
-    if [[ -n ${NOTES[$key]} ]]; then
+echo "- CPU per request gateway/nginx: **$(median "$cpu_ratios" 2)x** (per round: $cpu_ratios)"
+echo "- CPU per request gateway/nginx over TLS: **$(median "$tls_ratios" 2)x** (per round: $tls_ratios)"
+echo "- p99 at $C connections, gateway - nginx: $(awk -v g="$(median "${P99[gateway/c$C]}")" -v n="$(median "${P99[nginx/c$C]}")" 'BEGIN { printf "%+.1f", g - n }') µs"
+echo "- 1-connection p50 added over direct, gateway - nginx: $(awk -v g="$(median "${P50[gateway/c1]}")" -v n="$(median "${P50[nginx/c1]}")" 'BEGIN { printf "%+.1f", g - n }') µs (goal ≤ +10)"
+for key in direct "${LOADED[@]}"; do
+    if [[ -n ${NOTES[$key]:-} ]]; then
         echo "- WARNING $key: ${NOTES[$key]%; } (numbers for this row include failed requests)"
     fi
 done

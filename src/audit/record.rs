@@ -176,11 +176,49 @@ macro_rules! file_value {
     };
 }
 
+/// Appends every field the log line carries to the buffer `$b`.
+macro_rules! json_fields {
+    ($b:ident; $($name:ident: $kind:ident = $value:expr,)*) => {
+        $( LogValue::append(&$value, $b, stringify!($name)); )*
+    };
+}
+
 impl Record<'_> {
-    /// Writes the record as one `audit` tracing event (the JSON log line).
+    /// Writes the record as one `audit` log line. With the JSON log format
+    /// the line is formatted here, once, straight into the bytes the log
+    /// writer receives ([`Record::json_line`]): byte for byte what the
+    /// tracing JSON formatter writes for the `audit` event, at a fraction
+    /// of the cost (tracing's visitor, a JSON map and a UTF-8 check per
+    /// write were a quarter of the gateway's CPU per request). The log
+    /// filter still decides: `RACK_GATEWAY_LOG=warn` turns records off.
     pub(super) fn log(&self) {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        match crate::cli::logsink::json_direct() {
+            Some(sink) => sink.send_line(self.json_line(SystemTimeUtc::now())),
+            None => {
+                let r = self;
+                record_fields!(r => log_event!());
+            }
+        }
+    }
+
+    /// The JSON log line (with its newline): `timestamp`, `level`, the
+    /// fields in [`record_fields!`] order, `target`, as tracing-subscriber's
+    /// flattened JSON format writes an event outside any span.
+    fn json_line(&self, now: SystemTimeUtc) -> Vec<u8> {
+        let mut line = Vec::with_capacity(1024);
+        let b = &mut line;
+        b.extend_from_slice(b"{\"timestamp\":\"");
+        now.write_micros(b);
+        b.extend_from_slice(b"\",\"level\":\"INFO\"");
         let r = self;
-        record_fields!(r => log_event!());
+        record_fields!(r => json_fields!(b;));
+        b.extend_from_slice(b",\"target\":");
+        json_str(b, TARGET);
+        b.extend_from_slice(b"}\n");
+        line
     }
 
     /// The record as the JSON object written to the audit file: `time`
@@ -195,6 +233,95 @@ impl Record<'_> {
         );
         record_fields!(r => insert_file_fields!(m;));
         m
+    }
+}
+
+/// The current time, split for the log line's timestamp.
+#[derive(Debug, Clone, Copy)]
+struct SystemTimeUtc {
+    secs: i64,
+    micros: u32,
+}
+
+impl SystemTimeUtc {
+    fn now() -> SystemTimeUtc {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        SystemTimeUtc {
+            secs: d.as_secs() as i64,
+            micros: d.subsec_micros(),
+        }
+    }
+
+    /// `2026-12-01T09:33:51.860307Z`, tracing-subscriber's default timer.
+    fn write_micros(self, b: &mut Vec<u8>) {
+        use std::io::Write;
+        let (y, mo, d, h, mi, s) = crate::clock::civil(self.secs);
+        let _ = write!(
+            b,
+            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:06}Z",
+            self.micros
+        );
+    }
+}
+
+/// A field value as the tracing JSON formatter writes it: `None` leaves the
+/// field out, strings are JSON strings, integers are numbers.
+trait LogValue {
+    fn append(&self, b: &mut Vec<u8>, key: &str);
+}
+
+/// `,"key":` (every field follows `level`, so a comma always leads).
+fn json_key(b: &mut Vec<u8>, key: &str) {
+    b.extend_from_slice(b",\"");
+    b.extend_from_slice(key.as_bytes());
+    b.extend_from_slice(b"\":");
+}
+
+/// A JSON string: copied as is when nothing needs escaping (the common
+/// case), else escaped by serde_json like the tracing formatter does.
+fn json_str(b: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\') {
+        b.push(b'"');
+        b.extend_from_slice(s.as_bytes());
+        b.push(b'"');
+    } else if serde_json::to_writer(&mut *b, s).is_err() {
+        b.extend_from_slice(b"\"\"");
+    }
+}
+
+impl LogValue for &str {
+    fn append(&self, b: &mut Vec<u8>, key: &str) {
+        json_key(b, key);
+        json_str(b, self);
+    }
+}
+
+impl LogValue for String {
+    fn append(&self, b: &mut Vec<u8>, key: &str) {
+        self.as_str().append(b, key);
+    }
+}
+
+macro_rules! number_log_value {
+    ($($t:ty),*) => {$(
+        impl LogValue for $t {
+            fn append(&self, b: &mut Vec<u8>, key: &str) {
+                use std::io::Write;
+                json_key(b, key);
+                let _ = write!(b, "{self}");
+            }
+        }
+    )*};
+}
+number_log_value!(u16, u64, i32);
+
+impl<T: LogValue> LogValue for Option<T> {
+    fn append(&self, b: &mut Vec<u8>, key: &str) {
+        if let Some(v) = self {
+            v.append(b, key);
+        }
     }
 }
 
@@ -284,6 +411,69 @@ mod tests {
         log.remove("level");
         assert_eq!(file.len(), 24, "{file:?}");
         assert_eq!(log, file);
+    }
+
+    /// The directly formatted line is the tracing JSON formatter's line,
+    /// byte for byte once the timestamps agree: every field, in order, with
+    /// escapes and left-out `None`s.
+    #[test]
+    fn direct_json_line_is_the_tracing_line() {
+        let identity = Identity {
+            kind: IdentityKind::Person,
+            name: "ada \"the\" lovelace\\\n\u{1}é@example.com".into(),
+        };
+        let full = Record {
+            event: "request",
+            request_id: "req-1",
+            identity: Some(&identity),
+            client_ip: Some("203.0.113.7".parse().unwrap()),
+            via: Some("::1".parse().unwrap()),
+            method: "POST",
+            path: "/apps/web/processes/p-1/exec",
+            rack: Some("prod"),
+            operation: Some("process.exec"),
+            app: Some(""),
+            service: Some("api"),
+            pid: Some("p-1"),
+            command: Some("rails\tconsole"),
+            decision: Some(Decision::Allow),
+            reason: "rule at roles.yaml:3",
+            env_changes: Some("add:A"),
+            config_version: Some("abc123"),
+            status: 101,
+            upstream_status: Some(101),
+            bytes_in: Some(12),
+            bytes_out: Some(u64::MAX),
+            exit_code: Some(-1),
+            duration_ms: 56,
+        };
+        let bare = Record {
+            event: "request",
+            ..Record::default()
+        };
+        for r in [full, bare] {
+            let line = r.json_line(SystemTimeUtc {
+                secs: 1_764_581_631,
+                micros: 7,
+            });
+            let line = String::from_utf8(line).unwrap();
+            let (head, rest) = line.split_at(line.find(",\"level\"").unwrap());
+            assert_eq!(head, "{\"timestamp\":\"2025-12-01T09:33:51.000007Z\"");
+            let out = Captured::default();
+            let writer = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let r = &r;
+                record_fields!(r => log_event!());
+            });
+            let traced = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            let traced_rest = &traced[traced.find(",\"level\"").unwrap()..];
+            assert_eq!(rest, traced_rest);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::OnceLock;
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -75,6 +76,29 @@ fn write_loop<W: Write>(rx: Receiver<Msg>, out: W) {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let _ = out.flush();
+}
+
+/// The sink that JSON-format lines may be sent to directly, bypassing the
+/// tracing formatter (the audit record formats its own line: see
+/// `audit::Record::log`). Set once by `init_logging` for `--log-format json`.
+static JSON_DIRECT: OnceLock<LogSink> = OnceLock::new();
+
+/// Lets pre-formatted JSON lines go to `sink` (the JSON log format is on).
+pub(crate) fn route_json_lines(sink: &LogSink) {
+    let _ = JSON_DIRECT.set(sink.clone());
+}
+
+/// The sink for pre-formatted JSON lines, when the log format is JSON.
+pub(crate) fn json_direct() -> Option<&'static LogSink> {
+    JSON_DIRECT.get()
+}
+
+impl LogSink {
+    /// Queues one complete line (newline included) for the writer thread,
+    /// in order with the lines the tracing formatter hands over.
+    pub(crate) fn send_line(&self, line: Vec<u8>) {
+        let _ = self.tx.send(Msg::Line(line));
+    }
 }
 
 /// One event's bytes; sent when the event is complete (on drop).

@@ -532,6 +532,9 @@ fn init_logging(format: LogFormat) -> crate::cli::logsink::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RACK_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (sink, guard) = crate::cli::logsink::stderr();
+    if matches!(format, LogFormat::Json) {
+        crate::cli::logsink::route_json_lines(&sink);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(sink);

@@ -405,7 +405,9 @@ fn do_whoami(flag: Option<&str>) -> Result<ExitCode, ClientError> {
                 .unwrap_or_default();
             outln!(
                 "  {} on {} (racks: {racks}; {}{until}{why})",
-                g.role, g.scope, g.defined_at
+                g.role,
+                g.scope,
+                g.defined_at
             );
         }
     }
