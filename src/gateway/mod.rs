@@ -3,6 +3,7 @@
 //! bookkeeping, reload status, rate limiters and metrics.
 
 pub mod identify;
+pub mod ready;
 pub mod runtime;
 pub mod sessions;
 pub mod status;
@@ -34,7 +35,7 @@ pub struct Gateway {
     /// opened one.
     pub audit: crate::audit::Auditor,
     /// The last readiness probe of the racks.
-    pub ready: crate::server::endpoints::ReadyCache,
+    pub ready: ready::ReadyCache,
 }
 
 impl Gateway {
