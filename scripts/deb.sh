@@ -45,8 +45,9 @@ mkdir -p "$gen/completions"
 # The unit in systemd/ is written for a hand install in /usr/local/bin; the
 # package's binary is /usr/bin/rack-gateway.
 {
-  echo "# Installed by the $pkg package (ExecStart in /usr/bin): the package did the"
-  echo "# binary and unit steps below; start at the config (see \`dpkg -s $pkg\`)."
+  echo "# Installed by the $pkg package, with ExecStart in /usr/bin. The package did"
+  echo "# the binary, unit and directory steps below; start at the config (the steps"
+  echo "# are in /usr/share/doc/$pkg/README.md, section Install)."
   sed 's#^\(\#\{0,1\}ExecStart=\)/usr/local/bin/rack-gateway #\1/usr/bin/rack-gateway #' systemd/rack-gateway.service
 } >"$gen/rack-gateway.service"
 grep -q '^ExecStart=/usr/bin/rack-gateway serve ' "$gen/rack-gateway.service" \
@@ -99,7 +100,9 @@ ok "dpkg -i $(basename "$deb"); postinst printed the next steps"
 
 [ "$(/usr/bin/rack-gateway --version)" = "$pkg $version" ] || fail "/usr/bin/rack-gateway --version"
 ok "/usr/bin/rack-gateway --version: $pkg $version"
-if readelf -S --wide /usr/bin/rack-gateway | grep -qE ' \.(symtab|debug_[a-z]+) '; then
+# Captured first: with pipefail, `cmd | grep -q` fails when grep exits early.
+sections=$(readelf -S --wide /usr/bin/rack-gateway)
+if grep -qE ' \.(symtab|debug_[a-z]+) ' <<<"$sections"; then
   fail "/usr/bin/rack-gateway has a symbol table or debug sections (not stripped)"
 fi
 ok "/usr/bin/rack-gateway is stripped ($(du -h /usr/bin/rack-gateway | cut -f1))"
@@ -120,8 +123,8 @@ done
 ok "$examples has git.yaml and rack-gateway.env"
 
 [ "$(man -w rack-gateway)" = /usr/share/man/man1/rack-gateway.1.gz ] || fail "man -w rack-gateway: $(man -w rack-gateway 2>&1)"
-MANPAGER=cat MANWIDTH=80 man rack-gateway 2>/dev/null | grep -q "Access gateway for Convox racks" \
-  || fail "man rack-gateway does not render"
+page=$(MANPAGER=cat MANWIDTH=80 man rack-gateway 2>/dev/null) || fail "man rack-gateway failed"
+grep -q "Access gateway for Convox racks" <<<"$page" || fail "man rack-gateway does not render the page"
 ok "man rack-gateway (/usr/share/man/man1/rack-gateway.1.gz)"
 
 bashdir=$(pkg-config --variable=completionsdir bash-completion)
