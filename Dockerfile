@@ -26,15 +26,28 @@
 # writable volume for repository.cache_dir. Audit file: set
 # RACK_GATEWAY_AUDIT_FILE to a path on a persistent volume.
 #
-# No HEALTHCHECK: the runtime image has no HTTP client. Orchestrators should
-# probe GET /_gateway/healthz (liveness) and GET /_gateway/readyz
-# (readiness: a valid config is loaded and every rack answers).
+# No HEALTHCHECK: the runtime image has no HTTP client and the binary no
+# probe command. Orchestrators should probe GET /_gateway/healthz (liveness)
+# and GET /_gateway/readyz (readiness: a valid config is loaded and every
+# rack answers).
+#
+# What the binary links: glibc, zlib, and OpenSSL (libssl3/libcrypto3), which
+# git2 uses for git mode's fetches over HTTPS and SSH. The gateway's own TLS
+# (its listener and its connections to racks) is rustls with ring, with
+# Mozilla's roots built in (webpki-roots) unless a rack sets ca_file.
+#
+# Network at build time: the builder fetches Debian packages (apt) and every
+# crate in Cargo.lock from crates.io (`cargo build --locked`); the runtime
+# stage fetches Debian packages (apt). Nothing is downloaded at run time.
+# Base images are pinned by version; to pin them by content as well, append
+# the digest `docker buildx imagetools inspect <image>` prints (@sha256:...).
 
 # --- Build ---------------------------------------------------------------------
-FROM rust:1-bookworm AS builder
+# The toolchain the project builds with (Cargo.toml rust-version is the floor).
+FROM rust:1.95.0-bookworm AS builder
 
-# libssl-dev/pkg-config: not needed by today's pure-Rust TLS stack, but a
-# dependency pulling in OpenSSL (e.g. libgit2) builds without touching this file.
+# libssl-dev/pkg-config: git2's HTTPS and SSH transports (libgit2, libssh2)
+# link the system OpenSSL.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends pkg-config libssl-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -77,10 +90,12 @@ RUN touch src/main.rs src/lib.rs \
     && ./target/release/rack-gateway --version
 
 # --- Runtime -------------------------------------------------------------------
-FROM debian:bookworm-slim
+# The same Debian release as the builder (glibc and libssl3 must match).
+FROM debian:12.11-slim
 
-# ca-certificates: for racks whose certificates chain to a public CA and for
-# ca_file bundles; libssl3: so a future OpenSSL-linked build still runs.
+# libssl3: the binary links it (git2: git over HTTPS and SSH).
+# ca-certificates: OpenSSL's trust store for git over HTTPS (the proxy's own
+# TLS uses the roots built into the binary, or a rack's ca_file).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*
@@ -92,6 +107,7 @@ RUN groupadd --system --gid 10001 rack-gateway \
         --home-dir /nonexistent --shell /usr/sbin/nologin rack-gateway \
     && install -d -m 0755 /etc/rack-gateway
 
+# The release profile strips symbols and debug info (Cargo.toml).
 COPY --from=builder /src/target/release/rack-gateway /usr/local/bin/rack-gateway
 
 ENV RACK_GATEWAY_LOG_FORMAT=json \

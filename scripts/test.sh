@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the system
-# packages the build and the tests need (when run as root), then cargo test.
+# packages the build and the tests need (when run as root), then cargo test,
+# then (as root, on a full run) builds, installs and removes the Debian
+# package (scripts/deb.sh --check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,8 +66,32 @@ set +e
 cargo test --locked --all-targets "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The Debian package: a release build (minutes), then dpkg -i, checks,
+# dpkg -r (scripts/deb.sh --check). Runs as root on a full run (no test
+# filter); RACK_GATEWAY_TEST_DEB=0 skips it, =1 forces it.
+deb=${RACK_GATEWAY_TEST_DEB:-}
+if [ -z "$deb" ]; then
+  if [ "$(id -u)" = 0 ] && [ $# -eq 0 ]; then deb=1; else deb=0; fi
+fi
+if [ "$deb" = 1 ]; then
+  set +e
+  scripts/deb.sh --check 2>&1 | tee -a "$log"
+  deb_status=${PIPESTATUS[0]}
+  set -e
+  if [ "$deb_status" != 0 ]; then
+    grep -q '^deb check: FAILED' "$log" \
+      || echo "deb check: FAILED (scripts/deb.sh --check exited $deb_status)" | tee -a "$log"
+    status=1
+  fi
+else
+  echo "scripts/test.sh: skipped the Debian package check (needs root and no test filter; RACK_GATEWAY_TEST_DEB=1 forces it)"
+fi
+
 # One closing line summing every test binary's result (benches run last in
-# test mode and print no summary of their own).
+# test mode and print no summary of their own) and each package check.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^deb check: ok:/ { p++ }
+     /^deb check: FAILED/ { f++ }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

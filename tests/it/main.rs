@@ -17,6 +17,7 @@ mod inputs;
 mod limits;
 mod masking;
 mod operations;
+mod packaging;
 mod policy;
 mod processes;
 mod readme;
