@@ -179,7 +179,7 @@ macro_rules! file_value {
 /// Appends every field the log line carries to the buffer `$b`.
 macro_rules! json_fields {
     ($b:ident; $($name:ident: $kind:ident = $value:expr,)*) => {
-        $( LogValue::append(&$value, $b, stringify!($name)); )*
+        $( LogValue::append(&log_value!($kind, $value), $b, stringify!($name)); )*
     };
 }
 

@@ -33,14 +33,21 @@ pub(crate) fn in_their_words(reason: &str, op: &str, commands: &str, budget: usi
             let rest = reason.strip_prefix("denied: \"")?;
             Some("denied: \"".len() + rest.find('"')? + 1)
         });
-    let named = match end {
+    let name = |typed: &str| match end {
         Some(end) => format!("{} ({typed}){}", &reason[..end], &reason[end..]),
         None => {
             let rest = reason.strip_prefix("denied: ").unwrap_or(&reason);
             format!("denied: {quoted} ({typed}): {rest}")
         }
     };
-    fit(&named, budget)
+    // The reason itself (what was refused and what to do) wins over the
+    // list of commands: name them all, else the first, else none, before
+    // anything of the reason is cut.
+    let first = typed.split(", ").next().unwrap_or_default().to_string();
+    [name(&typed), name(&first)]
+        .into_iter()
+        .find(|line| line.chars().count() <= budget)
+        .unwrap_or_else(|| fit(&reason, budget))
 }
 
 /// The route table's `commands` cell as a person would type it:
@@ -119,10 +126,11 @@ pub(crate) fn fit(line: &str, max: usize) -> String {
     if line.chars().count() <= max {
         return line.to_string();
     }
+    // What to do next (": run rack-gateway login …") or the deciding
+    // rule's location stays whole.
     let tail = line
-        .ends_with(')')
-        .then(|| line.rfind(" ("))
-        .flatten()
+        .rfind(": run ")
+        .or_else(|| line.ends_with(')').then(|| line.rfind(" (")).flatten())
         .map(|at| &line[at..])
         .filter(|t| t.chars().count() < max / 2)
         .unwrap_or("");

@@ -1457,7 +1457,7 @@ async fn step_up_grants_need_a_recent_mfa_login_from_the_provider() {
         let r = promote_production(&fx, &token).await;
         assert_eq!(r.status, 403, "{sub}: {}", r.text());
         let want = format!(
-            "denied: deployer on production/* (users.yaml:{}) needs a login with MFA in the last 12h: run rack-gateway login production {}",
+            "deployer on production/* (users.yaml:{}) needs a login with MFA in the last 12h: run rack-gateway login production {}",
             line_in(&fx, "users.yaml", &format!("{sub}@example.com")) + 5,
             fx.gw
         );
