@@ -22,7 +22,9 @@
 //!    rack reports ([`process`]); an attached run's placeholder belongs to
 //!    its creator only ([`placeholder`]).
 
+pub mod access;
 pub mod command;
+pub mod diff;
 pub mod env;
 pub mod forms;
 pub mod glob;
@@ -223,6 +225,20 @@ impl Grant {
     pub fn scope(&self) -> String {
         format!("{}/{}", self.rack.as_str(), self.app.as_str())
     }
+
+    /// Whether this grant's scope covers a request for `op` on `rack` and
+    /// `app` (`None`: a rack-level request); the one scope rule that
+    /// [`Policy::decide`] and the access review share.
+    pub fn covers(&self, rack: &str, app: Option<&str>, op: &str) -> bool {
+        self.rack.matches(rack)
+            && match app {
+                // App `system` is the rack itself (its API pods):
+                // never covered by `*` or another glob.
+                Some(SYSTEM_APP) => self.app.as_str() == SYSTEM_APP,
+                Some(app) => self.app.matches(app),
+                None => self.app.is_any() || APP_SCOPED_RACK_OPS.contains(&op),
+            }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -400,16 +416,7 @@ impl Policy {
         subject
             .grants
             .iter()
-            .filter(|g| {
-                g.rack.matches(f.rack)
-                    && match f.app {
-                        // App `system` is the rack itself (its API pods):
-                        // never covered by `*` or another glob.
-                        Some(SYSTEM_APP) => g.app.as_str() == SYSTEM_APP,
-                        Some(app) => g.app.matches(app),
-                        None => g.app.is_any() || APP_SCOPED_RACK_OPS.contains(&op),
-                    }
-            })
+            .filter(|g| g.covers(f.rack, f.app, op))
             .collect()
     }
 

@@ -18,6 +18,7 @@ mod operations;
 mod policy;
 mod processes;
 mod reload;
+mod review;
 mod secrets;
 mod sessions;
 mod streaming;
