@@ -888,3 +888,35 @@ fn reload(bencher: Bencher) {
         );
     });
 }
+
+/// `rack-gateway diff` of the generated repository against a one-role
+/// edit of itself (one role gains `logs`): the semantic comparison of
+/// every identity's effective access, both configs already loaded (add
+/// two `load_and_validate` for the command's wall time).
+#[divan::bench(sample_count = 10)]
+fn diff_one_role_edit(bencher: Bencher) {
+    let fx = &*FIXTURE;
+    let env = env();
+    let old = config::load(&source(&fx.files), &env).expect("loads");
+    let mut edited = fx.files.clone();
+    let (name, text) = edited
+        .iter_mut()
+        .find(|(k, v)| {
+            k.starts_with("roles/")
+                && !k.ends_with("admin.yaml")
+                && v.contains("\nallow:\n")
+                && !v.contains("- logs\n")
+        })
+        .expect("a role to edit");
+    *text = text.replacen("\nallow:\n", "\nallow:\n  - logs\n", 1);
+    eprintln!("diff benchmark edits {name}");
+    let new = config::load(&source(&edited), &env).expect("edited config loads");
+    let d = rack_gateway::policy::diff::diff(&old, &new);
+    eprintln!("diff benchmark: {}", d.summary());
+    bencher.bench_local(|| {
+        black_box(rack_gateway::policy::diff::diff(
+            black_box(&old),
+            black_box(&new),
+        ))
+    });
+}

@@ -109,12 +109,16 @@ pub struct Fact {
     pub item: Item,
 }
 
+/// Which grants (old, new) cover an app: apps with equal keys are decided
+/// alike.
+type ClassKey = (Vec<bool>, Vec<bool>);
+
 /// Facts with the allow reason (naming the rule, file:line) of each.
 pub type FactSet = BTreeMap<Fact, String>;
 
 /// A synthetic name that a glob matches (`billing-*` → `billing-x`).
 fn instance_of(glob: &str) -> String {
-    glob.replace('*', "x").replace('?', "x")
+    glob.replace(['*', '?'], "x")
 }
 
 /// A name that none of `globs` matches except those matching everything.
@@ -274,7 +278,7 @@ pub fn effective_pair(u: &Universe, old: &Side<'_>, new: &Side<'_>) -> (FactSet,
                 facts_at(u, side, rack, None, &rack_level, out);
             }
         }
-        let mut classes: BTreeMap<(Vec<bool>, Vec<bool>), (String, Vec<String>)> = BTreeMap::new();
+        let mut classes: BTreeMap<ClassKey, (String, Vec<String>)> = BTreeMap::new();
         for app in &u.apps {
             let mask = |s: &Subject| -> Vec<bool> {
                 s.grants

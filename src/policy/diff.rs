@@ -328,14 +328,12 @@ fn exceptions_of(p: &Policy, role: usize) -> Vec<super::OpSet> {
 }
 
 fn same_role(a: &Role, b: &Role) -> bool {
-    let cmds = |r: &Role| -> (Vec<(String, String)>, Vec<(String, String)>) {
-        let f = |v: &[super::CommandRule]| {
-            v.iter()
-                .map(|c| (c.service.as_str().to_string(), c.pattern.source.clone()))
-                .collect()
-        };
-        (f(&r.commands_allow), f(&r.commands_deny))
+    let rules = |v: &[super::CommandRule]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|c| (c.service.as_str().to_string(), c.pattern.source.clone()))
+            .collect()
     };
+    let cmds = |r: &Role| (rules(&r.commands_allow), rules(&r.commands_deny));
     let names =
         |v: &[(String, super::RuleRef)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     let perms = |r: &Role| r.permissions.iter().map(|(n, _)| *n).collect::<Vec<_>>();

@@ -689,9 +689,36 @@ impl Policy {
                 .filter(|e| e.role == g.role)
                 .fold(OpSet::default(), |a, e| a.union(e.ops));
             ops = ops.minus(self.blocked.minus(excepted));
+            // Deny wins across grants: a role's deny on another grant
+            // whose scope covers this one removes the operation here; one
+            // that covers only part of it is listed as an exception.
+            let mut partly = Vec::new();
+            for o in subject.grants.iter().filter(|o| !std::ptr::eq(*o, g)) {
+                let denied = self.roles[o.role].deny;
+                let hit = ops.minus(ops.minus(denied));
+                if hit.is_empty() {
+                    continue;
+                }
+                let overlaps = |a: &Glob, b: &Glob| a.matches(b.as_str()) || b.matches(a.as_str());
+                if o.rack.matches(g.rack.as_str()) && o.app.matches(g.app.as_str()) {
+                    ops = ops.minus(hit);
+                } else if overlaps(&o.rack, &g.rack) && overlaps(&o.app, &g.app) {
+                    partly.push((o, hit));
+                }
+            }
             out.push(format!("{} as {} ({}):", g.scope(), role.name, g.at));
             let list: Vec<&str> = ops.iter().collect();
             out.push(format!("  operations: {}", list.join(", ")));
+            for (o, hit) in partly {
+                let list: Vec<&str> = hit.iter().collect();
+                out.push(format!(
+                    "  but not on {}: {} (denied by {}, {})",
+                    o.scope(),
+                    list.join(", "),
+                    self.roles[o.role].name,
+                    o.at
+                ));
+            }
             if !role.permissions.is_empty() {
                 let p: Vec<&str> = role.permissions.iter().map(|(n, _)| *n).collect();
                 out.push(format!("  permissions: {}", p.join(", ")));

@@ -296,3 +296,68 @@ async fn who_can_lists_identities_with_their_grant() {
     assert_eq!(code, Some(0));
     assert_eq!(out, "nobody may \"run\" on staging/billing\n");
 }
+
+/// `can --list` applies a role's deny from another grant, like the engine.
+#[tokio::test]
+async fn can_list_applies_denies_from_other_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("base");
+    for f in ["gateway.yaml", "roles/reader.yaml"] {
+        std::fs::create_dir_all(dir.path().join("roles")).unwrap();
+        std::fs::copy(base.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("roles/no-ps.yaml"),
+        "description: never ps\ndeny:\n  - ps\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        "users:\n  alice@example.com:\n    grants:\n      - role: reader\n        scope: staging/*\n      - role: no-ps\n        scope: staging/billing\n      - role: reader\n        scope: production/api\n      - role: no-ps\n        scope: production/*\n",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = run(&["can", "alice@example.com", "--list", "--config", d], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let after = |scope: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.contains(&format!("{scope} as reader")))
+            .unwrap();
+        lines[i + 1].to_string()
+    };
+    // Covered by the deny's scope: gone. Partly covered: an exception.
+    let has_ps = |line: String| line.split([':', ',']).any(|w| w.trim() == "ps");
+    assert!(!has_ps(after("production/api")), "{out}");
+    assert!(has_ps(after("staging/*")), "{out}");
+    assert!(
+        out.contains("but not on staging/billing: ps (denied by no-ps, "),
+        "{out}"
+    );
+    // The engine agrees: denied on billing, allowed elsewhere (control).
+    let ask = |app: &'static str, rack: &'static str| {
+        let d = d.to_string();
+        async move {
+            run(
+                &[
+                    "can",
+                    "alice@example.com",
+                    "ps",
+                    "--rack",
+                    rack,
+                    "--app",
+                    app,
+                    "--config",
+                    &d,
+                ],
+                &[],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(ask("billing", "staging").await, Some(1));
+    assert_eq!(ask("api", "production").await, Some(1));
+    assert_eq!(ask("web", "staging").await, Some(0));
+}
