@@ -894,3 +894,45 @@ fn reload(bencher: Bencher) {
         );
     });
 }
+
+/// `rack-gateway diff` of the generated repository against a one-role
+/// edit of itself (the first role, in file order, whose edit changes
+/// someone's access gains one operation): the semantic comparison of
+/// every identity's effective access, both configs already loaded (add
+/// two `load_and_validate` for the command's wall time).
+#[divan::bench(sample_count = 10)]
+fn diff_one_role_edit(bencher: Bencher) {
+    let fx = &*FIXTURE;
+    let env = env();
+    let old = config::load(&source(&fx.files), &env).expect("loads");
+    let edit = fx
+        .files
+        .iter()
+        .filter(|(k, v)| k.starts_with("roles/") && v.contains("\nallow:\n"))
+        .flat_map(|(k, v)| {
+            ["releases promote", "builds create", "logs"]
+                .into_iter()
+                .map(move |op| {
+                    (
+                        k,
+                        v.replacen("\nallow:\n", &format!("\nallow:\n  - {op}\n"), 1),
+                    )
+                })
+        })
+        .find_map(|(name, text)| {
+            let mut files = fx.files.clone();
+            files.insert(name.clone(), text);
+            let new = config::load(&source(&files), &env).ok()?;
+            let d = rack_gateway::policy::diff::diff(&old, &new, rack_gateway::clock::unix_now());
+            (!d.is_empty()).then(|| (name.clone(), new, d.summary()))
+        });
+    let (name, new, summary) = edit.expect("a role edit that changes access");
+    eprintln!("diff benchmark edits {name}: {summary}");
+    bencher.bench_local(|| {
+        black_box(rack_gateway::policy::diff::diff(
+            black_box(&old),
+            black_box(&new),
+            rack_gateway::clock::unix_now(),
+        ))
+    });
+}

@@ -26,7 +26,7 @@ pub(crate) fn rfc3339(ts: i64) -> String {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> i64 {
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

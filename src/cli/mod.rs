@@ -6,12 +6,14 @@
 //!
 //! Layout: this module holds the clap types and the dispatch; [`serve`] is
 //! the composition root of the gateway process; [`operator`] the commands
-//! that need no running gateway.
+//! that need no running gateway; [`review`] the access review (`diff`,
+//! `who-can`).
 
 pub mod client;
 pub mod logsink;
 mod operator;
 pub(crate) mod out;
+mod review;
 mod serve;
 
 use std::ffi::OsString;
@@ -170,6 +172,41 @@ pub enum Command {
         #[arg(long)]
         list: bool,
         /// Offline form: the config directory [default: .]
+        #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Compare the effective access of two configs: OLD NEW directories, or
+    /// with --repo two revisions (OLDREV NEWREV, or a range main...HEAD)
+    /// read from their trees. Exit 0 unchanged, 1 changed, 2 error.
+    Diff {
+        /// OLD NEW (directories), or with --repo OLDREV NEWREV or A...B.
+        #[arg(required = true, num_args = 1..=2, value_name = "OLD NEW")]
+        args: Vec<String>,
+        /// Read OLD and NEW as revisions of this Git repository.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// text (terminal), markdown (a pull-request comment) or json.
+        #[arg(long, value_enum, default_value_t = review::DiffFormat::Text)]
+        format: review::DiffFormat,
+    },
+    /// List every identity that may perform an operation on --rack/--app,
+    /// with the grant that allows it (offline, reading the config).
+    WhoCan {
+        /// The operation as in `rack-gateway routes`.
+        operation: String,
+        /// The rack the operation is on (required).
+        #[arg(long, short = 'r')]
+        rack: Option<String>,
+        /// The app (for app operations).
+        #[arg(long)]
+        app: Option<String>,
+        /// The service, for run and exec.
+        #[arg(long)]
+        service: Option<String>,
+        /// The command, for run and exec.
+        #[arg(long)]
+        command: Option<String>,
+        /// The config directory [default: .]
         #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -440,6 +477,22 @@ pub fn main() -> ExitCode {
                 list,
             },
         ),
+        Command::Diff { args, repo, format } => review::diff(&args, repo.as_deref(), format),
+        Command::WhoCan {
+            operation,
+            rack,
+            app,
+            service,
+            command,
+            config,
+        } => review::who_can(review::WhoCanQuery {
+            operation,
+            rack,
+            app,
+            service,
+            command,
+            config,
+        }),
         Command::Demo { listen, log: _ } => runtime().block_on(crate::dev::demo::run(listen)),
         Command::Routes { markdown } => operator::routes(markdown),
         Command::Token { command } => operator::token(command),
@@ -494,6 +547,8 @@ fn takes_no_rack(command: &Command) -> Option<&'static str> {
         Command::Routes { .. } => "routes",
         Command::Token { .. } => "token",
         Command::MockRack { .. } => "mock-rack",
+        Command::Diff { .. } => "diff",
+        Command::WhoCan { .. } => "who-can (it takes its own --rack after the command)",
         Command::Login { .. } => "login",
         Command::Racks => "racks",
         Command::Switch { .. } => "switch",

@@ -22,8 +22,10 @@
 //!    rack reports ([`process`]); an attached run's placeholder belongs to
 //!    its creator only ([`placeholder`]).
 
+pub mod access;
 pub mod command;
 pub mod conditions;
+pub mod diff;
 pub mod env;
 pub mod forms;
 pub mod glob;
@@ -236,6 +238,20 @@ impl Grant {
     pub fn scope(&self) -> String {
         format!("{}/{}", self.rack.as_str(), self.app.as_str())
     }
+
+    /// Whether this grant's scope covers a request for `op` on `rack` and
+    /// `app` (`None`: a rack-level request); the one scope rule that
+    /// [`Policy::decide`] and the access review share.
+    pub fn covers(&self, rack: &str, app: Option<&str>, op: &str) -> bool {
+        self.rack.matches(rack)
+            && match app {
+                // App `system` is the rack itself (its API pods):
+                // never covered by `*` or another glob.
+                Some(SYSTEM_APP) => self.app.as_str() == SYSTEM_APP,
+                Some(app) => self.app.matches(app),
+                None => self.app.is_any() || APP_SCOPED_RACK_OPS.contains(&op),
+            }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -425,17 +441,7 @@ impl Policy {
         subject
             .grants
             .iter()
-            .filter(|g| {
-                conditions::live(g.expires, f.now)
-                    && g.rack.matches(f.rack)
-                    && match f.app {
-                        // App `system` is the rack itself (its API pods):
-                        // never covered by `*` or another glob.
-                        Some(SYSTEM_APP) => g.app.as_str() == SYSTEM_APP,
-                        Some(app) => g.app.matches(app),
-                        None => g.app.is_any() || APP_SCOPED_RACK_OPS.contains(&op),
-                    }
-            })
+            .filter(|g| conditions::live(g.expires, f.now) && g.covers(f.rack, f.app, op))
             .collect()
     }
 
@@ -737,9 +743,36 @@ impl Policy {
                 .filter(|e| e.role == g.role)
                 .fold(OpSet::default(), |a, e| a.union(e.ops));
             ops = ops.minus(self.blocked.minus(excepted));
+            // Deny wins across grants: a role's deny on another grant
+            // whose scope covers this one removes the operation here; one
+            // that covers only part of it is listed as an exception.
+            let mut partly = Vec::new();
+            for o in subject.grants.iter().filter(|o| !std::ptr::eq(*o, g)) {
+                let denied = self.roles[o.role].deny;
+                let hit = ops.minus(ops.minus(denied));
+                if hit.is_empty() {
+                    continue;
+                }
+                let overlaps = |a: &Glob, b: &Glob| a.matches(b.as_str()) || b.matches(a.as_str());
+                if o.rack.matches(g.rack.as_str()) && o.app.matches(g.app.as_str()) {
+                    ops = ops.minus(hit);
+                } else if overlaps(&o.rack, &g.rack) && overlaps(&o.app, &g.app) {
+                    partly.push((o, hit));
+                }
+            }
             out.push(format!("{} as {} ({}):", g.scope(), role.name, g.at));
             let list: Vec<&str> = ops.iter().collect();
             out.push(format!("  operations: {}", list.join(", ")));
+            for (o, hit) in partly {
+                let list: Vec<&str> = hit.iter().collect();
+                out.push(format!(
+                    "  but not on {}: {} (denied by {}, {})",
+                    o.scope(),
+                    list.join(", "),
+                    self.roles[o.role].name,
+                    o.at
+                ));
+            }
             if !role.permissions.is_empty() {
                 let p: Vec<&str> = role.permissions.iter().map(|(n, _)| *n).collect();
                 out.push(format!("  permissions: {}", p.join(", ")));

@@ -40,14 +40,19 @@ pub(crate) fn in_their_words(reason: &str, op: &str, commands: &str, budget: usi
             format!("denied: {quoted} ({typed}): {rest}")
         }
     };
-    // The reason itself (what was refused and what to do) wins over the
-    // list of commands: name them all, else the first, else none, before
-    // anything of the reason is cut.
+    // Every command named, with a long list of allowed patterns cut
+    // between its items; but when the cut would fall in the reason itself
+    // (what was refused, what to do next), the first command only.
+    let full = name(&typed);
+    if full.chars().count() <= budget {
+        return full;
+    }
+    let cut = fit(&full, budget);
+    if cut.contains(", …") {
+        return cut;
+    }
     let first = typed.split(", ").next().unwrap_or_default().to_string();
-    [name(&typed), name(&first)]
-        .into_iter()
-        .find(|line| line.chars().count() <= budget)
-        .unwrap_or_else(|| fit(&reason, budget))
+    fit(&name(&first), budget)
 }
 
 /// The route table's `commands` cell as a person would type it:

@@ -121,7 +121,6 @@ impl Reloader {
         };
         rt.version = f.version.clone();
         self.gateway.swap(rt);
-        self.revoke_sessions();
         self.fetch.loaded(&f.version);
         let metrics = &self.gateway.metrics;
         metrics.reload(true);
@@ -138,6 +137,9 @@ impl Reloader {
             s.consecutive_failures = 0;
             s.reloads_ok += 1;
         }
+        // After the status says what serves: a session closed as revoked
+        // names a version that /_gateway/status already reports.
+        self.revoke_sessions();
         tracing::info!(
             version = %f.version,
             source = %self.fetch.describe(),

@@ -22,6 +22,7 @@ mod policy;
 mod processes;
 mod readme;
 mod reload;
+mod review;
 mod secrets;
 mod sessions;
 mod streaming;

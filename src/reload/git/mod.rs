@@ -264,6 +264,21 @@ pub fn init() {
     git2::opts::strict_object_creation(true);
 }
 
+/// A revision's policy files read straight from its tree, with the same
+/// limits as git mode (for `rack-gateway diff --repo`): the 40-hex commit
+/// id and the files. `rev` is anything `git rev-parse` accepts.
+pub fn read_revision(
+    repo: &Repository,
+    rev: &str,
+) -> Result<(String, BTreeMap<String, String>), String> {
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| format!("revision `{rev}`: {}", e.message()))?;
+    let files = read_files(repo, &commit).map_err(|e| e.to_string())?;
+    Ok((commit.id().to_string(), files))
+}
+
 /// Fetches the ref from the remote into the bare cache repository and returns
 /// the snapshot of the commit it points to, or `Ok(None)` when that is still
 /// `current` (a reload that changes nothing does nothing).

@@ -1,0 +1,363 @@
+//! Access review through the real binary: `diff` over the fixture pairs in
+//! `tests/fixtures/diff/` (OLD is `base`, NEW each sibling), `diff --repo`
+//! and the CI example's exact commands over real Git repositories in a
+//! temp dir, and `who-can`.
+
+use std::path::{Path, PathBuf};
+
+use git2::{IndexAddOption, Repository, Signature};
+
+use crate::support::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/diff")
+        .join(name)
+}
+
+async fn diff_case(case: &str, format: &str) -> (Option<i32>, String, String) {
+    let (old, new) = (fixture("base"), fixture(case));
+    run(
+        &[
+            "diff",
+            "--format",
+            format,
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn unchanged_config_and_renamed_role_report_no_change() {
+    for case in ["base", "renamed-role"] {
+        let (code, out, err) = diff_case(case, "text").await;
+        assert_eq!(code, Some(0), "{case}: {out}{err}");
+        assert_eq!(out, "no change to anyone's access\n", "{case}");
+    }
+}
+
+#[tokio::test]
+async fn role_edit_shows_under_every_holder() {
+    let (code, out, err) = diff_case("role-edit", "json").await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summary"], "3 identities gain access (2 risky)");
+    let names: Vec<&str> = v["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for who in ["alice@example.com", "bob@example.com", "deploy-bot"] {
+        assert!(names.contains(&who), "{who} missing: {out}");
+    }
+    // Carol holds only reader: the runner edit does not touch her.
+    assert!(!names.contains(&"carol@example.com"), "{out}");
+    assert!(out.contains("\"access\": \"operation `logs`\""), "{out}");
+    assert!(out.contains("roles/runner.yaml:5"), "{out}");
+}
+
+#[tokio::test]
+async fn each_fixture_pair_reports_its_change() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("inheritance-change", "3 identities lose access", &["- operation `ps` on staging/billing", "was: allowed: runner (roles/reader.yaml:5)"]),
+        ("command-added", "3 identities gain access", &["+ run `rails console` on service command on staging/billing [exec/run]"]),
+        ("command-removed", "gain access, 3 lose", &["- run `rake db:migrate` on service command", "+ run `rake db:seed` on service command"]),
+        ("scope-widened", "1 identity gains access", &["user bob@example.com (changed)", "+ operation `ps` on staging/(any other app) [* scope]"]),
+        ("blocked-shrunk", "1 gateway-wide rule changed", &["removed blocked: `instances ssh` is no longer blocked for everyone [blocked list shrinks]", "+ operation `instances ssh` on production/billing [admin, production]"]),
+        ("identity-added-removed", "1 identity gains access, 1 loses", &["user dave@example.com (added)", "user carol@example.com (removed)", "+ run `rake db:migrate` on service command on production/api [exec/run, production]"]),
+    ];
+    let mut problems = Vec::new();
+    for (case, summary, lines) in cases {
+        let (code, out, err) = diff_case(case, "text").await;
+        let first = out.lines().next().unwrap_or_default();
+        let missing: Vec<&&str> = lines.iter().filter(|l| !out.contains(**l)).collect();
+        if code != Some(1) || !first.contains(summary) || !missing.is_empty() {
+            problems.push(format!(
+                "{case}: exit {code:?}, missing {missing:?} / `{summary}`:\n{out}{err}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test]
+async fn risky_changes_come_first_in_markdown() {
+    let (code, out, _) = diff_case("blocked-shrunk", "markdown").await;
+    assert_eq!(code, Some(1));
+    assert!(out.starts_with("**Access review**"), "{out}");
+    let global = out.find("#### Gateway-wide rules").unwrap();
+    let first_identity = out.find("#### user").unwrap();
+    assert!(global < first_identity, "{out}");
+    // Carol's production-wide gain outranks bob's single-app one.
+    assert!(
+        out.find("`carol@example.com`").unwrap() < out.find("`bob@example.com`").unwrap(),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_new_prints_its_problems_and_exits_2() {
+    let (code, out, err) = diff_case("invalid-new", "text").await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    let want = format!(
+        "{}:6:9: undefined role `deployer`",
+        fixture("invalid-new").join("users.yaml").display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("NEW"), "{err}");
+    assert!(out.is_empty(), "{out}");
+}
+
+/// Writes `dir`'s files into the work tree of `repo` (replacing all
+/// tracked config) and commits them.
+fn commit_dir(repo: &Repository, from: &Path, message: &str) -> git2::Oid {
+    let work = repo.workdir().unwrap().to_path_buf();
+    for sub in ["roles", "tests"] {
+        let _ = std::fs::remove_dir_all(work.join(sub));
+    }
+    for entry in walk(from) {
+        let rel = entry.strip_prefix(from).unwrap();
+        let to = work.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, to).unwrap();
+    }
+    let mut index = repo.index().unwrap();
+    index.add_all(["*"], IndexAddOption::DEFAULT, None).unwrap();
+    index.update_all(["*"], None).unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = Signature::now("t", "t@example.com").unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .unwrap()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A repository whose `main` holds `base` and whose HEAD (branch `pr`)
+/// adds one commit holding `case`.
+fn fixture_repo(case: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path()).unwrap();
+    let base = commit_dir(&repo, &fixture("base"), "base");
+    repo.branch("main", &repo.find_commit(base).unwrap(), true)
+        .unwrap();
+    commit_dir(&repo, &fixture(case), case);
+    dir
+}
+
+#[tokio::test]
+async fn diff_reads_revisions_and_merge_base_ranges() {
+    let dir = fixture_repo("command-added");
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = run(&["diff", "--repo", d, "main", "HEAD"], &[]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("+ run `rails console`"), "{out}");
+    let (code, ranged, _) = run(&["diff", "--repo", d, "main...HEAD"], &[]).await;
+    assert_eq!((code, &ranged), (Some(1), &out));
+    let (code, same, _) = run(&["diff", "--repo", d, "main", "main"], &[]).await;
+    assert_eq!(code, Some(0), "{same}");
+    let (code, _, err) = run(&["diff", "--repo", d, "main", "no-such-branch"], &[]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("revision `no-such-branch`"), "{err}");
+}
+
+#[tokio::test]
+async fn invalid_revision_prints_problems_at_rev_file_line() {
+    let dir = fixture_repo("invalid-new");
+    let d = dir.path().to_str().unwrap();
+    let (code, _, err) = run(&["diff", "--repo", d, "main...HEAD"], &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("HEAD:users.yaml:6:9: undefined role `deployer`"),
+        "{err}"
+    );
+}
+
+/// Runs the CI examples' script in a checkout, as the workflows do.
+async fn ci_script(work: &Path) -> (Option<i32>, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/access-review.sh");
+    let bin_dir = bin().parent().unwrap().to_path_buf();
+    let path = format!("{}:/usr/bin:/bin", bin_dir.display());
+    let out = tokio::process::Command::new("sh")
+        .arg(script)
+        .arg("main")
+        .current_dir(work)
+        .env_clear()
+        .env("PATH", path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let report = std::fs::read_to_string(work.join("access-review.md")).unwrap_or_default();
+    (
+        out.status.code(),
+        format!(
+            "{}{}{report}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_ci_examples_commands_check_and_write_the_comment() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for wf in [
+        "examples/github-actions-access-review.yml",
+        "examples/gitlab-ci-access-review.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(wf)).unwrap();
+        assert!(text.contains("sh .ci/access-review.sh \"origin/"), "{wf}");
+    }
+    let good = fixture_repo("scope-widened");
+    let (code, out) = ci_script(good.path()).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("**Access review**"), "{out}");
+    assert!(out.contains("1 identity gains access"), "{out}");
+    let bad = fixture_repo("invalid-new");
+    let (code, out) = ci_script(bad.path()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("::error file=users.yaml,line=6,col=9::undefined role `deployer`"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn who_can_lists_identities_with_their_grant() {
+    let dir = fixture("base");
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = run(
+        &[
+            "who-can",
+            "run",
+            "--rack",
+            "staging",
+            "--app",
+            "billing",
+            "--service",
+            "command",
+            "--command",
+            "rake db:migrate",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("user alice@example.com: runner on staging/* (users.yaml:4)")
+            || out.contains("user alice@example.com: runner on staging/* ("),
+        "{out}"
+    );
+    assert!(
+        out.contains("user bob@example.com: runner on staging/billing"),
+        "{out}"
+    );
+    assert!(out.contains("ci deploy-bot: runner on staging/*"), "{out}");
+    assert!(!out.contains("carol"), "{out}");
+    // Control: a command nobody may run.
+    let (code, out, _) = run(
+        &[
+            "who-can",
+            "run",
+            "--rack",
+            "staging",
+            "--app",
+            "billing",
+            "--service",
+            "command",
+            "--command",
+            "rm -rf /",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "nobody may \"run\" on staging/billing\n");
+}
+
+/// `can --list` applies a role's deny from another grant, like the engine.
+#[tokio::test]
+async fn can_list_applies_denies_from_other_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = fixture("base");
+    for f in ["gateway.yaml", "roles/reader.yaml"] {
+        std::fs::create_dir_all(dir.path().join("roles")).unwrap();
+        std::fs::copy(base.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("roles/no-ps.yaml"),
+        "description: never ps\ndeny:\n  - ps\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        "users:\n  alice@example.com:\n    grants:\n      - role: reader\n        scope: staging/*\n      - role: no-ps\n        scope: staging/billing\n      - role: reader\n        scope: production/api\n      - role: no-ps\n        scope: production/*\n",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = run(&["can", "alice@example.com", "--list", "--config", d], &[]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let after = |scope: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.contains(&format!("{scope} as reader")))
+            .unwrap();
+        lines[i + 1].to_string()
+    };
+    // Covered by the deny's scope: gone. Partly covered: an exception.
+    let has_ps = |line: String| line.split([':', ',']).any(|w| w.trim() == "ps");
+    assert!(!has_ps(after("production/api")), "{out}");
+    assert!(has_ps(after("staging/*")), "{out}");
+    assert!(
+        out.contains("but not on staging/billing: ps (denied by no-ps, "),
+        "{out}"
+    );
+    // The engine agrees: denied on billing, allowed elsewhere (control).
+    let ask = |app: &'static str, rack: &'static str| {
+        let d = d.to_string();
+        async move {
+            run(
+                &[
+                    "can",
+                    "alice@example.com",
+                    "ps",
+                    "--rack",
+                    rack,
+                    "--app",
+                    app,
+                    "--config",
+                    &d,
+                ],
+                &[],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(ask("billing", "staging").await, Some(1));
+    assert_eq!(ask("api", "production").await, Some(1));
+    assert_eq!(ask("web", "staging").await, Some(0));
+}
