@@ -8,6 +8,7 @@ mod auditlog;
 mod binary;
 mod canon_table;
 mod client;
+mod faults;
 mod flows;
 mod gitsource;
 mod identity;
