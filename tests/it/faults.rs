@@ -779,3 +779,95 @@ async fn get_checked(url: &str) -> Option<String> {
     resp.into_body().collect().await.ok()?;
     Some(id)
 }
+
+/// `GET /_gateway/status` from loopback.
+async fn status(p: &Proc) -> Value {
+    let r = get(&p.url("/_gateway/status"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// The policy directory disappears mid-run, then comes back with a
+/// gateway.yaml that is not even UTF-8, then is fixed: the last good
+/// config serves throughout, the status shows each error, and recovery
+/// needs nobody.
+#[tokio::test]
+async fn policy_directory_deleted_or_corrupt_mid_run_keeps_the_last_good_config() {
+    init();
+    let mock = mock().await;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("healthy", &mock.url())
+        .ci(&[("ci-all", CI_ALL, "admin", "*")])
+        .write();
+    let live = parent.path().join("config");
+    let aside = parent.path().join("config.aside");
+    copy_dir(dir.path(), &live);
+    let p = Proc::serve(
+        &live,
+        &["--poll-interval", "1s"],
+        &[("RACK_PW", RACK_PASSWORD), ("RACK_GATEWAY_LOG", "info")],
+    )
+    .await;
+    let apps = p.url("/racks/healthy/apps?");
+    let good = status(&p).await["version"].clone();
+    assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
+
+    let until_failure = |needle: &'static str| {
+        let p = &p;
+        eventually("the status shows the reload failure", move || async move {
+            let s = status(p).await;
+            let current = s["consecutive_failures"].as_u64().unwrap_or(0) >= 1;
+            match s["last_error"].as_str() {
+                Some(e) if current && e.contains(needle) => Ok(s),
+                _ => Err(s.to_string()),
+            }
+        })
+    };
+
+    std::fs::rename(&live, &aside).unwrap();
+    let s = until_failure("gateway.yaml").await;
+    assert_eq!(s["version"], good, "{s}");
+    let r = get(&apps, Some(CI_ALL)).await;
+    assert_eq!(r.status, 200, "the last good config serves: {}", r.text());
+
+    std::fs::rename(&aside, &live).unwrap();
+    let gateway = live.join("gateway.yaml");
+    let yaml = std::fs::read(&gateway).unwrap();
+    std::fs::write(
+        &gateway,
+        [&yaml[..20], &[0xff, 0xfe, 0x00][..], &yaml[20..]].concat(),
+    )
+    .unwrap();
+    let s = until_failure("gateway.yaml").await;
+    assert_eq!(s["version"], good, "{s}");
+    assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
+
+    std::fs::write(&gateway, &yaml).unwrap();
+    eventually("recovery without intervention", || async {
+        let s = status(&p).await;
+        if s["consecutive_failures"] == 0 {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert_eq!(status(&p).await["version"], good);
+    assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
+    p.stop().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
