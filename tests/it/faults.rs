@@ -167,15 +167,6 @@ impl Setup {
         let r = get(&self.proc.url("/racks/healthy/apps?"), Some(CI_ALL)).await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
-
-    /// The request records for rack `rack` (after a flush by stopping).
-    fn records(&self, rack: &str) -> Vec<Value> {
-        read(&self.audit)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|r| r["event"] == "request" && r["rack"] == rack)
-            .collect()
-    }
 }
 
 /// A REST fault before the rack's headers: 502 with a JSON error naming
