@@ -115,8 +115,8 @@ impl Canonical {
 
     /// [`Canonical::path_from`] followed by `?` and the raw query when the
     /// request had one (including an empty one, so `GET /apps?` stays
-    /// `/apps?`).
-    pub(crate) fn target_from(&self, from: usize) -> String {
+    /// `/apps?`). Public for the fuzz target's idempotence check.
+    pub fn target_from(&self, from: usize) -> String {
         let mut target = self.path_from(from);
         if let Some(query) = &self.query {
             target.push('?');

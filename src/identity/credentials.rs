@@ -18,7 +18,8 @@ use crate::identity::secret;
 use crate::policy::load::CiToken;
 
 /// Longest credential accepted; anything longer is refused before hashing.
-pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Public for the fuzz target.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// What kind of subject an identity is; audit records carry it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,8 +59,9 @@ impl fmt::Display for Identity {
 
 /// Why authentication failed. Messages are short and never contain the
 /// presented credential.
+/// Public (with [`basic_token`]) for the fuzz targets in `fuzz/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub(crate) enum AuthError {
+pub enum AuthError {
     #[error("missing credentials: set RACK_URL=https://convox:<token>@<gateway>")]
     Missing,
     #[error("malformed Authorization header (expected Basic)")]
@@ -213,8 +215,8 @@ fn string_claims(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<(St
 }
 
 /// Extracts the token from `Authorization: Basic base64(user:token)`,
-/// percent-decoding it the way the CLI encoded it.
-pub(crate) fn basic_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
+/// percent-decoding it the way the CLI encoded it. Public for `fuzz/`.
+pub fn basic_token(headers: &http::HeaderMap) -> Result<String, AuthError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthError::Missing)?;
     if values.next().is_some() {

@@ -59,8 +59,9 @@ impl EnvChanges {
 }
 
 /// Why an env (or a change to it) is refused.
+/// Public (with [`rack_env`] and [`posted_env`]) for the fuzz targets.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum EnvError {
+pub enum EnvError {
     #[error("env line {0} is not KEY=VALUE")]
     Malformed(usize),
     #[error("env line {0} contains a carriage return (the rack would read it differently)")]
@@ -104,7 +105,7 @@ fn scan_lines(env: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The env exactly as the rack reads it (`Environment.Load`).
-pub(crate) fn rack_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
+pub fn rack_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
     let mut out = BTreeMap::new();
     for (i, line) in scan_lines(env).enumerate() {
         if line.len() >= MAX_LINE {
@@ -133,7 +134,7 @@ fn valid_key(k: &str) -> bool {
 /// a plain `KEY=VALUE` per line: a `\r`, a line without `=` (blank lines
 /// are fine), a key with surrounding whitespace or outside
 /// `[A-Za-z_][A-Za-z0-9_]*`, a key given twice, a line of 64 KiB or more.
-pub(crate) fn posted_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
+pub fn posted_env(env: &str) -> Result<BTreeMap<String, String>, EnvError> {
     let mut out = BTreeMap::new();
     for (i, line) in env.split('\n').enumerate() {
         let n = i + 1;

@@ -207,8 +207,8 @@ pub fn check(
 /// and the raw `query` the rack merges into one form: every key at most
 /// once across both, no `;` pair or invalid `%`-escape in either, and no
 /// empty value for a key in `inspected` (an empty form value makes the
-/// rack fall through to the same-named header).
-pub(crate) fn check_form_pairs(
+/// rack fall through to the same-named header). Public for `fuzz/`.
+pub fn check_form_pairs(
     body: &str,
     query: Option<&str>,
     inspected: &[&str],

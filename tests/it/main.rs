@@ -10,6 +10,7 @@ mod browser;
 mod canon_table;
 mod client;
 mod demo;
+mod faults;
 mod flows;
 mod gitsource;
 mod identity;
