@@ -79,6 +79,7 @@ fn serve(dir: PathBuf, poll: Duration, audit: Auditor) -> ExitCode {
         }
     };
     runtime().block_on(async move {
+        let _xfsz = survive_file_size_limits();
         let runtime = match crate::gateway::Runtime::from_config(&cfg) {
             Ok(mut rt) => {
                 rt.version = first.version.clone();
@@ -141,6 +142,7 @@ fn serve_git(file: PathBuf, audit: Auditor) -> ExitCode {
         }
     };
     runtime().block_on(async move {
+        let _xfsz = survive_file_size_limits();
         let serving = crate::server::listener::Serving {
             listen: settings.listen,
             tls: settings.tls.clone(),
@@ -215,4 +217,12 @@ async fn run_until_signalled(running: crate::server::listener::Running) -> ExitC
     });
     running.wait().await;
     ExitCode::SUCCESS
+}
+
+/// A full disk or a file-size limit (`RLIMIT_FSIZE`) must make the audit
+/// file fail (closed or open, as configured), not kill the gateway:
+/// SIGXFSZ's default action terminates the process, so it gets a handler.
+fn survive_file_size_limits() -> Option<tokio::signal::unix::Signal> {
+    const SIGXFSZ: i32 = 25;
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ)).ok()
 }

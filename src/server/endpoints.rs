@@ -161,6 +161,10 @@ async fn readyz(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Response
         "status": if ready { "ready" } else { "not ready" },
         "config": rt.version,
     });
+    // Fail-open: still serving, but say that records are being lost.
+    if let Some((_, _, false)) = gw.audit.file_counters() {
+        v["audit"] = "the audit file cannot be written (fail-open: serving without it)".into();
+    }
     // Only a request that presents credentials is identified: anonymous
     // load-balancer polls must not count as failed logins.
     let sees_status = local_caller(call)
