@@ -145,33 +145,23 @@ pub(super) fn can(dir: &Path, identity: &str, q: CanQuery) -> ExitCode {
         eprintln!("rack-gateway can: unknown operation `{operation}` (see `rack-gateway routes`)");
         return ExitCode::from(2);
     }
-    let process = crate::policy::Process {
-        service: q.service.clone().unwrap_or_default(),
-        command: q.process_command.unwrap_or_else(|| "-".into()),
-    };
-    let facts = crate::policy::Facts {
+    let question = crate::policy::can::Question {
         rack: &rack,
         operation: &operation,
         app: q.app.as_deref(),
         service: q.service.as_deref(),
         command: q.command.as_deref(),
-        command_shown: None,
-        process: None,
-        run_headers: &[],
-        now: Some(crate::clock::unix_now()),
+        process_command: q.process_command.as_deref(),
+        now: crate::clock::unix_now(),
         auth: None,
     };
-    let verdict = policy.decide_assuming(subject, &facts, &process);
-    match verdict {
-        crate::policy::Verdict::Allow(r) => {
-            match crate::rack::mask::can_note(policy, subject, &facts) {
-                Some(note) => outln!("allow: {r}; {note}"),
-                None => outln!("allow: {r}"),
-            }
+    match crate::policy::can::answer(policy, subject, &question) {
+        (true, reason) => {
+            outln!("allow: {reason}");
             ExitCode::SUCCESS
         }
-        other => {
-            outln!("deny: {}", other.reason());
+        (false, reason) => {
+            outln!("deny: {reason}");
             ExitCode::FAILURE
         }
     }

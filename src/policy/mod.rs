@@ -23,6 +23,7 @@
 //!    its creator only ([`placeholder`]).
 
 pub mod access;
+pub mod can;
 pub mod command;
 pub mod conditions;
 pub mod diff;

@@ -669,36 +669,22 @@ async fn can(gw: &Gateway, rt: &Runtime, call: &Call<'_>, body: Incoming) -> Res
             call.request_id,
         );
     }
-    let process = crate::policy::Process {
-        service: q.service.clone().unwrap_or_default(),
-        command: q.process_command.clone().unwrap_or_else(|| "-".into()),
-    };
-    let facts = crate::policy::Facts {
+    let question = crate::policy::can::Question {
         rack: &q.rack,
         operation: &q.operation,
         app: q.app.as_deref(),
         service: q.service.as_deref(),
         command: q.command.as_deref(),
-        command_shown: None,
-        process: None,
-        run_headers: &[],
-        now: Some(crate::clock::unix_now()),
+        process_command: q.process_command.as_deref(),
+        now: crate::clock::unix_now(),
         auth: Some(&who.auth),
     };
-    let verdict = rt.policy.decide_assuming(subject, &facts, &process);
-    let note = verdict
-        .is_allow()
-        .then(|| crate::rack::mask::can_note(&rt.policy, subject, &facts))
-        .flatten();
-    let reason = match note {
-        Some(note) => format!("{}; {note}", verdict.reason()),
-        None => verdict.reason().to_string(),
-    };
+    let (allowed, reason) = crate::policy::can::answer(&rt.policy, subject, &question);
     json(
         StatusCode::OK,
         serde_json::json!({
             "identity": who.identity.name,
-            "allowed": verdict.is_allow(),
+            "allowed": allowed,
             "reason": reason,
         }),
     )
