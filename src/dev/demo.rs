@@ -5,6 +5,7 @@
 //! newcomer sees the product work with nothing else installed. Everything
 //! runs in this process and stops on Ctrl-C.
 
+use crate::cli::out::outln;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -149,40 +150,40 @@ pub async fn run(listen: SocketAddr) -> ExitCode {
     let addr = running.addr;
     let base = format!("http://{addr}");
     let (deployer, viewer, admin) = (&tokens[0], &tokens[1], &tokens[2]);
-    println!("rack-gateway demo is running at {base}");
-    println!("mock racks: staging, production; policy: the example roles/, users.yaml.example, ci.yaml.example");
-    println!("({} policy tests passed on load)\n", cfg.policy_cases);
-    println!("Identities (tokens are new every run):");
+    outln!("rack-gateway demo is running at {base}");
+    outln!("mock racks: staging, production; policy: the example roles/, users.yaml.example, ci.yaml.example");
+    outln!("({} policy tests passed on load)\n", cfg.policy_cases);
+    outln!("Identities (tokens are new every run):");
     for ((name, role, scope), token) in DEMO_IDENTITIES.iter().zip(&tokens) {
-        println!("  {name:<14} {role} on {scope:<10} RACK_URL=http://convox:{token}@{addr}/racks/staging");
+        outln!("  {name:<14} {role} on {scope:<10} RACK_URL=http://convox:{token}@{addr}/racks/staging");
     }
-    println!("\nWith the stock convox CLI:");
-    println!("  export RACK_URL=http://convox:{deployer}@{addr}/racks/staging");
-    println!("  convox apps; convox ps -a myapp; convox run command 'rake db:migrate' -a myapp");
-    println!("  convox run command 'rails console' -a myapp     # refused: deployers may run only the listed commands");
-    println!("\nWith curl:");
-    println!("  # allowed: a deployer lists apps on staging");
-    println!("  curl -s -u convox:{deployer} {base}/racks/staging/apps");
-    println!("  # refused (403): the deployer has no grant on production");
-    println!("  curl -s -u convox:{deployer} {base}/racks/production/apps");
-    println!(
+    outln!("\nWith the stock convox CLI:");
+    outln!("  export RACK_URL=http://convox:{deployer}@{addr}/racks/staging");
+    outln!("  convox apps; convox ps -a myapp; convox run command 'rake db:migrate' -a myapp");
+    outln!("  convox run command 'rails console' -a myapp     # refused: deployers may run only the listed commands");
+    outln!("\nWith curl:");
+    outln!("  # allowed: a deployer lists apps on staging");
+    outln!("  curl -s -u convox:{deployer} {base}/racks/staging/apps");
+    outln!("  # refused (403): the deployer has no grant on production");
+    outln!("  curl -s -u convox:{deployer} {base}/racks/production/apps");
+    outln!(
         "  # masked: viewers read releases, but env values arrive as ****** (no `secrets read`)"
     );
-    println!("  curl -s -u convox:{viewer} {base}/racks/staging/apps/myapp/releases/RMYAPPRELAB");
-    println!("  # refused (403): `rack update` is blocked for everyone, admins included");
-    println!("  curl -s -u convox:{admin} -X PUT {base}/racks/staging/system");
-    println!("  # refused (401): no token");
-    println!("  curl -s {base}/racks/staging/apps");
-    println!(
+    outln!("  curl -s -u convox:{viewer} {base}/racks/staging/apps/myapp/releases/RMYAPPRELAB");
+    outln!("  # refused (403): `rack update` is blocked for everyone, admins included");
+    outln!("  curl -s -u convox:{admin} -X PUT {base}/racks/staging/system");
+    outln!("  # refused (401): no token");
+    outln!("  curl -s {base}/racks/staging/apps");
+    outln!(
         "\nLog in as a person (DEMO identity provider at {}: pick alice@example.com, bob@... or carol@...; not a real login):",
         idp.issuer
     );
-    println!("  rack-gateway login staging {base}          # opens a browser; add --no-browser to paste a code");
-    println!("  rack-gateway whoami                        # who you are and what you may do");
-    println!("  rack-gateway racks                         # the racks you are logged in to");
-    println!("  rack-gateway login production {base} && rack-gateway switch staging");
-    println!("  rack-gateway apps                          # any other command runs the stock convox CLI through the gateway");
-    println!("\nPress Ctrl-C to stop.");
+    outln!("  rack-gateway login staging {base}          # opens a browser; add --no-browser to paste a code");
+    outln!("  rack-gateway whoami                        # who you are and what you may do");
+    outln!("  rack-gateway racks                         # the racks you are logged in to");
+    outln!("  rack-gateway login production {base} && rack-gateway switch staging");
+    outln!("  rack-gateway apps                          # any other command runs the stock convox CLI through the gateway");
+    outln!("\nPress Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     running.stop().await;
     drop(idp);
