@@ -162,7 +162,7 @@ impl Policy {
                 .any(|(n, v)| n == name && glob.matches(v));
             if !ok {
                 return Some(format!(
-                    "{head} needs a CI token whose `{name}` claim matches `{}` (e.g. a job in a protected environment, issued after its reviewers approve)",
+                    "{head} needs a CI token whose `{name}` claim matches `{}`",
                     glob.as_str()
                 ));
             }

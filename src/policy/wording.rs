@@ -40,19 +40,19 @@ pub(crate) fn in_their_words(reason: &str, op: &str, commands: &str, budget: usi
             format!("denied: {quoted} ({typed}): {rest}")
         }
     };
-    // Every command named, with a long list of allowed patterns cut
-    // between its items; but when the cut would fall in the reason itself
-    // (what was refused, what to do next), the first command only.
+    // The reason is never cut when naming fewer commands avoids it: every
+    // command, else the first; only then is the line cut (a long list of
+    // allowed patterns between its items, never what to do next).
     let full = name(&typed);
     if full.chars().count() <= budget {
         return full;
     }
-    let cut = fit(&full, budget);
-    if cut.contains(", …") {
-        return cut;
-    }
     let first = typed.split(", ").next().unwrap_or_default().to_string();
-    fit(&name(&first), budget)
+    let one = name(&first);
+    if one.chars().count() <= budget {
+        return one;
+    }
+    fit(&one, budget)
 }
 
 /// The route table's `commands` cell as a person would type it:
