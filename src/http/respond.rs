@@ -164,17 +164,6 @@ impl Refusal {
         )
     }
 
-    /// A gateway endpoint answering with an error of its own choosing (not
-    /// audited as a rack refusal; see `server::endpoints`).
-    pub fn endpoint(status: StatusCode, message: impl std::fmt::Display) -> Refusal {
-        Refusal::new(
-            status,
-            Decision::Deny,
-            Metric::None,
-            format!("gateway: {message}"),
-        )
-    }
-
     /// The REST rendering: JSON `{"error": ...}`.
     pub(crate) fn into_response(self, request_id: &str) -> Response<Body> {
         let mut r = json_error(self.status, &self.message, request_id);

@@ -240,7 +240,7 @@ pub(crate) fn release_env(
             }
         }
     }
-    for (k, v) in &active {
+    for k in active.keys() {
         if out.contains_key(k) {
             continue;
         }
@@ -250,7 +250,6 @@ pub(crate) fn release_env(
         }
         may_touch(k)?;
         changes.removed.push(k.clone());
-        let _ = v;
     }
     for k in &changes.kept {
         out.insert(k.clone(), active[k].clone());
