@@ -184,6 +184,15 @@ impl Ctx {
         }
     }
 
+    /// The command actually forwarded, when the gateway rewrote it (an
+    /// attached run's tagged placeholder): the audit record says what the
+    /// rack will run.
+    pub(crate) fn set_forwarded_command(&mut self, command: String) {
+        if let Stage::Allowed(r, _, _) = &mut self.stage {
+            r.command = Some(command);
+        }
+    }
+
     pub(crate) fn set_env_changes(&mut self, changes: String) {
         if let Stage::Allowed(_, _, a) = &mut self.stage {
             a.env_changes = Some(changes);

@@ -168,6 +168,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     if op == "run" {
         // An attached run's `sleep N` goes out tagged with its creator.
         if let Some(v) = tagged_placeholder(&rack, &ctx, subject, &parts.headers) {
+            ctx.set_forwarded_command(String::from_utf8_lossy(v.as_bytes()).into_owned());
             upstream_headers.insert("command", v);
         }
     }
