@@ -7,11 +7,18 @@
 # fuzz/artifacts/<target>/: turn it into a regression seed and a test).
 #
 #   scripts/fuzz.sh [seconds-per-target] [target...]
+#
+# RACK_GATEWAY_FUZZ_RUNS=N also stops each target after N executions: with
+# the fixed mutation seed that makes a run repeatable on any machine (a
+# slower one that hits the time limit first runs a prefix of the same
+# sequence), which is what the CI smoke wants; exploratory runs leave it
+# unset and give a random seed (RACK_GATEWAY_FUZZ_SEED=0).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-60}
 shift || true
 case "$secs" in '' | *[!0-9]*) echo "scripts/fuzz.sh: seconds must be a whole number, got '$secs'" >&2; exit 2 ;; esac
+case "${RACK_GATEWAY_FUZZ_RUNS:-0}" in *[!0-9]*) echo "scripts/fuzz.sh: RACK_GATEWAY_FUZZ_RUNS must be a whole number, got '$RACK_GATEWAY_FUZZ_RUNS'" >&2; exit 2 ;; esac
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "scripts/fuzz.sh: installing cargo-fuzz from crates.io" >&2
@@ -40,7 +47,8 @@ for t in "${targets[@]}"; do
   # CI smoke repeatable; set it to 0 for a random seed on longer runs.
   cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -print_final_stats=1 \
-    -seed="${RACK_GATEWAY_FUZZ_SEED:-1}" >"$logs/$t" 2>&1
+    -seed="${RACK_GATEWAY_FUZZ_SEED:-1}" ${RACK_GATEWAY_FUZZ_RUNS:+-runs="$RACK_GATEWAY_FUZZ_RUNS"} \
+    >"$logs/$t" 2>&1
   rc=$?
   set -e
   execs=$(awk '/stat::number_of_executed_units:/ { print $2 }' "$logs/$t" | tail -1)

@@ -19,12 +19,32 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line whatever the message quotes: a YAML value (or a file name
+    /// from a Git tree) may hold a newline or another control character,
+    /// and those are written escaped (`\n`) so the error stays one line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (file, message) = (OneLine(&self.file), OneLine(&self.message));
         match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message),
-            (Some(l), None) => write!(f, "{}:{}: {}", self.file, l, self.message),
-            _ => write!(f, "{}: {}", self.file, self.message),
+            (Some(l), Some(c)) => write!(f, "{file}:{l}:{c}: {message}"),
+            (Some(l), None) => write!(f, "{file}:{l}: {message}"),
+            _ => write!(f, "{file}: {message}"),
         }
+    }
+}
+
+/// Writes a string with its control characters escaped.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -137,5 +157,24 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("1w").is_err());
+    }
+
+    #[test]
+    fn an_error_quoting_a_multi_line_value_stays_one_line() {
+        let e = ConfigError {
+            file: "gateway.yaml".into(),
+            line: Some(6),
+            column: Some(9),
+            message: "listen `1.2.3.4:1#\nnext` is not an address\r\u{1b}[2J".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "gateway.yaml:6:9: listen `1.2.3.4:1#\\nnext` is not an address\\r\\u{1b}[2J"
+        );
+        let plain = ConfigError {
+            message: "a `quoted` value".into(),
+            ..e
+        };
+        assert_eq!(plain.to_string(), "gateway.yaml:6:9: a `quoted` value");
     }
 }
