@@ -179,6 +179,7 @@ fn spawn_splice(
             TokioIo::new(client_io),
             TokioIo::new(rack_io),
             framing,
+            exit_marker,
             limits.idle_timeout,
             limits.max_session,
             session.closing(exit_marker),

@@ -29,6 +29,14 @@
 //! refused upgrade (convox-api.md §7.2): the gateway accepts the upgrade,
 //! sends `ERROR: <msg>`, the exit marker on exec/shell routes, the empty
 //! binary EOF frame and a close frame.
+//!
+//! The rack ends every session with the empty binary frame (stdapi sends
+//! it when the handler returns). When the rack's connection ends or fails
+//! before that, at a frame boundary, the client is told the same way a
+//! refusal is ([`RACK_LOST`], the exit marker with code 1 on exec routes so
+//! the CLI exits non-zero, the EOF frame, close 1011) instead of seeing a
+//! bare "unexpected EOF"; the session ends as an error. Cut inside a frame,
+//! nothing can follow it and the client's connection is just shut.
 
 use std::future::poll_fn;
 use std::io;
@@ -58,6 +66,11 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Copy buffer per direction.
 const COPY_BUF: usize = 16 * 1024;
+
+/// What the client is told when the rack's side of a session ends before
+/// the rack said it was over.
+pub(crate) const RACK_LOST: &str =
+    "gateway: the rack's connection ended before the session did (the command's outcome is unknown)";
 
 /// What the spliced bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,15 +193,19 @@ where
         stop.await;
         Stop::Shutdown
     };
-    splice_until(client, rack, framing, idle, max, stop).await
+    splice_until(client, rack, framing, false, idle, max, stop).await
 }
 
 /// [`splice`], where `stop` also says why: a revoked session tells the
 /// client why before the close frame (at a frame boundary, like the close).
+/// `exit_marker`: the route's client reads an exit code (exec, shell), so
+/// notices the gateway sends carry one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn splice_until<A, B>(
     client: A,
     rack: B,
     framing: Framing,
+    exit_marker: bool,
     idle: Duration,
     max: Duration,
     stop: impl std::future::Future<Output = Stop>,
@@ -213,6 +230,13 @@ where
     // is masked; towards the client it is not.
     let mut up = Leg::new(framing, true);
     let mut down = Leg::new(framing, false);
+    if down.tracker.is_some() {
+        down.lost = notice_frames(RACK_LOST, exit_marker);
+        down.lost.extend(ws::encode(
+            &Frame::close(1011, "rack connection lost"),
+            None,
+        ));
+    }
     let watchdog = async {
         loop {
             let deadline = base + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
@@ -223,9 +247,16 @@ where
         }
     };
     let forward = poll_fn(|cx| {
+        // Once the client closed or went away, a rack that drops the
+        // connection lost nothing the client waits for.
+        if up.read_eof || up.tracker.as_ref().is_some_and(FrameTracker::close_seen) {
+            down.lost.clear();
+        }
         let up_done = up.poll_forward(cx, &mut client, &mut rack)?.is_ready();
         let down_done = down.poll_forward(cx, &mut rack, &mut client)?.is_ready();
-        if up_done && down_done {
+        // A lost rack ends the session once the client was told: nothing
+        // the client sends can reach the rack any more.
+        if (up_done || down.source_lost) && down_done {
             Poll::Ready(Ok::<(), io::Error>(()))
         } else {
             Poll::Pending
@@ -247,6 +278,20 @@ where
             }
         },
     };
+    // The rack was lost and the client told: an error, however the
+    // client's side ended afterwards.
+    let reason = if down.source_lost && reason == EndReason::Closed {
+        EndReason::Error
+    } else {
+        reason
+    };
+    if down.source_lost && up.phase != Phase::Done {
+        // Let the client read the notice and answer the close before the
+        // sockets drop (a reset could discard what it has not read yet).
+        up.phase = Phase::Discard;
+        let answered = poll_fn(|cx| up.poll_close(cx, &mut client, &mut rack));
+        let _ = tokio::time::timeout(CLOSE_WAIT, answered).await;
+    }
     down.notice = notice;
     if let Some((code, text)) = reason.close_frame() {
         close_both(&mut up, &mut down, &mut client, &mut rack, code, text).await;
@@ -354,6 +399,13 @@ struct Leg {
     close: (u16, &'static str),
     /// Frames sent just before the close frame (a revocation's message).
     notice: Vec<u8>,
+    /// Frames sent if the source ends (or fails) at a frame boundary
+    /// without having ended the stream itself; empty when nothing is.
+    lost: Vec<u8>,
+    /// The source ended that way and `lost` was sent.
+    source_lost: bool,
+    /// The source's read error, kept while `lost` may still be sent.
+    failed: Option<io::Error>,
     /// The encoded close frame and how much of it is written.
     out: Vec<u8>,
     out_pos: usize,
@@ -373,6 +425,9 @@ impl Leg {
             mask,
             close: (1000, ""),
             notice: Vec::new(),
+            lost: Vec::new(),
+            source_lost: false,
+            failed: None,
             out: Vec::new(),
             out_pos: 0,
         }
@@ -430,7 +485,9 @@ impl Leg {
     }
 
     /// Copies until the source's EOF, then shuts the destination's write
-    /// side (as `copy_bidirectional` does). Ready at once when done.
+    /// side (as `copy_bidirectional` does). Ready at once when done. A
+    /// source that ends or fails short of ending the stream gets `lost`
+    /// written after it, when there is one and the cut is between frames.
     fn poll_forward<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -445,19 +502,48 @@ impl Leg {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.pos == self.cap
-                && !self.read_eof
-                && self.poll_fill(cx, src, usize::MAX)?.is_pending()
-            {
-                ready!(self.poll_flush(cx, dst))?;
-                return Poll::Pending;
+            if self.pos == self.cap && !self.read_eof {
+                match self.poll_fill(cx, src, usize::MAX) {
+                    Poll::Pending => {
+                        ready!(self.poll_flush(cx, dst))?;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) if self.lost.is_empty() => return Poll::Ready(Err(e)),
+                    // The source failed: past this it ended, as an error.
+                    Poll::Ready(Err(e)) => {
+                        self.read_eof = true;
+                        self.failed = Some(e);
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                }
             }
             ready!(self.poll_write_pending(cx, dst))?;
             if self.read_eof {
+                let cut_short = self
+                    .tracker
+                    .as_ref()
+                    .is_some_and(|t| t.at_boundary() && !t.end_seen());
+                if cut_short && !self.lost.is_empty() {
+                    self.out = std::mem::take(&mut self.lost);
+                    self.out_pos = 0;
+                    self.source_lost = true;
+                }
+                // Never more than `lost`: `out` is empty otherwise.
+                while self.out_pos < self.out.len() {
+                    let n = ready!(Pin::new(&mut *dst).poll_write(cx, &self.out[self.out_pos..]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.out_pos += n;
+                    self.need_flush = true;
+                }
                 ready!(self.poll_flush(cx, dst))?;
                 ready!(Pin::new(&mut *dst).poll_shutdown(cx))?;
                 self.phase = Phase::Done;
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(match self.failed.take() {
+                    Some(e) if !self.source_lost => Err(e),
+                    _ => Ok(()),
+                });
             }
         }
     }

@@ -216,6 +216,8 @@ pub struct FrameTracker {
     capture: Option<([u8; EXIT_CAPTURE_MAX], usize)>,
     exit_code: Option<i32>,
     close_seen: bool,
+    /// A binary frame passed: the convox CLI reads any as end of stream.
+    binary_seen: bool,
     frames: u64,
 }
 
@@ -237,6 +239,7 @@ impl FrameTracker {
             capture: None,
             exit_code: None,
             close_seen: false,
+            binary_seen: false,
             frames: 0,
         }
     }
@@ -309,8 +312,10 @@ impl FrameTracker {
     fn finish(&mut self) -> FrameHead {
         let head = self.frame.take().expect("a frame in progress");
         self.frames += 1;
-        if head.opcode == Opcode::Close {
-            self.close_seen = true;
+        match head.opcode {
+            Opcode::Close => self.close_seen = true,
+            Opcode::Binary => self.binary_seen = true,
+            _ => {}
         }
         if let Some((buf, len)) = self.capture.take() {
             let payload = &buf[..len];
@@ -352,6 +357,13 @@ impl FrameTracker {
     /// True once a complete close frame has passed.
     pub(crate) fn close_seen(&self) -> bool {
         self.close_seen
+    }
+
+    /// True once the stream said it is over the way the rack says it: a
+    /// binary frame (the empty EOF frame stdapi always sends last) or a
+    /// close frame. A stream that stops short of both was cut off.
+    pub(crate) fn end_seen(&self) -> bool {
+        self.close_seen || self.binary_seen
     }
 
     /// Complete frames seen so far.

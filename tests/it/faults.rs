@@ -301,10 +301,10 @@ async fn rack_stalling_mid_body_cuts_the_response_after_the_idle_timeout() {
     failed_mid_stream(Fault::StallInBody, "timeouts:\n  idle: 1s\n").await;
 }
 
-/// The rack dies during a logs session: the client gets what the rack
-/// sent, then the session ends instead of hanging; the session-end record
-/// says `error`; others are still served. (No in-band notice is sent yet:
-/// see the README's Robustness section.)
+/// The rack dies (a TCP reset) during a logs session: the client gets what
+/// the rack sent, then an in-band `ERROR:` line, the EOF frame and a close
+/// frame instead of a hang or a bare EOF; the session-end record says
+/// `error`; others are still served.
 #[tokio::test]
 async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
     let s = setup(fake_rack(Fault::DieInWebsocket).await, "", &[]).await;
@@ -347,11 +347,19 @@ async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
         .collect();
     assert_eq!(end.len(), 1, "{records:?}");
     assert_eq!(end[0]["reason"], "error", "{:?}", end[0]);
-    // What the client is told: today nothing in-band, the connection just
-    // ends (a close frame, if one is ever added, is fine too).
-    assert!(
-        rest.iter()
-            .all(|f| f.opcode == Opcode::Close || f.opcode == Opcode::Text),
+    // What the client is told, in the order the CLI reads it: the reason
+    // (printed), the EOF frame (it stops reading there), a close.
+    assert_eq!(
+        rest.first(),
+        Some(&Frame::text(
+            "ERROR: gateway: the rack's connection ended before the session did (the command's outcome is unknown)\n"
+        )),
+        "{rest:?}"
+    );
+    assert_eq!(rest.get(1), Some(&Frame::binary(Vec::new())), "{rest:?}");
+    assert_eq!(
+        rest.get(2).and_then(Frame::close_code),
+        Some(1011),
         "{rest:?}"
     );
 }

@@ -393,3 +393,103 @@ fn end_reasons_and_close_codes() {
     assert_eq!(EndReason::Shutdown.as_str(), "shutdown");
     assert_eq!(EndReason::Error.as_str(), "error");
 }
+
+/// A splice whose rack side is `rack` (its far end returned), on a route
+/// with or without the exit marker, never stopped by the gateway.
+fn start_route(exit_marker: bool) -> (tokio::task::JoinHandle<SpliceEnd>, Peer, Peer) {
+    let (c1, c2) = tokio::io::duplex(4096);
+    let (r1, r2) = tokio::io::duplex(4096);
+    let task = tokio::spawn(splice_until(
+        c1,
+        r1,
+        Framing::Websocket,
+        exit_marker,
+        Duration::from_secs(3600),
+        Duration::from_secs(36_000),
+        std::future::pending(),
+    ));
+    (task, c2, r2)
+}
+
+async fn frames_until_eof(r: &mut Peer) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while let Some(f) = ws::read_frame(r, 4096).await.unwrap() {
+        frames.push(f);
+    }
+    frames
+}
+
+/// The rack's connection ends between frames before the rack ended the
+/// stream: the client gets what the rack sent, then the notice (with the
+/// exit marker on exec routes), the EOF frame and close 1011; the session
+/// ends as an error. Without the marker on other routes.
+#[tokio::test]
+async fn rack_lost_between_frames_tells_the_client() {
+    for exit_marker in [true, false] {
+        let (task, mut c2, mut r2) = start_route(exit_marker);
+        r2.write_all(&unmasked(&Frame::text("hello\n")))
+            .await
+            .unwrap();
+        drop(r2);
+        let frames = frames_until_eof(&mut c2).await;
+        let mut want = vec![
+            Frame::text("hello\n"),
+            Frame::text(format!("ERROR: {RACK_LOST}\n")),
+        ];
+        if exit_marker {
+            want.push(Frame::text(format!("{EXIT_MARKER}:1\n")));
+        }
+        want.push(Frame::binary(Vec::new()));
+        want.push(Frame::close(1011, "rack connection lost"));
+        assert_eq!(frames, want, "exit marker: {exit_marker}");
+        drop(c2);
+        let end = task.await.unwrap();
+        assert_eq!(end.reason, EndReason::Error);
+        assert_eq!(end.down, unmasked(&Frame::text("hello\n")).len() as u64);
+        assert_eq!(end.exit_code, None, "the notice's marker is not the rack's");
+    }
+}
+
+/// Controls: a rack that ended the stream (the EOF frame) before its
+/// connection closed gets nothing added; a rack cut inside a frame gets
+/// nothing added either (nothing may follow half a frame); a client that
+/// closed first is not told.
+#[tokio::test]
+async fn rack_that_ended_the_stream_or_was_cut_mid_frame_gets_nothing_added() {
+    let (task, mut c2, mut r2) = start_route(true);
+    let sent = [
+        unmasked(&Frame::text("bye\n")),
+        unmasked(&Frame::exit_code(0)),
+        unmasked(&Frame::binary(Vec::new())),
+    ]
+    .concat();
+    r2.write_all(&sent).await.unwrap();
+    drop(r2);
+    let mut got = Vec::new();
+    c2.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, sent);
+    drop(c2);
+    let end = task.await.unwrap();
+    assert_eq!((end.reason, end.exit_code), (EndReason::Closed, Some(0)));
+
+    let (task, mut c2, mut r2) = start_route(true);
+    let frame = unmasked(&Frame::text(vec![b'x'; 100]));
+    r2.write_all(&frame[..50]).await.unwrap();
+    drop(r2);
+    let mut got = Vec::new();
+    c2.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, &frame[..50]);
+    drop(c2);
+    assert_eq!(task.await.unwrap().reason, EndReason::Closed);
+
+    let (task, mut c2, mut r2) = start_route(true);
+    let close = masked(&Frame::close(1000, ""));
+    c2.write_all(&close).await.unwrap();
+    assert_eq!(read_n(&mut r2, close.len()).await, close);
+    drop(r2);
+    let mut got = Vec::new();
+    c2.read_to_end(&mut got).await.unwrap();
+    assert!(got.is_empty(), "told a client that had closed: {got:?}");
+    drop(c2);
+    task.await.unwrap();
+}
