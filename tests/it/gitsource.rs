@@ -27,7 +27,7 @@ use ssh_key::private::Ed25519Keypair;
 use ssh_key::{HashAlg, LineEnding, PrivateKey};
 use tempfile::TempDir;
 
-use crate::support::{free_port, git, run_ok, Daemon};
+use crate::support::{free_port, git, run_ok, scribble, Daemon};
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -1356,4 +1356,102 @@ fn snapshot_files_feed_the_config_loader_shape() {
         BTreeSet::from(["roles/a.yaml".to_string(), "roles/b.yaml".to_string()])
     );
     assert_eq!(src.read("gateway.yaml").unwrap().as_deref(), Some(GATEWAY));
+}
+
+/// A cache whose objects, refs or everything were overwritten with
+/// garbage after the first fetch: the next fetch rebuilds it from the
+/// remote and reads the new commit, checked as usual (the loaded commit
+/// must still be an ancestor), and keeps the damaged copy beside it.
+#[test]
+fn a_damaged_cache_is_rebuilt_from_the_remote() {
+    for part in ["objects", "refs", ""] {
+        let up = Upstream::new();
+        let first = up.commit(
+            "main",
+            "one",
+            &[("gateway.yaml", Node::Text(GATEWAY))],
+            None,
+        );
+        let cache = Cache::new();
+        let s = settings(&up.url(), main_branch(), &cache);
+        snapshot(&s, None);
+        scribble(&cache.dir().join(part));
+        let second = up.commit(
+            "main",
+            "two",
+            &[
+                ("gateway.yaml", Node::Text(GATEWAY)),
+                ("roles/x.yaml", Node::Text("x: 1\n")),
+            ],
+            Some(first),
+        );
+        let snap = snapshot(&s, Some(&first.to_string()));
+        assert_eq!(snap.commit, second.to_string(), "damaged: {part:?}");
+        assert_eq!(keys(&snap), ["gateway.yaml", "roles/x.yaml"]);
+        let damaged = cache.0.path().join("cache.git.damaged");
+        assert!(damaged.is_dir(), "the damaged copy is kept ({part:?})");
+        assert!(!cache.0.path().join("cache.git.rebuild").exists());
+        // The rebuilt cache is a working one: nothing new, nothing to do.
+        assert!(git::fetch(&s, Some(&second.to_string())).unwrap().is_none());
+    }
+}
+
+/// Controls: a damaged cache with the remote gone keeps failing with the
+/// damage (nothing swapped) and repairs itself once the remote is back;
+/// a commit that is refused on its merits (a force-push) is refused
+/// after a rebuild attempt too, and the cache is left as it was.
+#[test]
+fn a_rebuild_that_fails_changes_nothing() {
+    let up = Upstream::new();
+    let first = up.commit(
+        "main",
+        "one",
+        &[("gateway.yaml", Node::Text(GATEWAY))],
+        None,
+    );
+    let cache = Cache::new();
+    let s = settings(&up.url(), main_branch(), &cache);
+    snapshot(&s, None);
+    scribble(&cache.dir().join("refs"));
+    let second = up.commit(
+        "main",
+        "two",
+        &[("gateway.yaml", Node::Text(GATEWAY))],
+        Some(first),
+    );
+    let away = up.dir.path().join("moved.git");
+    std::fs::rename(up.path(), &away).unwrap();
+    let e = error(&s, Some(&first.to_string()));
+    assert!(
+        matches!(e, GitError::Fetch { .. } | GitError::Unreachable { .. }),
+        "{e:?}"
+    );
+    assert!(
+        !cache.0.path().join("cache.git.damaged").exists(),
+        "swapped without a remote"
+    );
+    assert!(!cache.0.path().join("cache.git.rebuild").exists());
+    std::fs::rename(&away, up.path()).unwrap();
+    assert_eq!(
+        snapshot(&s, Some(&first.to_string())).commit,
+        second.to_string()
+    );
+
+    // Unrelated history, against a cache that is fine: refused as before.
+    let orphan = up.commit(
+        "main",
+        "rewritten",
+        &[("gateway.yaml", Node::Text(GATEWAY))],
+        None,
+    );
+    let e = error(&s, Some(&second.to_string()));
+    match e {
+        GitError::NotDescendant {
+            new, current_known, ..
+        } => {
+            assert_eq!(new, orphan.to_string());
+            assert!(current_known);
+        }
+        other => panic!("expected NotDescendant, got {other:?}"),
+    }
 }

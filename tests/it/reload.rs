@@ -1324,6 +1324,63 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
     assert_eq!(p.get_status(APPS, A).await, 401);
 }
 
+/// The git cache is damaged mid-run (every file of it overwritten) while
+/// the remote is unreachable too: the last good config keeps serving and
+/// `status` shows the failure; once the remote is back, the next fetch
+/// rebuilds the cache and the pushed commit goes live, with nobody
+/// stepping in. The damaged copy is kept beside the cache.
+#[tokio::test]
+async fn git_mode_repairs_a_damaged_cache_by_itself() {
+    const A: &str = "token-a-0123456789abcdef0123456789";
+    const B: &str = "token-b-0123456789abcdef0123456789";
+    let rack = mock().await;
+    let gateway_yaml = with_lifted_limits(&format!(
+        "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+        rack.url()
+    ));
+    let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = git_mode_settings(
+        tmp.path(),
+        &up.url,
+        "  webhook_secret: {env: HOOK_SECRET}\n",
+    );
+    let p = serve_git(
+        &settings,
+        &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
+    )
+    .await;
+    let first = up.commit_and_push("touch");
+    push_hook(&p).await;
+    until_version(&p, &first).await;
+    p.until_status(APPS, A, 200, "deploy-a is served").await;
+
+    std::fs::write(
+        up.work().join("ci.yaml"),
+        ci_yaml(&[("deploy-a", A), ("deploy-b", B)]),
+    )
+    .unwrap();
+    let second = up.commit_and_push("add deploy-b");
+    let (srv, away) = (
+        up.tmp.path().join("srv/policy.git"),
+        up.tmp.path().join("srv/away.git"),
+    );
+    std::fs::rename(&srv, &away).unwrap();
+    scribble(&tmp.path().join("cache"));
+    push_hook(&p).await;
+    let s = p.until_failure("git").await;
+    assert_eq!(s["version"].as_str(), Some(first.as_str()), "{s}");
+    assert_eq!(p.get_status(APPS, A).await, 200);
+    assert_eq!(p.get_status(APPS, B).await, 401);
+
+    std::fs::rename(&away, &srv).unwrap();
+    push_hook(&p).await;
+    let s = until_version(&p, &second).await;
+    assert_eq!(s["consecutive_failures"], 0, "{s}");
+    assert_eq!(p.get_status(APPS, B).await, 200);
+    assert!(tmp.path().join("cache.damaged").is_dir());
+}
+
 /// With `allowed_signers`, an unsigned commit is never loaded (the gateway
 /// stays at 503: no valid config), and the same change signed by an
 /// allowed key (`git commit -S`, SSH format) goes live.

@@ -13,6 +13,14 @@
 //!   cache always reflects what the remote says; the ancestry check is what
 //!   refuses a rewritten or rolled-back history, with a message naming both
 //!   commits, instead of the fetch silently keeping the old one.
+//! - **A damaged cache repairs itself.** The cache is only a copy of the
+//!   remote: when it stops opening, or its objects or refs are corrupt
+//!   (every object read is hash-checked), the fetch is tried once more into
+//!   a fresh cache beside it, which replaces the damaged one only if that
+//!   fetch succeeds and passes the same checks. The damaged copy is kept as
+//!   `<cache>.damaged` (one, the latest) for a post-mortem. If the fresh
+//!   fetch fails too (the remote is down, the commit really is refused),
+//!   the first error stands and nothing is swapped.
 //! - **Blocking on purpose.** libgit2 is synchronous; callers run [`fetch`]
 //!   in `tokio::task::spawn_blocking`.
 //!
@@ -224,6 +232,24 @@ pub enum GitError {
 }
 
 impl GitError {
+    /// Whether the cache repository itself may be what failed, so that a
+    /// fresh copy of the remote could succeed: it does not open, an object
+    /// is corrupt, the fetch failed in a way that is not the network's, the
+    /// remote's or the commit's (e.g. a corrupt ref), or the loaded commit
+    /// is missing from a cache that should have it.
+    fn cache_may_be_damaged(&self) -> bool {
+        matches!(
+            self,
+            GitError::Cache { .. }
+                | GitError::Corrupt { .. }
+                | GitError::Fetch { .. }
+                | GitError::NotDescendant {
+                    current_known: false,
+                    ..
+                }
+        )
+    }
+
     /// The commit the failure is about, if any (for the audit log).
     pub fn commit(&self) -> Option<&str> {
         match self {
@@ -289,7 +315,68 @@ pub fn read_revision(
 /// `allow_non_descendant` as before) to re-check the loaded commit.
 pub fn fetch(settings: &GitSettings, current: Option<&str>) -> Result<Option<Snapshot>, GitError> {
     settings.reference.validate()?;
-    let repo = open_cache(&settings.cache_dir)?;
+    match fetch_into(&settings.cache_dir, settings, current) {
+        Err(e) if e.cache_may_be_damaged() && settings.cache_dir.exists() => {
+            rebuild(settings, current, e)
+        }
+        r => r,
+    }
+}
+
+/// [`fetch`] again into a fresh cache beside the damaged one, swapped in
+/// only when that succeeds; otherwise `damage` (the first error) stands.
+fn rebuild(
+    settings: &GitSettings,
+    current: Option<&str>,
+    damage: GitError,
+) -> Result<Option<Snapshot>, GitError> {
+    let cache = &settings.cache_dir;
+    let sibling = |suffix: &str| {
+        let mut name = cache.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let (fresh, damaged) = (sibling(".rebuild"), sibling(".damaged"));
+    // Left over from an earlier attempt that was cut short.
+    let _ = std::fs::remove_dir_all(&fresh);
+    let result = match fetch_into(&fresh, settings, current) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&fresh);
+            return Err(damage);
+        }
+    };
+    let swap = || -> std::io::Result<()> {
+        match std::fs::remove_dir_all(&damaged) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::rename(cache, &damaged)?;
+        std::fs::rename(&fresh, cache)
+    };
+    if let Err(e) = swap() {
+        let _ = std::fs::remove_dir_all(&fresh);
+        return Err(GitError::Cache {
+            path: cache.clone(),
+            message: format!("{damage}; rebuilt it from the remote but could not swap it in: {e}"),
+        });
+    }
+    tracing::warn!(
+        cache = %cache.display(),
+        damaged = %damaged.display(),
+        error = %damage,
+        "the git cache repository was damaged; rebuilt it from the remote"
+    );
+    Ok(result)
+}
+
+/// One fetch into the cache repository at `dir`.
+fn fetch_into(
+    dir: &Path,
+    settings: &GitSettings,
+    current: Option<&str>,
+) -> Result<Option<Snapshot>, GitError> {
+    let repo = open_cache(dir)?;
     let tip = fetch_ref(&repo, settings)?;
     let commit = peel_to_commit(&repo, tip, &settings.reference)?;
     let id = commit.id();

@@ -28,7 +28,7 @@ pub use self::config::{
 };
 pub use self::keys::*;
 pub use self::oidc::OidcMock;
-pub use self::remote::{git, run_ok, Daemon};
+pub use self::remote::{git, run_ok, scribble, Daemon};
 pub use self::requests::{
     answers, basic, free_port, get, location, query_param, raw, send, targets, urlencode, Resp,
 };

@@ -85,3 +85,18 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Overwrites every regular file under `path` (or `path` itself) with
+/// garbage of its length: a damaged git cache.
+pub fn scribble(path: &Path) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            scribble(&entry.unwrap().path());
+        }
+        return;
+    }
+    let len = std::fs::metadata(path).unwrap().len() as usize;
+    // Loose objects are read-only; the owner may still replace them.
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, vec![b'#'; len.max(1)]).unwrap();
+}
