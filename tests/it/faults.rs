@@ -665,6 +665,42 @@ async fn without_audit_fsync_a_streamed_answer_is_not_held_back() {
     s.assert_serving().await;
 }
 
+/// With `--audit-fsync`, each kind of answer reaches the client after its
+/// record is on disk, so the file holds it the moment the answer is read:
+/// a refusal (404 JSON), a rack answer, and a websocket session's 101
+/// (its `session-start` record), the session then working as usual.
+#[tokio::test]
+async fn with_audit_fsync_each_answer_follows_its_record() {
+    let s = setup(
+        fake_rack(Fault::DieInWebsocket).await,
+        "",
+        &["--audit-fsync"],
+    )
+    .await;
+    let has_record = |id: &str| read(&s.audit).contains(&format!("\"request_id\":\"{id}\""));
+    for (path, status) in [("/racks/healthy/nope", 404), ("/racks/healthy/apps?", 200)] {
+        let r = get(&s.proc.url(path), Some(CI_ALL)).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        let id = r.headers["request-id"].to_str().unwrap();
+        assert!(has_record(id), "{path}: answered before its record");
+    }
+    let auth = basic(CI_ALL);
+    let headers = [("Authorization", auth.as_str())];
+    let mut c = ws::client_connect(s.proc.addr, "/racks/faulty/apps/myapp/logs", &headers)
+        .await
+        .unwrap();
+    assert_eq!(c.status, 101);
+    let started = read(&s.audit)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|r| r["event"] == "session-start" && r["rack"] == "faulty");
+    assert!(started, "the 101 came before the session-start record");
+    assert_eq!(recv(&mut c).await, Some(Frame::text("hello\n")));
+    drop(c);
+    s.assert_serving().await;
+    s.proc.stop().await;
+}
+
 /// A gateway (the binary, `--audit-fsync`) under 4 concurrent clients,
 /// killed with SIGKILL once 200 requests were answered. Returns the config
 /// directory, the audit file, the answered request ids and the arguments.
