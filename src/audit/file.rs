@@ -1,7 +1,18 @@
 //! The audit file sink ([`Sink`]): an append-only, hash-chained JSONL file
 //! (the line format is [`super::chain`]'s) written by one thread, with
 //! rotation, resume after a restart or crash, and the health fail-closed
-//! mode refuses requests on. Submitters never wait for disk I/O.
+//! mode refuses requests on. Submitters never wait for disk I/O; a caller
+//! that must not answer before its record is on disk awaits
+//! [`Sink::durable`] with the number [`Sink::submit`] gave it.
+//!
+//! # Durability
+//!
+//! The writer takes every queued record as one batch, writes it, and (with
+//! `fsync`) `fdatasync`s once: group commit, one sync per batch however
+//! many requests wait on it. After each batch it publishes how many
+//! submitted records are on disk in a `tokio::sync::watch` channel, so an
+//! async waiter never blocks a runtime thread; while writes fail it
+//! publishes that too, so no waiter hangs on a broken disk.
 //!
 //! # Rotation
 //!
@@ -34,6 +45,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::watch;
 
 use super::chain::{parse_line, seal_line, sha256_hex, Chain, GENESIS_PREV, HASH_TAIL_LEN};
 use crate::clock::{compact_utc, rfc3339, unix_now};
@@ -219,6 +231,21 @@ struct Shared {
     overflowed: AtomicBool,
     dropped: AtomicU64,
     written: AtomicU64,
+    /// Answers released without their record confirmed on disk (fail-open
+    /// with the file failing, or the record lost to overflow).
+    unconfirmed: AtomicU64,
+    fsync: bool,
+    /// What the writer has made durable, for [`Sink::durable`].
+    synced: watch::Sender<Synced>,
+}
+
+/// The writer's progress as waiters see it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Synced {
+    /// Submitted records written (and fsynced when configured), in order.
+    done: u64,
+    /// The last write failed: waiters stop waiting.
+    failing: bool,
 }
 
 impl Shared {
@@ -282,6 +309,9 @@ impl Sink {
                 overflowed: AtomicBool::new(false),
                 dropped: AtomicU64::new(0),
                 written: AtomicU64::new(0),
+                unconfirmed: AtomicU64::new(0),
+                fsync: settings.fsync,
+                synced: watch::Sender::new(Synced::default()),
             }),
             path: settings.path,
             rotate_bytes: settings.rotate_bytes,
@@ -304,10 +334,11 @@ impl Sink {
         })
     }
 
-    /// Queues one record; never waits for disk I/O. When the queue is full
-    /// the record is dropped and counted, and in fail-closed mode the sink
-    /// turns unhealthy until the writer has caught up.
-    pub fn submit(&self, record: Map<String, Value>) {
+    /// Queues one record; never waits for disk I/O. Returns its number for
+    /// [`Sink::durable`], or `None` when the queue was full: then the record
+    /// is dropped and counted, and in fail-closed mode the sink turns
+    /// unhealthy until the writer has caught up.
+    pub fn submit(&self, record: Map<String, Value>) -> Option<u64> {
         let shared = &self.handle.shared;
         let mut q = shared.lock();
         if q.items.len() >= shared.capacity {
@@ -319,15 +350,51 @@ impl Sink {
             if shared.fail_closed {
                 shared.overflowed.store(true, Ordering::Release);
             }
-            return;
+            return None;
         }
         q.items.push_back(Item::Record(record));
         q.accepted += 1;
+        let n = q.accepted;
         if q.idle {
             q.idle = false;
             drop(q);
             shared.wake.notify_one();
         }
+        Some(n)
+    }
+
+    /// Resolves once record `n` (from [`Sink::submit`]) and every record
+    /// before it are written — and fsynced, with `fsync` — giving true; or,
+    /// without waiting for the retries, false as soon as a write fails (or
+    /// the writer stopped short of it). Never blocks a thread.
+    pub fn durable(&self, n: u64) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let mut rx = self.handle.shared.synced.subscribe();
+        async move {
+            let reached = |p: &Synced| p.done >= n;
+            let waited = rx
+                .wait_for(|p| reached(p) || p.failing)
+                .await
+                .map(|p| reached(&p));
+            waited.unwrap_or_else(|_| reached(&rx.borrow()))
+        }
+    }
+
+    /// Whether records are fsynced, so that [`Sink::durable`] means on disk.
+    pub fn fsync(&self) -> bool {
+        self.handle.shared.fsync
+    }
+
+    /// Counts an answer released without its record confirmed durable.
+    pub(crate) fn count_unconfirmed(&self) {
+        self.handle
+            .shared
+            .unconfirmed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers released without their record confirmed on disk.
+    pub fn unconfirmed(&self) -> u64 {
+        self.handle.shared.unconfirmed.load(Ordering::Relaxed)
     }
 
     /// False while the file cannot be written, and — in fail-closed mode —
@@ -479,6 +546,7 @@ impl Writer {
                 }
             }
             if let Err(e) = self.write_pending() {
+                self.shared.synced.send_modify(|p| p.failing = true);
                 if self.shared.io_ok.swap(false, Ordering::AcqRel) {
                     tracing::error!(
                         path = %self.path.display(),
@@ -617,6 +685,11 @@ impl Writer {
             self.shared.written.fetch_add(records, Ordering::Relaxed);
             let mut q = self.shared.lock();
             q.done += records;
+            // Under the lock, so whoever sees `done` (flush) sees it here.
+            self.shared.synced.send_replace(Synced {
+                done: q.done,
+                failing: false,
+            });
             if !self.shared.io_ok.swap(true, Ordering::AcqRel) {
                 tracing::warn!(path = %self.path.display(), "the audit file is writable again");
             }
@@ -680,116 +753,4 @@ fn partial_line_start(file: &File, size: u64) -> io::Result<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::verify::verify;
-
-    fn rec(i: u64) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("event".into(), "request".into());
-        m.insert("n".into(), i.into());
-        m
-    }
-
-    #[test]
-    fn rotation_stamps_are_rotated_names() {
-        assert_eq!(compact_utc(0), "19700101T000000Z");
-        let stamped = format!("audit.jsonl.{}", compact_utc(1_767_225_600 + 3661));
-        assert_eq!(stamped, "audit.jsonl.20260101T010101Z");
-        assert!(is_rotated_name(&stamped, "audit.jsonl"));
-    }
-
-    #[test]
-    fn rotated_names() {
-        assert!(is_rotated_name(
-            "audit.jsonl.20260101T010101Z",
-            "audit.jsonl"
-        ));
-        assert!(is_rotated_name(
-            "audit.jsonl.20260101T010101Z.12",
-            "audit.jsonl"
-        ));
-        assert!(!is_rotated_name(
-            "audit.jsonl.20260101T010101Z.",
-            "audit.jsonl"
-        ));
-        assert!(!is_rotated_name("audit.jsonl.2026-01-01", "audit.jsonl"));
-        assert!(!is_rotated_name("audit.jsonl", "audit.jsonl"));
-        assert!(!is_rotated_name("other.20260101T010101Z", "audit.jsonl"));
-    }
-
-    fn wait_unhealthy(sink: &Sink) {
-        // A liveness guard, not a timing assertion.
-        for _ in 0..6000 {
-            if !sink.healthy() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the sink never noticed the unwritable file");
-    }
-
-    /// Overflow while the file is unwritable: the overflowed records are
-    /// counted, a marker takes their place in the chain, fail-closed turns
-    /// unhealthy, and everything accepted is written after recovery.
-    #[test]
-    fn overflow_marker_and_recovery() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("sub");
-        fs::create_dir(&dir).unwrap();
-        let path = dir.join("audit.jsonl");
-        let sink = Sink::open_with_capacity(
-            FileSettings {
-                path: path.clone(),
-                rotate_bytes: None,
-                key: None,
-                fail_closed: true,
-                fsync: false,
-            },
-            4,
-        )
-        .unwrap();
-        sink.submit(rec(1));
-        sink.flush();
-        // The path stops resolving (its directory becomes a regular file),
-        // which fails even for root.
-        let moved = tmp.path().join("sub.moved");
-        fs::rename(&dir, &moved).unwrap();
-        fs::write(&dir, b"not a directory").unwrap();
-        sink.submit(rec(2));
-        wait_unhealthy(&sink);
-        for i in 3..=6 {
-            sink.submit(rec(i));
-        }
-        for i in 7..=9 {
-            sink.submit(rec(i));
-        }
-        assert_eq!(sink.dropped(), 3);
-        assert!(!sink.healthy());
-        fs::remove_file(&dir).unwrap();
-        fs::rename(&moved, &dir).unwrap();
-        sink.flush();
-        assert!(sink.healthy());
-        assert_eq!(sink.written(), 6);
-        let text = fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 7);
-        let ns: Vec<Option<u64>> = lines
-            .iter()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["n"].as_u64())
-            .collect();
-        assert_eq!(
-            ns,
-            vec![Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), None]
-        );
-        let marker: Value = serde_json::from_str(lines[6]).unwrap();
-        assert_eq!(marker["event"], "audit_records_dropped");
-        assert_eq!(marker["count"], 3);
-        assert_eq!(marker["seq"], 7);
-        let summary = verify(&[path], None).unwrap();
-        assert_eq!(
-            (summary.records, summary.first_seq, summary.last_seq),
-            (7, 1, 7)
-        );
-    }
-}
+mod tests;

@@ -320,7 +320,14 @@ pub struct AuditArgs {
     /// Refuse requests (503) while the audit file cannot be written.
     #[arg(long, env = "RACK_GATEWAY_AUDIT_FAIL_CLOSED")]
     audit_fail_closed: bool,
-    /// fsync after every batch of records.
+    /// fsync after every batch of records, and end no answer before its
+    /// record is on disk: every request whose answer a client received
+    /// complete (a refusal, a rack answer's last bytes, a login, a
+    /// session's 101) has its record even after `kill -9` or a power loss.
+    /// A streamed answer's last frame waits for the fsync. While the file
+    /// cannot be written, fail-closed answers 503 (or cuts the stream);
+    /// fail-open answers without the guarantee and counts it in
+    /// rack_gateway_audit_fsync_unconfirmed_total.
     #[arg(long, env = "RACK_GATEWAY_AUDIT_FSYNC")]
     audit_fsync: bool,
 }

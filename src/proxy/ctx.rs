@@ -4,6 +4,11 @@
 //! Every outcome of a rack request goes through [`Ctx::refuse`] or
 //! [`Ctx::record`], so each request gets exactly one audit record (plus
 //! session records for websockets) and one metrics update.
+//!
+//! With `--audit-fsync` each answer waits for its record to be on disk
+//! before it ends ([`crate::audit::Auditor::durable`]): refusals and
+//! buffered answers before they are returned, a streamed answer before
+//! its last frame ([`super::held`]), a session before its 101.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +19,8 @@ use http::{Method, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::audit::{self, Decision};
+use super::held::{Durable, Held};
+use crate::audit::{self, Decision, Ticket, Unrecorded};
 use crate::gateway::identify::Client;
 use crate::gateway::Runtime;
 use crate::http::body::{self, Body, Idle};
@@ -217,7 +223,9 @@ impl Ctx {
         HeaderValue::from_str(&self.request_id).expect("request ids are ASCII")
     }
 
-    pub fn record(&self, d: Done<'_>) {
+    /// Audits (and counts) the request; the ticket says when the record
+    /// is durable.
+    pub fn record(&self, d: Done<'_>) -> Ticket {
         if d.event != "session-start" {
             self.metrics.request(
                 self.rack_name().unwrap_or("-"),
@@ -262,11 +270,13 @@ impl Ctx {
             bytes_out: Some(d.bytes_out),
             exit_code: d.exit_code,
             duration_ms: self.started.elapsed().as_millis() as u64,
-        });
+        })
     }
 
-    pub(crate) fn session_start(&self) {
-        self.record(Done {
+    /// Audits the session's start; resolves once the record is durable, so
+    /// the 101 is sent after it.
+    pub(crate) async fn session_start(&self) -> Result<(), Unrecorded> {
+        let ticket = self.record(Done {
             event: "session-start",
             decision: Decision::Allow,
             reason: self.reason(),
@@ -275,6 +285,13 @@ impl Ctx {
             bytes_out: 0,
             exit_code: None,
         });
+        self.audit.durable(ticket).await
+    }
+
+    /// The answer when a record could not be made durable (fail-closed):
+    /// 503 JSON, without a record of its own (the file is failing).
+    pub(crate) fn unrecorded(&self) -> Response<Body> {
+        Refusal::audit_unavailable().into_response(&self.request_id)
     }
 
     pub(crate) fn audit_session_end(&self, end: tunnel::SpliceEnd) {
@@ -291,14 +308,15 @@ impl Ctx {
     }
 
     /// Refuses: audited, counted, and answered in-band on websocket routes
-    /// or as JSON otherwise.
-    pub fn refuse(&self, socket: Option<Socket>, refusal: Refusal) -> Response<Body> {
+    /// or as JSON otherwise, once the record is durable (or with the
+    /// fail-closed audit refusal if it cannot be).
+    pub async fn refuse(&self, socket: Option<Socket>, refusal: Refusal) -> Response<Body> {
         match refusal.metric {
             Metric::Rejected(reason) => self.metrics.rejected(reason),
             Metric::RateLimited(bucket) => self.metrics.rate_limited(bucket.as_str()),
             Metric::None => {}
         }
-        self.record(Done {
+        let ticket = self.record(Done {
             event: "request",
             decision: refusal.decision,
             reason: &refusal.detail,
@@ -307,18 +325,22 @@ impl Ctx {
             bytes_out: 0,
             exit_code: None,
         });
+        let refusal = match self.audit.durable(ticket).await {
+            Ok(()) => refusal,
+            Err(Unrecorded) => Refusal::audit_unavailable(),
+        };
         respond::render(refusal, socket, &self.request_id)
     }
 
     /// Refuses a websocket session the rack would not open.
-    pub(crate) fn refuse_session(
+    pub(crate) async fn refuse_session(
         &self,
         socket: Socket,
         message: &str,
         detail: &str,
         upstream: Option<u16>,
     ) -> Response<Body> {
-        self.record(Done {
+        let ticket = self.record(Done {
             event: "request",
             decision: Decision::Error,
             reason: detail,
@@ -327,20 +349,27 @@ impl Ctx {
             bytes_out: 0,
             exit_code: None,
         });
-        socket.refuse(message, &self.request_id)
+        match self.audit.durable(ticket).await {
+            Ok(()) => socket.refuse(message, &self.request_id),
+            Err(Unrecorded) => {
+                socket.refuse(&Refusal::audit_unavailable().message, &self.request_id)
+            }
+        }
     }
 
     /// The rack could not be reached or answered unusably (502).
-    pub(crate) fn upstream_failed(&self, detail: &str) -> Response<Body> {
+    pub(crate) async fn upstream_failed(&self, detail: &str) -> Response<Body> {
         let rack = self.rack_name().unwrap_or("?").to_string();
         self.refuse(None, Refusal::rack_unavailable(&rack, detail))
+            .await
     }
 
     /// Passes the rack's answer to an allowed request back to the client:
     /// hop-by-hop headers dropped, our request id set; the body streams
     /// with the idle timeout, and the request's audit record (with byte
     /// counts and duration) is written when the body ends or the client
-    /// goes away.
+    /// goes away. When answers wait for their records, the last frame
+    /// is held until the record is durable ([`Held`]).
     pub(crate) fn relay(
         self,
         mut rparts: http::response::Parts,
@@ -354,7 +383,9 @@ impl Ctx {
         let status = rparts.status.as_u16();
         let sent = Arc::new(AtomicU64::new(0));
         let counted = body::Counted::new(Idle::new(rbody, idle), sent.clone());
-        let body = body::OnEnd::new(counted, move |end| {
+        let waits = self.audit.waits();
+        let audit = self.audit.clone();
+        let finish = move |end: body::End| {
             let reason = match end {
                 body::End::Complete => self.reason().to_string(),
                 body::End::Failed => format!("{} (the response stream failed)", self.reason()),
@@ -368,15 +399,29 @@ impl Ctx {
                 upstream: Some(status),
                 bytes_out: sent.load(Ordering::Relaxed),
                 exit_code: None,
-            });
-        });
-        Response::from_parts(rparts, body::boxed(body))
+            })
+        };
+        let body = if waits {
+            body::boxed(Held::new(counted, move |end| {
+                let durable: Durable = Box::pin(audit.durable(finish(end)));
+                durable
+            }))
+        } else {
+            body::boxed(body::OnEnd::new(counted, move |end| {
+                finish(end);
+            }))
+        };
+        Response::from_parts(rparts, body)
     }
 
     /// The allowed request's audit record for a response the gateway
-    /// buffered (masked) rather than streamed.
-    pub(crate) fn record_buffered(&self, status: u16, bytes_out: u64) {
-        self.record(Done {
+    /// buffered (masked) rather than streamed; resolves once it is durable.
+    pub(crate) async fn record_buffered(
+        &self,
+        status: u16,
+        bytes_out: u64,
+    ) -> Result<(), Unrecorded> {
+        let ticket = self.record(Done {
             event: "request",
             decision: Decision::Allow,
             reason: self.reason(),
@@ -385,6 +430,7 @@ impl Ctx {
             bytes_out,
             exit_code: None,
         });
+        self.audit.durable(ticket).await
     }
 }
 

@@ -92,7 +92,9 @@ pub(crate) struct Outbound<'a> {
 pub(crate) async fn rest(ctx: Ctx, rt: &Runtime, rack: &Rack, out: Outbound<'_>) -> Response<Body> {
     let idle = rt.timeouts.idle;
     let Ok(uri) = rack.uri(out.target) else {
-        return ctx.refuse(None, Refusal::bad_request("invalid target"));
+        return ctx
+            .refuse(None, Refusal::bad_request("invalid target"))
+            .await;
     };
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
     let mut up = Request::new(body::boxed(body::OnEnd::new(
@@ -117,15 +119,17 @@ pub(crate) async fn rest(ctx: Ctx, rt: &Runtime, rack: &Rack, out: Outbound<'_>)
     let resp = tokio::select! {
         r = rack.client().request(up) => match r {
             Ok(r) => r,
-            Err(e) => return ctx.upstream_failed(&describe_client_error(&e)),
+            Err(e) => return ctx.upstream_failed(&describe_client_error(&e)).await,
         },
-        _ = response_deadline => return ctx.upstream_failed("no response within the idle timeout"),
+        _ = response_deadline => return ctx.upstream_failed("no response within the idle timeout").await,
     };
     ctx.metrics.observe_upstream(sent_at.elapsed());
     let (rparts, rbody) = resp.into_parts();
     if rparts.status == StatusCode::UNAUTHORIZED {
         tracing::error!(rack = %rack.name, "the rack refused the gateway's credentials; check its password");
-        return ctx.upstream_failed("the rack refused the gateway's credentials");
+        return ctx
+            .upstream_failed("the rack refused the gateway's credentials")
+            .await;
     }
     match out.masking {
         None => ctx.relay(rparts, rbody, idle),
@@ -154,13 +158,14 @@ async fn masked(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return ctx
                 .upstream_failed("the response is too large to mask its secrets (over 4 MiB)")
+                .await
         }
-        Err(_) => return ctx.upstream_failed("the response body failed"),
+        Err(_) => return ctx.upstream_failed("the response body failed").await,
     };
     let masked = if rparts.status.is_success() {
         match mask::mask_body(kind, &bytes, reveal, rack.password()) {
             Ok(b) => b,
-            Err(e) => return ctx.upstream_failed(&e.to_string()),
+            Err(e) => return ctx.upstream_failed(&e.to_string()).await,
         }
     } else {
         mask::scrub(&String::from_utf8_lossy(&bytes), rack.password()).into_bytes()
@@ -169,7 +174,13 @@ async fn masked(
     rparts
         .headers
         .insert(header::CONTENT_LENGTH, masked.len().into());
-    ctx.record_buffered(rparts.status.as_u16(), masked.len() as u64);
+    if ctx
+        .record_buffered(rparts.status.as_u16(), masked.len() as u64)
+        .await
+        .is_err()
+    {
+        return ctx.unrecorded();
+    }
     Response::from_parts(rparts, body::full(masked))
 }
 

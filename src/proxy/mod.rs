@@ -10,6 +10,7 @@
 pub(crate) mod ctx;
 mod form;
 mod forward;
+mod held;
 mod lookup;
 mod upgrade;
 
@@ -45,19 +46,19 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         ..
     } = req;
     let Some(rt) = rt else {
-        return refuse_unconfigured(gw, &ctx, &parts, &canon, on_upgrade);
+        return refuse_unconfigured(gw, &ctx, &parts, &canon, on_upgrade).await;
     };
 
     let (rack, offset) = match pick_rack(&rt, &canon) {
         Ok(x) => x,
-        Err(r) => return ctx.refuse(None, r),
+        Err(r) => return ctx.refuse(None, r).await,
     };
     ctx.stage = Stage::Rack(rack.clone());
 
     let websocket = canon.upgrade == Upgrade::Websocket;
     let Some(m) = routes::match_route(&parts.method, websocket, &canon.segments[offset..]) else {
         let msg = format!("unknown route {} {}", parts.method, canon.path_from(offset));
-        return ctx.refuse(None, Refusal::not_found(msg));
+        return ctx.refuse(None, Refusal::not_found(msg)).await;
     };
     let route_method = m.route.method;
     let served = (m.route.operation, m.route.commands);
@@ -76,7 +77,9 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         (RouteMethod::Socket, Upgrade::Websocket) | (RouteMethod::Any, _) | (_, Upgrade::None)
     );
     if !upgrade_ok {
-        return ctx.refuse(None, Refusal::bad_request("this route does not upgrade"));
+        return ctx
+            .refuse(None, Refusal::bad_request("this route does not upgrade"))
+            .await;
     }
 
     // From here on, refusals on websocket routes are delivered in-band.
@@ -84,7 +87,9 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         match Socket::take(&parts.headers, &mut on_upgrade, stream) {
             Some(s) => Some(s),
             None => {
-                return ctx.refuse(None, Refusal::bad_request("websocket handshake incomplete"))
+                return ctx
+                    .refuse(None, Refusal::bad_request("websocket handshake incomplete"))
+                    .await
             }
         }
     } else {
@@ -101,19 +106,19 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         &parts.headers,
         canon.query.as_deref(),
     ) {
-        return ctx.refuse(socket, Refusal::invalid(e.status(), e));
+        return ctx.refuse(socket, Refusal::invalid(e.status(), e)).await;
     }
     if !gw.audit.recording() {
-        return ctx.refuse(socket, Refusal::audit_unavailable());
+        return ctx.refuse(socket, Refusal::audit_unavailable()).await;
     }
     if ctx.operation() == Some("probe") {
         // The CLI's pre-websocket probe; the rack would answer 404 too.
-        return ctx.refuse(socket, Refusal::probe());
+        return ctx.refuse(socket, Refusal::probe()).await;
     }
 
     let caller = match identify::identify(gw, &rt, &parts.headers, ctx.client).await {
         Ok(c) => c,
-        Err(r) => return ctx.refuse(socket, r),
+        Err(r) => return ctx.refuse(socket, r).await,
     };
     let subject = caller.subject;
     let issued_at = caller.issued_at;
@@ -127,14 +132,14 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     let (verdict, mut decided) =
         match decide(gw, &rt, &rack, &ctx, &parts.headers, query, subject).await {
             Ok(v) => v,
-            Err(r) => return ctx.refuse(socket, in_their_words(r, served)),
+            Err(r) => return ctx.refuse(socket, in_their_words(r, served)).await,
         };
     decided.issued_at = issued_at;
     let reason = match verdict {
         Verdict::Allow(r) => r,
         other => {
             let r = Refusal::policy(other.reason());
-            return ctx.refuse(socket, in_their_words(r, served));
+            return ctx.refuse(socket, in_their_words(r, served)).await;
         }
     };
     ctx.allow(reason);
@@ -144,7 +149,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         _ => Ok(()),
     };
     if let Err(r) = looked_up {
-        return ctx.refuse(socket, in_their_words(r, served));
+        return ctx.refuse(socket, in_their_words(r, served)).await;
     }
     let op = ctx.operation().unwrap_or_default();
     let access = rt.policy.secret_access(
@@ -159,7 +164,9 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         },
     );
     if let Some(why) = crate::rack::mask::stream_refusal(op, &access) {
-        return ctx.refuse(socket, in_their_words(Refusal::policy(why), served));
+        return ctx
+            .refuse(socket, in_their_words(Refusal::policy(why), served))
+            .await;
     }
     let masking = Masking::for_operation(op).map(|m| (m, access.read));
 
@@ -198,7 +205,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
                         upstream_headers.insert(header::CONTENT_LENGTH, b.len().into());
                         body::full(b)
                     }
-                    Err(r) => return ctx.refuse(None, r),
+                    Err(r) => return ctx.refuse(None, r).await,
                 }
             } else {
                 body::boxed(body)
@@ -265,7 +272,7 @@ fn limit(
 
 /// Before the first valid config: refuse everything with 503 (in-band
 /// on websocket routes), saying why, and never forward.
-fn refuse_unconfigured(
+async fn refuse_unconfigured(
     gw: &Gateway,
     ctx: &Ctx,
     parts: &http::request::Parts,
@@ -291,7 +298,7 @@ fn refuse_unconfigured(
                 .to_string()
         }
     };
-    ctx.refuse(socket, Refusal::no_config(msg))
+    ctx.refuse(socket, Refusal::no_config(msg)).await
 }
 
 /// `sleep N` as `sleep N.<tag>` binding the placeholder to the caller

@@ -57,7 +57,7 @@ pub(crate) async fn socket(
 ) -> Response<Body> {
     let slot = match reserve(gw, &ctx, rt, decided) {
         Ok(s) => s,
-        Err(r) => return ctx.refuse(Some(socket), r),
+        Err(r) => return ctx.refuse(Some(socket), r).await,
     };
     headers.insert(header::ORIGIN, rack.origin.clone());
     let protocol = HeaderValue::from_static("websocket");
@@ -65,17 +65,21 @@ pub(crate) async fn socket(
         Ok(r) => r,
         Err(why) => {
             let msg = format!("gateway: rack `{}` unreachable: {why}", rack.name);
-            return ctx.refuse_session(socket, &msg, &why, None);
+            return ctx.refuse_session(socket, &msg, &why, None).await;
         }
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
         let text = read_error_text(resp).await;
         let msg = format!("gateway: rack answered {}: {}", status.as_u16(), text);
-        return ctx.refuse_session(socket, &msg, &msg, Some(status.as_u16()));
+        return ctx
+            .refuse_session(socket, &msg, &msg, Some(status.as_u16()))
+            .await;
     }
     let client_resp = switching_response(&resp, &ctx);
-    ctx.session_start();
+    if ctx.session_start().await.is_err() {
+        return socket.refuse(&Refusal::audit_unavailable().message, &ctx.request_id);
+    }
     spawn_splice(gw, ctx, slot, rt.websocket, resp, socket.on_upgrade);
     client_resp
 }
@@ -96,18 +100,20 @@ pub(crate) async fn raw(
 ) -> Response<Body> {
     let slot = match reserve(gw, &ctx, rt, decided) {
         Ok(s) => s,
-        Err(r) => return ctx.refuse(None, r),
+        Err(r) => return ctx.refuse(None, r).await,
     };
     let resp = match send_upgrade(rt, rack, target, headers, protocol).await {
         Ok(r) => r,
-        Err(msg) => return ctx.upstream_failed(&msg),
+        Err(msg) => return ctx.upstream_failed(&msg).await,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (rparts, rbody) = resp.into_parts();
         return ctx.relay(rparts, rbody, rt.timeouts.idle);
     }
     let client_resp = switching_response(&resp, &ctx);
-    ctx.session_start();
+    if ctx.session_start().await.is_err() {
+        return ctx.unrecorded();
+    }
     spawn_splice(gw, ctx, slot, rt.websocket, resp, client_up);
     client_resp
 }

@@ -34,7 +34,7 @@ pub async fn handle(gw: &Gateway, mut req: Request<Incoming>, peer: SocketAddr) 
         Err(r) => {
             let path = parts.uri.path().chars().take(256).collect();
             let ctx = Ctx::new(&request_id, started, &parts, peer, None, gw, path);
-            return ctx.refuse(None, Refusal::bad_request(r));
+            return ctx.refuse(None, Refusal::bad_request(r)).await;
         }
     };
     let rt = gw.runtime();
@@ -52,10 +52,12 @@ pub async fn handle(gw: &Gateway, mut req: Request<Incoming>, peer: SocketAddr) 
     }
     if inbound.canon.upgrade != Upgrade::None {
         let ctx = Ctx::of(&inbound, gw, rt, inbound.canon.path_from(0));
-        return ctx.refuse(
-            None,
-            Refusal::bad_request("gateway endpoints do not upgrade"),
-        );
+        return ctx
+            .refuse(
+                None,
+                Refusal::bad_request("gateway endpoints do not upgrade"),
+            )
+            .await;
     }
     endpoints::handle(gw, rt.as_deref(), inbound).await
 }

@@ -9,13 +9,13 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::audit::{self, Decision};
+use crate::audit::{self, Decision, Ticket};
 use crate::clock::unix_now;
 use crate::gateway::identify::{self, Caller, Client};
 use crate::gateway::{Gateway, Runtime};
 use crate::http::body::{self, Body};
 use crate::http::respond::json_error;
-use crate::http::respond::Metric;
+use crate::http::respond::{Metric, Refusal};
 use crate::http::Inbound;
 use crate::identity::credentials;
 use crate::identity::login::{self, LoginError};
@@ -245,6 +245,13 @@ async fn metrics(gw: &Gateway, rt: Option<&Runtime>, call: &Call<'_>) -> Respons
             if healthy { 1.0 } else { 0.0 },
         ));
     }
+    if let Some(n) = gw.audit.unconfirmed() {
+        extra.push(Extra::counter(
+            "rack_gateway_audit_fsync_unconfirmed_total",
+            "Answers released (fail-open) before their audit record was confirmed on disk.",
+            n as f64,
+        ));
+    }
     let mut r = Response::new(body::full(gw.metrics.render(&extra)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -282,7 +289,7 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     let ok = crate::reload::webhook_signature_ok(secret.expose().as_bytes(), &bytes, signature);
-    gw.audit.emit(&audit::Record {
+    let ticket = gw.audit.emit(&audit::Record {
         event: "webhook",
         request_id: call.request_id,
         client_ip: Some(call.client.ip),
@@ -300,17 +307,33 @@ async fn webhook(gw: &Gateway, call: &Call<'_>, body: Incoming) -> Response<Body
     });
     if !ok {
         gw.limiters().auth_failed(call.client.ip);
-        return json_error(
+        let r = json_error(
             StatusCode::UNAUTHORIZED,
             "gateway: webhook signature (X-Hub-Signature-256) missing or invalid",
             call.request_id,
         );
+        return once_recorded(gw, call, ticket, r).await;
     }
     gw.reload.trigger();
-    json(
+    let r = json(
         StatusCode::ACCEPTED,
         serde_json::json!({"status": "fetch scheduled"}),
-    )
+    );
+    once_recorded(gw, call, ticket, r).await
+}
+
+/// `answer` once the record behind `ticket` is durable (`--audit-fsync`);
+/// the fail-closed 503 if it cannot be.
+async fn once_recorded(
+    gw: &Gateway,
+    call: &Call<'_>,
+    ticket: Ticket,
+    answer: Response<Body>,
+) -> Response<Body> {
+    match gw.audit.durable(ticket).await {
+        Ok(()) => answer,
+        Err(_) => Refusal::audit_unavailable().into_response(call.request_id),
+    }
 }
 
 /// Push payloads can be large (a commit list); the signature covers all of it.
@@ -338,7 +361,7 @@ fn audit_login(
     decision: Decision,
     reason: &str,
     status: u16,
-) {
+) -> Ticket {
     gw.audit.emit(&audit::Record {
         event: "login",
         request_id: call.request_id,
@@ -352,7 +375,7 @@ fn audit_login(
         reason,
         status,
         ..Default::default()
-    });
+    })
 }
 
 /// The sealer and the discovered provider, or why login is unavailable.
@@ -496,7 +519,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
                 kind: credentials::IdentityKind::Person,
                 name: email.clone(),
             };
-            audit_login(
+            let ticket = audit_login(
                 gw,
                 rt,
                 call,
@@ -505,14 +528,15 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
                 "identity provider login",
                 200,
             );
-            match &st.redirect {
+            let r = match &st.redirect {
                 Some(to) => redirect(&format!("{to}?code={code}")),
                 None => login::code_page(&email, &code),
-            }
+            };
+            once_recorded(gw, call, ticket, r).await
         }
         Err(e) => {
             let status = login::error_page(&e).status().as_u16();
-            audit_login(
+            let ticket = audit_login(
                 gw,
                 rt,
                 call,
@@ -521,7 +545,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
                 &e.audit_detail(),
                 status,
             );
-            login::error_page(&e)
+            once_recorded(gw, call, ticket, login::error_page(&e)).await
         }
     }
 }
@@ -538,9 +562,21 @@ async fn login_token(
     call: &Call<'_>,
     body: Incoming,
 ) -> Response<Body> {
+    let (ticket, answer) = token_answer(gw, rt, call, body).await;
+    once_recorded(gw, call, ticket, answer).await
+}
+
+/// `login_token`'s answer and the ticket of its record.
+async fn token_answer(
+    gw: &Gateway,
+    rt: &Runtime,
+    call: &Call<'_>,
+    body: Incoming,
+) -> (Ticket, Response<Body>) {
     let fail = |status: StatusCode, msg: &str| {
-        audit_login(gw, rt, call, None, Decision::Deny, msg, status.as_u16());
-        json_error(status, &format!("gateway: {msg}"), call.request_id)
+        let ticket = audit_login(gw, rt, call, None, Decision::Deny, msg, status.as_u16());
+        let r = json_error(status, &format!("gateway: {msg}"), call.request_id);
+        (ticket, r)
     };
     let bytes: Bytes = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
@@ -583,7 +619,7 @@ async fn login_token(
                 kind: credentials::IdentityKind::Person,
                 name: code.email.clone(),
             };
-            audit_login(
+            let ticket = audit_login(
                 gw,
                 rt,
                 call,
@@ -592,10 +628,11 @@ async fn login_token(
                 "token issued",
                 200,
             );
-            json(
+            let r = json(
                 StatusCode::OK,
                 serde_json::json!({"token": token, "email": claims.sub, "expires_at": claims.exp}),
-            )
+            );
+            (ticket, r)
         }
         Err(e) => fail(
             StatusCode::SERVICE_UNAVAILABLE,

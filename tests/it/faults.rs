@@ -596,6 +596,119 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
     assert_eq!(code, Some(0), "{out}{err}");
 }
 
+/// Fail-closed with `--audit-fsync`: while the audit file cannot grow, no
+/// answer completes (the first one's stream is cut, its record being
+/// unwritable; the rest are 503 JSON) and none hangs; once space returns
+/// answers complete again, and each complete answer has its record.
+#[tokio::test]
+async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer() {
+    let (dir, logs, _mock) = disk_full_setup().await;
+    let audit = logs.path().join("audit.jsonl");
+    let args = ["--audit-fail-closed", "--audit-fsync"];
+    let g = Limited::start(dir.path(), &audit, &args).await;
+    let apps = g.url("/racks/healthy/apps?");
+    let mut answered = vec![get_checked(&apps)
+        .await
+        .expect("served before the disk fills")];
+    let full = settled_len(&audit).await;
+    g.set_file_limit(&full.to_string());
+    for _ in 0..5 {
+        let r = tokio::time::timeout(LIMIT, get_checked(&apps))
+            .await
+            .expect("an answer waiting for its record never hangs");
+        assert_eq!(r, None, "an answer completed with its record unwritable");
+    }
+    let refused = get(&apps, Some(CI_ALL)).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.error().contains("audit log cannot be written"));
+    g.set_file_limit("unlimited");
+    let id = eventually("answers complete again once space returns", || async {
+        get_checked(&apps)
+            .await
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    answered.push(id);
+    g.stop().await;
+    let (code, out, err) = verify(&audit);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let text = read(&audit);
+    for id in &answered {
+        assert!(
+            text.contains(&format!("\"request_id\":\"{id}\"")),
+            "{id}: no record"
+        );
+    }
+}
+
+/// The control for the held-back last frame: without `--audit-fsync` a
+/// streamed answer is passed on as it comes, so the client reads the
+/// rack's first chunk while the rack still holds the rest back.
+#[tokio::test]
+async fn without_audit_fsync_a_streamed_answer_is_not_held_back() {
+    let s = setup(
+        fake_rack(Fault::StallInBody).await,
+        "timeouts:\n  idle: 10m\n",
+        &[],
+    )
+    .await;
+    let mut c = TcpStream::connect(s.proc.addr).await.unwrap();
+    let req = format!(
+        "GET /racks/faulty/apps? HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\n\r\n",
+        basic(CI_ALL)
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(LIMIT, async {
+        while !seen.windows(7).any(|w| w == b"[{\"a\":1") {
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the first chunk arrives while the rack stalls");
+    drop(c);
+    s.assert_serving().await;
+}
+
+/// With `--audit-fsync`, each kind of answer reaches the client after its
+/// record is on disk, so the file holds it the moment the answer is read:
+/// a refusal (404 JSON), a rack answer, and a websocket session's 101
+/// (its `session-start` record), the session then working as usual.
+#[tokio::test]
+async fn with_audit_fsync_each_answer_follows_its_record() {
+    let s = setup(
+        fake_rack(Fault::DieInWebsocket).await,
+        "",
+        &["--audit-fsync"],
+    )
+    .await;
+    let has_record = |id: &str| read(&s.audit).contains(&format!("\"request_id\":\"{id}\""));
+    for (path, status) in [("/racks/healthy/nope", 404), ("/racks/healthy/apps?", 200)] {
+        let r = get(&s.proc.url(path), Some(CI_ALL)).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        let id = r.headers["request-id"].to_str().unwrap();
+        assert!(has_record(id), "{path}: answered before its record");
+    }
+    let auth = basic(CI_ALL);
+    let headers = [("Authorization", auth.as_str())];
+    let mut c = ws::client_connect(s.proc.addr, "/racks/faulty/apps/myapp/logs", &headers)
+        .await
+        .unwrap();
+    assert_eq!(c.status, 101);
+    let started = read(&s.audit)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|r| r["event"] == "session-start" && r["rack"] == "faulty");
+    assert!(started, "the 101 came before the session-start record");
+    assert_eq!(recv(&mut c).await, Some(Frame::text("hello\n")));
+    drop(c);
+    s.assert_serving().await;
+    s.proc.stop().await;
+}
+
 /// A gateway (the binary, `--audit-fsync`) under 4 concurrent clients,
 /// killed with SIGKILL once 200 requests were answered. Returns the config
 /// directory, the audit file, the answered request ids and the arguments.
@@ -731,12 +844,10 @@ async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
 }
 
 /// With `--audit-fsync`, every request a client saw answered before a
-/// `kill -9` has its record. It does not hold today: records are written
-/// (and fsynced) in batches after the response, so the last few answered
-/// requests can be lost (typically 0–20 of 200 here). Run with
-/// `--ignored` to see it.
+/// `kill -9` has its record: the gateway holds back each answer's last
+/// frame until its record is written and fsynced (group commit: one
+/// fsync per batch of records).
 #[tokio::test]
-#[ignore = "finding (issue 17): --audit-fsync does not hold the response until the record is on disk"]
 async fn kill_9_with_audit_fsync_keeps_every_answered_record() {
     let k = kill_9_under_load().await;
     let recorded: std::collections::HashSet<String> = read(&k.audit)
