@@ -4,6 +4,7 @@
 //! a hypothetical one, with the secrets note that masking uses; and
 //! `can --list`, everything an identity may do per grant.
 
+use super::explain::Explanation;
 use super::glob::Glob;
 use super::{op_index, Auth, Facts, OpSet, Policy, Process, Subject};
 
@@ -25,22 +26,8 @@ pub struct Question<'a> {
 /// Whether `subject` may, and why; for an allowed operation whose answer
 /// carries secrets, whether they would be shown or masked.
 pub fn answer(policy: &Policy, subject: &Subject, q: &Question<'_>) -> (bool, String) {
-    let process = Process {
-        service: q.service.unwrap_or_default().to_string(),
-        command: q.process_command.unwrap_or("-").to_string(),
-    };
-    let facts = Facts {
-        rack: q.rack,
-        operation: q.operation,
-        app: q.app,
-        service: q.service,
-        command: q.command,
-        command_shown: None,
-        process: None,
-        run_headers: &[],
-        now: Some(q.now),
-        auth: q.auth,
-    };
+    let process = target(q);
+    let facts = facts(q);
     let verdict = policy.decide_assuming(subject, &facts, &process);
     let allowed = verdict.is_allow();
     let note = allowed
@@ -51,6 +38,34 @@ pub fn answer(policy: &Policy, subject: &Subject, q: &Question<'_>) -> (bool, St
         None => verdict.reason().to_string(),
     };
     (allowed, reason)
+}
+
+/// The trace of the same question, for `can --explain`.
+pub fn explain(policy: &Policy, subject: &Subject, q: &Question<'_>) -> Explanation {
+    super::explain::explain(policy, subject, &facts(q), &target(q))
+}
+
+/// The process the question assumes the rack would report.
+fn target(q: &Question<'_>) -> Process {
+    Process {
+        service: q.service.unwrap_or_default().to_string(),
+        command: q.process_command.unwrap_or("-").to_string(),
+    }
+}
+
+fn facts<'a>(q: &Question<'a>) -> Facts<'a> {
+    Facts {
+        rack: q.rack,
+        operation: q.operation,
+        app: q.app,
+        service: q.service,
+        command: q.command,
+        command_shown: None,
+        process: None,
+        run_headers: &[],
+        now: Some(q.now),
+        auth: q.auth,
+    }
 }
 
 impl Policy {

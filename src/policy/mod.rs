@@ -28,6 +28,7 @@ pub mod command;
 pub mod conditions;
 pub mod diff;
 pub mod env;
+pub mod explain;
 pub mod forms;
 pub mod glob;
 pub mod load;
@@ -207,6 +208,9 @@ pub struct Role {
     /// What the caller's login must satisfy for this role to count
     /// (step-up), merged with inherited roles' requirements.
     pub require: Option<Requirement>,
+    /// The roles this one names in `inherits:` (their rules are merged in
+    /// above; kept so `can --explain` can say which role a rule came from).
+    pub inherits: Vec<String>,
 }
 
 impl Role {

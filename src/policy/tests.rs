@@ -1052,6 +1052,7 @@ mod properties {
                     permissions: Vec::new(),
                     env_keys: None,
                     require: None,
+                    inherits: Vec::new(),
                 }
             })
     }

@@ -361,3 +361,134 @@ async fn can_list_applies_denies_from_other_grants() {
     assert_eq!(ask("api", "production").await, Some(1));
     assert_eq!(ask("web", "staging").await, Some(0));
 }
+
+/// The shipped example config in a temp dir, as an operator copies it.
+fn example_config() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("gateway.yaml.example", "gateway.yaml"),
+        ("users.yaml.example", "users.yaml"),
+        ("ci.yaml.example", "ci.yaml"),
+    ] {
+        std::fs::copy(root.join(from), dir.path().join(to)).unwrap();
+    }
+    copy_roles(dir.path());
+    dir
+}
+
+/// `can --explain` on the example config: the answer, then the trace
+/// (entry, grants and their coverage, roles and inherited roles, command
+/// rules, the deciding rule); exit codes as `can`.
+#[tokio::test]
+async fn can_explain_traces_an_allow_and_a_deny_on_the_example_config() {
+    let dir = example_config();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = run(
+        &[
+            "can",
+            "alice@example.com",
+            "run",
+            "--rack",
+            "staging",
+            "--app",
+            "myapp",
+            "--service",
+            "command",
+            "--command",
+            "rake db:migrate",
+            "--explain",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("allow: allowed: deployer (roles/deployer.yaml:"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "why:", "{out}");
+    for want in [
+        "  identity alice@example.com (users.yaml:6): no expiry",
+        "    grant deployer on staging/* (users.yaml:8): covers staging/myapp",
+        "    grant viewer on production/* (users.yaml:10): does not cover staging/myapp: rack staging is outside production",
+        "    operation \"run\":",
+        "        inherits viewer (roles/viewer.yaml): neither allows nor denies \"run\"",
+        "      command rules on service command:",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        out.contains(
+            "      role deployer (roles/deployer.yaml): allows \"run\" (roles/deployer.yaml:"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("        deployer allows \"rake db:migrate\" (roles/deployer.yaml:"),
+        "{out}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("  decided: allow by deployer (roles/deployer.yaml:")
+            && last.ends_with("allowing \"rake db:migrate\""),
+        "{out}"
+    );
+
+    // The deny: bob's ops grant on production/billing does not allow a
+    // promote, and his viewer grant is elsewhere.
+    let (code, out, err) = run(
+        &[
+            "can",
+            "bob@example.com",
+            "releases promote",
+            "--rack",
+            "production",
+            "--app",
+            "billing",
+            "--explain",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "deny: denied: bob@example.com may not \"releases promote\" on production/billing (granted there: ops users.yaml:14)",
+        "{out}"
+    );
+    for want in [
+        "  identity bob@example.com (users.yaml:13): no expiry",
+        "    grant ops on production/billing (users.yaml:14): covers production/billing",
+        "    grant viewer on staging/* (users.yaml:16): does not cover production/billing: rack production is outside staging",
+        "      role ops (roles/ops.yaml): neither allows nor denies \"releases promote\"",
+        "        inherits viewer (roles/viewer.yaml): neither allows nor denies \"releases promote\"",
+        "  decided: deny by default deny: no role granted on production/billing allows \"releases promote\"",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(lines.last(), Some(&"  decided: deny by default deny: no role granted on production/billing allows \"releases promote\""));
+
+    // An error exits 2, explained or not.
+    let (code, _, err) = run(
+        &[
+            "can",
+            "nobody@example.com",
+            "ps",
+            "--rack",
+            "staging",
+            "--explain",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+}
