@@ -171,6 +171,12 @@ pub enum Command {
         /// Offline form: print everything the identity may do, per rack and app.
         #[arg(long)]
         list: bool,
+        /// Offline form: after the answer, the trace: the identity's entry,
+        /// each grant and whether it covers the request, each covering role
+        /// and the roles it inherits, step-up, the blocked list, command
+        /// rules, and the rule that decided.
+        #[arg(long, conflicts_with = "list")]
+        explain: bool,
         /// Offline form: the config directory [default: .]
         #[arg(long, short, env = "RACK_GATEWAY_CONFIG")]
         config: Option<PathBuf>,
@@ -450,6 +456,7 @@ pub fn main() -> ExitCode {
             command,
             process_command,
             list: false,
+            explain: false,
             config: None,
         } => crate::cli::client::can(
             rack.rack.or(top_rack).as_deref(),
@@ -470,6 +477,7 @@ pub fn main() -> ExitCode {
             command,
             process_command,
             list,
+            explain,
             config,
         } => operator::can(
             &config.unwrap_or_else(|| PathBuf::from(".")),
@@ -482,6 +490,7 @@ pub fn main() -> ExitCode {
                 command,
                 process_command,
                 list,
+                explain,
             },
         ),
         Command::Diff { args, repo, format } => review::diff(&args, repo.as_deref(), format),

@@ -112,6 +112,7 @@ pub(super) struct CanQuery {
     pub(super) command: Option<String>,
     pub(super) process_command: Option<String>,
     pub(super) list: bool,
+    pub(super) explain: bool,
 }
 
 pub(super) fn can(dir: &Path, identity: &str, q: CanQuery) -> ExitCode {
@@ -155,15 +156,18 @@ pub(super) fn can(dir: &Path, identity: &str, q: CanQuery) -> ExitCode {
         now: crate::clock::unix_now(),
         auth: None,
     };
-    match crate::policy::can::answer(policy, subject, &question) {
-        (true, reason) => {
-            outln!("allow: {reason}");
-            ExitCode::SUCCESS
+    let (allowed, reason) = crate::policy::can::answer(policy, subject, &question);
+    outln!("{}: {reason}", if allowed { "allow" } else { "deny" });
+    if q.explain {
+        outln!("why:");
+        for line in crate::policy::can::explain(policy, subject, &question).lines {
+            outln!("  {line}");
         }
-        (false, reason) => {
-            outln!("deny: {reason}");
-            ExitCode::FAILURE
-        }
+    }
+    if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

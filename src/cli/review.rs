@@ -154,6 +154,16 @@ fn text(d: &AccessDiff) -> String {
                 c.rule
             ));
         }
+        for c in &i.conditions {
+            s.push_str(&format!(
+                "  ~ {} {}: {} ({}){}\n",
+                c.what(),
+                c.change,
+                c.values(),
+                c.rule,
+                risk_tag(&c.risks)
+            ));
+        }
     }
     if !d.global.is_empty() {
         s.push_str("\ngateway-wide:\n");
@@ -167,6 +177,14 @@ fn text(d: &AccessDiff) -> String {
         }
     }
     s
+}
+
+fn risk_tag(risks: &[&str]) -> String {
+    if risks.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", risks.join(", "))
+    }
 }
 
 fn cell(s: &str) -> String {
@@ -210,6 +228,16 @@ fn markdown(d: &AccessDiff, old: &str, new: &str) -> String {
                 risk_cell(&c.risks)
             ));
         }
+        for c in &i.conditions {
+            s.push_str(&format!(
+                "| ✏️ {} | {} | {} | {} | {} |\n",
+                c.change,
+                cell(&c.what()),
+                cell(&c.values()),
+                cell(&c.rule),
+                risk_cell(&c.risks)
+            ));
+        }
     }
     s
 }
@@ -242,7 +270,22 @@ fn json_report(d: &AccessDiff, old: &str, new: &str) -> String {
                     })
                 })
                 .collect();
-            json!({"kind": i.kind, "name": i.name, "status": i.status.as_str(), "changes": changes})
+            let conditions: Vec<_> = i
+                .conditions
+                .iter()
+                .map(|c| {
+                    json!({
+                        "change": c.change,
+                        "kind": c.kind,
+                        "grant": c.grant,
+                        "old": c.old,
+                        "new": c.new,
+                        "rule": c.rule,
+                        "risks": c.risks,
+                    })
+                })
+                .collect();
+            json!({"kind": i.kind, "name": i.name, "status": i.status.as_str(), "changes": changes, "conditions": conditions})
         })
         .collect();
     let global: Vec<_> = d

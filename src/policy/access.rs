@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::glob::Glob;
-use super::{operations, Facts, Policy, Process, Subject, Verdict, RESTRICTED_RUN_HEADERS};
+use super::{operations, Auth, Facts, Policy, Process, Subject, Verdict, RESTRICTED_RUN_HEADERS};
 
 /// The label of the representative of every app no scope names.
 pub const OTHER_APP: &str = "(any other app)";
@@ -255,6 +255,8 @@ pub struct Side<'a> {
     /// When access is evaluated (unix seconds): expiring grants count
     /// until then.
     pub now: i64,
+    /// The login access is evaluated with (step-up requirements).
+    pub auth: &'a Auth,
 }
 
 /// The facts of both sides over app classes shared by both, so equal
@@ -343,6 +345,7 @@ fn facts_at(
         rack,
         app,
         now: Some(side.now),
+        auth: Some(side.auth),
         ..Facts::default()
     };
     let mut allowed_ops = Vec::new();

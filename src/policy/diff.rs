@@ -11,8 +11,11 @@
 
 use std::collections::BTreeSet;
 
+pub mod conditions;
+pub use conditions::ConditionChange;
+
 use super::access::{effective_pair, nobody, Fact, FactSet, Item, Side, Universe, OTHER_APP};
-use super::{Policy, Role, Subject, SubjectKind};
+use super::{Auth, Policy, Role, Subject, SubjectKind};
 use crate::config::Config;
 
 /// What happened to an identity.
@@ -51,6 +54,9 @@ pub struct IdentityDiff {
     pub name: String,
     pub status: Status,
     pub changes: Vec<Change>,
+    /// Expiries and step-up requirements added, changed or removed,
+    /// risky ones first ([`conditions`]).
+    pub conditions: Vec<ConditionChange>,
 }
 
 impl IdentityDiff {
@@ -113,6 +119,17 @@ impl AccessDiff {
                 format!("{lose} {} {verb} access", plural(lose))
             });
         }
+        let terms = self
+            .identities
+            .iter()
+            .filter(|i| !i.conditions.is_empty())
+            .count();
+        if terms > 0 {
+            parts.push(format!(
+                "expiry or step-up changes for {terms} {}",
+                plural(terms)
+            ));
+        }
         if !self.global.is_empty() {
             let n = self.global.len();
             parts.push(format!(
@@ -126,6 +143,12 @@ impl AccessDiff {
             .flat_map(|i| &i.changes)
             .filter(|c| c.gained && !c.risks.is_empty())
             .count()
+            + self
+                .identities
+                .iter()
+                .flat_map(|i| &i.conditions)
+                .filter(|c| !c.risks.is_empty())
+                .count()
             + self.global.iter().filter(|g| !g.risks.is_empty()).count();
         let mut s = parts.join(", ");
         if risky > 0 {
@@ -168,12 +191,42 @@ pub fn diff(old: &Config, new: &Config, now: i64) -> AccessDiff {
                 _ => Status::Changed,
             };
             let (os, ns) = (os.unwrap_or(&empty), ns.unwrap_or(&empty));
+            let credential = |c: &Config| {
+                let token = c
+                    .ci_tokens
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .map(|t| t.expires);
+                let federated = || {
+                    c.federated
+                        .iter()
+                        .find(|f| &f.name == name)
+                        .map(|f| f.expires)
+                };
+                (kind == Kind::Ci)
+                    .then(|| token.or_else(federated))
+                    .flatten()
+            };
+            let conditions = conditions::compare(
+                &conditions::Who {
+                    policy: &old.policy,
+                    subject: os,
+                    credential_expires: credential(old),
+                },
+                &conditions::Who {
+                    policy: &new.policy,
+                    subject: ns,
+                    credential_expires: credential(new),
+                },
+            );
             if status == Status::Changed
                 && globals_same
+                && conditions.is_empty()
                 && same_inputs(&old.policy, os, &new.policy, ns)
             {
                 continue;
             }
+            let (old_login, new_login) = (login(&old.policy, sk, now), login(&new.policy, sk, now));
             let (fa, fb) = effective_pair(
                 &universe,
                 &Side {
@@ -181,16 +234,18 @@ pub fn diff(old: &Config, new: &Config, now: i64) -> AccessDiff {
                     racks: &old_racks,
                     subject: os,
                     now,
+                    auth: &old_login,
                 },
                 &Side {
                     policy: &new.policy,
                     racks: &new_racks,
                     subject: ns,
                     now,
+                    auth: &new_login,
                 },
             );
             let changes = compare(&fa, &fb);
-            if changes.is_empty() && status == Status::Changed {
+            if changes.is_empty() && conditions.is_empty() && status == Status::Changed {
                 continue;
             }
             identities.push(IdentityDiff {
@@ -198,13 +253,31 @@ pub fn diff(old: &Config, new: &Config, now: i64) -> AccessDiff {
                 name: name.clone(),
                 status,
                 changes,
+                conditions,
             });
         }
     }
-    identities.sort_by_key(|i| std::cmp::Reverse(risk_score(&i.changes)));
+    identities.sort_by_key(|i| std::cmp::Reverse(risk_score(i)));
     AccessDiff {
         identities,
         global: global_changes(old, new),
+    }
+}
+
+/// The login access is evaluated with: a person who just logged in with
+/// multi-factor (step-up requirements are compared as written, in
+/// [`conditions`]), or a CI token carrying no approval claims.
+fn login(p: &Policy, kind: SubjectKind, now: i64) -> Auth {
+    match kind {
+        SubjectKind::User => Auth {
+            amr: p.mfa_amr.first().cloned().into_iter().collect(),
+            auth_time: Some(now),
+            ..Auth::default()
+        },
+        SubjectKind::Ci => Auth {
+            ci: true,
+            ..Auth::default()
+        },
     }
 }
 
@@ -225,12 +298,14 @@ impl Kind {
     }
 }
 
-fn risk_score(changes: &[Change]) -> usize {
-    changes
+fn risk_score(i: &IdentityDiff) -> usize {
+    let changes = &i.changes;
+    (changes
         .iter()
         .filter(|c| c.gained)
         .map(|c| c.risks.len())
         .sum::<usize>()
+        + i.conditions.iter().map(|c| c.risks.len()).sum::<usize>())
         * 2
         + changes.iter().map(|c| c.risks.len()).sum::<usize>()
 }

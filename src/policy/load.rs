@@ -527,6 +527,12 @@ pub(crate) fn compile(inputs: Inputs<'_>) -> Result<Loaded, Vec<ConfigError>> {
             permissions,
             env_keys,
             require,
+            inherits: raw
+                .inherits
+                .iter()
+                .flatten()
+                .map(|p| p.value.clone())
+                .collect(),
         });
     }
     for role in compiled.into_iter().flatten() {

@@ -28,6 +28,7 @@ pub mod command;
 pub mod conditions;
 pub mod diff;
 pub mod env;
+pub mod explain;
 pub mod forms;
 pub mod glob;
 pub mod load;
@@ -207,6 +208,9 @@ pub struct Role {
     /// What the caller's login must satisfy for this role to count
     /// (step-up), merged with inherited roles' requirements.
     pub require: Option<Requirement>,
+    /// The roles this one names in `inherits:` (their rules are merged in
+    /// above; kept so `can --explain` can say which role a rule came from).
+    pub inherits: Vec<String>,
 }
 
 impl Role {
@@ -377,7 +381,35 @@ fn quote(cmd: &str) -> String {
     s
 }
 
+/// `; alice@example.com's entry users.yaml:4` for a refusal that no grant
+/// decided: the identity's own entry is the rule to edit. Empty for an
+/// identity the config does not list.
+fn entry_at(subject: &Subject) -> String {
+    if subject.at.file.is_empty() {
+        return String::new();
+    }
+    format!("; {}'s entry {}", subject.name, subject.at)
+}
+
+/// How many grants a "granted there" refusal lists before "+N more",
+/// so the line stays under the refusal limit.
+const GRANTS_SHOWN: usize = 3;
+
 impl Policy {
+    /// `viewer users.yaml:5, runner users.yaml:6`: each grant a refusal
+    /// considered, with where it is written.
+    fn grants_considered(&self, grants: &[&Grant]) -> String {
+        let mut shown: Vec<String> = grants
+            .iter()
+            .take(GRANTS_SHOWN)
+            .map(|g| format!("{} {}", self.roles[g.role].name, g.at))
+            .collect();
+        if grants.len() > GRANTS_SHOWN {
+            shown.push(format!("+{} more", grants.len() - GRANTS_SHOWN));
+        }
+        shown.join(", ")
+    }
+
     pub fn subject(&self, kind: SubjectKind, name: &str) -> Option<&Subject> {
         match kind {
             SubjectKind::User => self.person(name),
@@ -500,9 +532,10 @@ impl Policy {
         }
         if grants.is_empty() {
             return Err(format!(
-                "denied: {} may not \"{op}\" on {} (no grant there)",
+                "denied: {} may not \"{op}\" on {} (no grant there{})",
                 subject.name,
-                scope()
+                scope(),
+                entry_at(subject)
             ));
         }
         let met: Vec<&Grant> = grants
@@ -555,16 +588,11 @@ impl Policy {
             {
                 return Err(why);
             }
-            let mut names: Vec<&str> = grants
-                .iter()
-                .map(|g| self.roles[g.role].name.as_str())
-                .collect();
-            names.dedup();
             return Err(format!(
                 "denied: {} may not \"{op}\" on {} (granted there: {})",
                 subject.name,
                 scope(),
-                names.join(", ")
+                self.grants_considered(&grants)
             ));
         }
         Ok((i, grants, allowing))
@@ -730,78 +758,6 @@ impl Policy {
         self.protected_env.iter().any(|p| {
             p.rack.matches(rack) && p.app.matches(app) && p.keys.iter().any(|k| k.matches(key))
         })
-    }
-
-    /// Everything a subject may do, per grant, for `can --list`.
-    pub fn describe(&self, subject: &Subject) -> Vec<String> {
-        let mut out = Vec::new();
-        for g in &subject.grants {
-            let role = &self.roles[g.role];
-            let mut ops = role.allow.minus(role.deny).minus(subject.deny);
-            let excepted = self
-                .exceptions
-                .iter()
-                .filter(|e| e.role == g.role)
-                .fold(OpSet::default(), |a, e| a.union(e.ops));
-            ops = ops.minus(self.blocked.minus(excepted));
-            // Deny wins across grants: a role's deny on another grant
-            // whose scope covers this one removes the operation here; one
-            // that covers only part of it is listed as an exception.
-            let mut partly = Vec::new();
-            for o in subject.grants.iter().filter(|o| !std::ptr::eq(*o, g)) {
-                let denied = self.roles[o.role].deny;
-                let hit = ops.minus(ops.minus(denied));
-                if hit.is_empty() {
-                    continue;
-                }
-                let overlaps = |a: &Glob, b: &Glob| a.matches(b.as_str()) || b.matches(a.as_str());
-                if o.rack.matches(g.rack.as_str()) && o.app.matches(g.app.as_str()) {
-                    ops = ops.minus(hit);
-                } else if overlaps(&o.rack, &g.rack) && overlaps(&o.app, &g.app) {
-                    partly.push((o, hit));
-                }
-            }
-            out.push(format!("{} as {} ({}):", g.scope(), role.name, g.at));
-            let list: Vec<&str> = ops.iter().collect();
-            out.push(format!("  operations: {}", list.join(", ")));
-            for (o, hit) in partly {
-                let list: Vec<&str> = hit.iter().collect();
-                out.push(format!(
-                    "  but not on {}: {} (denied by {}, {})",
-                    o.scope(),
-                    list.join(", "),
-                    self.roles[o.role].name,
-                    o.at
-                ));
-            }
-            if !role.permissions.is_empty() {
-                let p: Vec<&str> = role.permissions.iter().map(|(n, _)| *n).collect();
-                out.push(format!("  permissions: {}", p.join(", ")));
-            }
-            if let Some(k) = &role.env_keys {
-                let k: Vec<&str> = k.iter().map(|(g, _)| g.as_str()).collect();
-                out.push(format!("  env keys: {}", k.join(", ")));
-            }
-            if ops.contains(op_index("run").unwrap_or(0))
-                || ops.contains(op_index("exec").unwrap_or(0))
-            {
-                for r in &role.commands_allow {
-                    out.push(format!(
-                        "  command on {}: {}",
-                        r.service.as_str(),
-                        r.pattern.source
-                    ));
-                }
-                for r in &role.commands_deny {
-                    out.push(format!(
-                        "  never on {}: {}",
-                        r.service.as_str(),
-                        r.pattern.source
-                    ));
-                }
-            }
-        }
-        out
     }
 }
 

@@ -280,15 +280,16 @@ fn app_scoped_grant_does_not_leak() {
     )]);
     let bob = user(&p, "bob@x.com");
     allowed(p.decide(bob, &op("production", Some("billing"), "restart")));
+    // The refusal names the identity's own entry, the rule to edit.
     let r = denied(p.decide(bob, &op("production", Some("myapp"), "restart")));
     assert_eq!(
         r,
-        "denied: bob@x.com may not \"restart\" on production/myapp (no grant there)"
+        "denied: bob@x.com may not \"restart\" on production/myapp (no grant there; bob@x.com's entry users.yaml:3)"
     );
     let r = denied(p.decide(bob, &op("staging", Some("billing"), "restart")));
     assert_eq!(
         r,
-        "denied: bob@x.com may not \"restart\" on staging/billing (no grant there)"
+        "denied: bob@x.com may not \"restart\" on staging/billing (no grant there; bob@x.com's entry users.yaml:3)"
     );
     // Rack-level reads the CLI needs on the way (GET /system, login) are
     // covered; rack-wide listings are not.
@@ -298,11 +299,25 @@ fn app_scoped_grant_does_not_leak() {
         let r = denied(p.decide(bob, &op("production", None, rack_wide)));
         assert_eq!(
             r,
-            format!("denied: bob@x.com may not \"{rack_wide}\" on production (no grant there)"),
+            format!("denied: bob@x.com may not \"{rack_wide}\" on production (no grant there; bob@x.com's entry users.yaml:3)"),
             "{rack_wide}"
         );
     }
     denied(p.decide(bob, &op("staging", None, "rack")));
+}
+
+#[test]
+fn a_refusal_lists_the_grants_it_considered_with_their_lines() {
+    let users = "users:\n  eve@x.com:\n    grants:\n      - {role: viewer, scope: staging/*}\n      - {role: viewer, scope: staging/my*}\n      - {role: viewer, scope: \"*/myapp\"}\n      - {role: viewer, scope: \"*\"}\n      - {role: deployer, scope: production/*}\n";
+    let p = shipped(&[("users.yaml", users)]);
+    let eve = user(&p, "eve@x.com");
+    let r = denied(p.decide(eve, &op("staging", Some("myapp"), "restart")));
+    assert_eq!(
+        r,
+        "denied: eve@x.com may not \"restart\" on staging/myapp (granted there: viewer users.yaml:4, viewer users.yaml:5, viewer users.yaml:6, +1 more)"
+    );
+    // Control: the grant that allows it on production.
+    allowed(p.decide(eve, &op("production", Some("myapp"), "releases promote")));
 }
 
 #[test]
@@ -598,9 +613,11 @@ fn exec_into_other_processes_needs_exec() {
     let p = shipped(&[]);
     let web = process("web", "bin/web");
     let r = denied(p.decide(alice(&p), &exec("staging", "rake db:migrate", &web)));
+    // The refusal names each grant it considered, with its line.
+    let line = line_of(USERS_EXAMPLE, "role: deployer");
     assert_eq!(
         r,
-        "denied: alice@example.com may not \"exec\" on staging/myapp (granted there: deployer)"
+        format!("denied: alice@example.com may not \"exec\" on staging/myapp (granted there: deployer users.yaml:{line})")
     );
     // `sleep 3600 && x` is not the placeholder.
     let fake = process("command", "sleep 3600 && bin/web");
@@ -1035,6 +1052,7 @@ mod properties {
                     permissions: Vec::new(),
                     env_keys: None,
                     require: None,
+                    inherits: Vec::new(),
                 }
             })
     }

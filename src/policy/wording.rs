@@ -180,14 +180,14 @@ mod tests {
     #[test]
     fn the_commands_follow_the_operation() {
         let r = in_their_words(
-            "denied: a@x.com may not \"releases create\" on staging/myapp (granted there: viewer)",
+            "denied: a@x.com may not \"releases create\" on staging/myapp (granted there: viewer users.yaml:5)",
             "releases create",
             "`env set`, `env unset`, `env edit`, `releases rollback`",
             MAX_CHARS,
         );
         assert_eq!(
             r,
-            "denied: a@x.com may not \"releases create\" (convox env set/unset/edit, releases rollback) on staging/myapp (granted there: viewer)"
+            "denied: a@x.com may not \"releases create\" (convox env set/unset/edit, releases rollback) on staging/myapp (granted there: viewer users.yaml:5)"
         );
         let r = in_their_words("denied: x is not a resource", "proxy", "`proxy`", MAX_CHARS);
         assert_eq!(r, "denied: \"proxy\" (convox proxy): x is not a resource");

@@ -198,7 +198,8 @@ async fn demo_serves_what_it_prints() {
     let r = get(&format!("{base}/racks/production/apps?"), Some(&deployer)).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(
-        r.error().contains("on production (no grant there)"),
+        r.error()
+            .contains("on production (no grant there; demo-deployer's entry ci.yaml:"),
         "{}",
         r.text()
     );

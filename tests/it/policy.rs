@@ -414,6 +414,12 @@ async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -
         if !error.starts_with("gateway: denied: ") || error.contains('\n') {
             fail(format!("denial body {:?}", r.text()));
         }
+        // A refusal by the role names the grant it considered, with its line.
+        if error.contains("(granted there: ")
+            && !error.ends_with(&format!("(granted there: {role} ci.yaml:6)"))
+        {
+            fail(format!("denial without its grant's location: {error:?}"));
+        }
         if r.headers["content-type"] != "application/json" {
             fail(format!("content type {:?}", r.headers["content-type"]));
         }
@@ -529,13 +535,13 @@ async fn rack_scope_does_not_leak() {
         assert_eq!(r.status, 403, "{path}: {}", r.text());
         assert_eq!(
             r.error(),
-            format!("gateway: denied: ci-staging may not \"{op}\" ({typed}) on production (no grant there)")
+            format!("gateway: denied: ci-staging may not \"{op}\" ({typed}) on production (no grant there; ci-staging's entry ci.yaml:3)")
         );
     }
     let r = get(&gw.url("/racks/production/apps/myapp?"), Some(CI_STAGING)).await;
     assert_eq!(
         r.error(),
-        "gateway: denied: ci-staging may not \"apps info\" (convox apps info/params, releases, apps export) on production/myapp (no grant there)"
+        "gateway: denied: ci-staging may not \"apps info\" (convox apps info/params, releases, apps export) on production/myapp (no grant there; ci-staging's entry ci.yaml:3)"
     );
     assert_eq!(gw.forwarded_count(), 0);
 }
@@ -918,7 +924,7 @@ const BROKEN: &[(&str, &str, &str, &str)] = &[
     ("duplicate-identity", "users.yaml", "3:5", "duplicate identity `alice@example.com` (emails are case-insensitive)"),
     ("pattern-matches-nothing", "gateway.yaml", "14:7", "policy.blocked: `instance *` matches no operation"),
     ("unknown-rack", "users.yaml", "6:9", "scope `prod/billing` names no configured rack (racks: production, staging)"),
-    ("failing-policy-test", "tests/policy.yaml", "10:5", "test `alice reads processes of production myapp`: expected allow, got deny: denied: alice@example.com may not \"ps\" on production/myapp (no grant there)"),
+    ("failing-policy-test", "tests/policy.yaml", "10:5", "test `alice reads processes of production myapp`: expected allow, got deny: denied: alice@example.com may not \"ps\" on production/myapp (no grant there; alice@example.com's entry users.yaml:3)"),
     ("invalid-command-pattern", "roles/runner.yaml", "9:9", "command pattern `a ** b`: `**` may only be the last word of a command pattern"),
     ("unknown-run-header", "roles/runner.yaml", "9:22", "run_headers: `Imagee` is not a restricted run header"),
     ("ci-without-expires", "ci.yaml", "4:5", "missing field `expires`"),

@@ -1,5 +1,6 @@
 //! Access review through the real binary: `diff` over the fixture pairs in
-//! `tests/fixtures/diff/` (OLD is `base`, NEW each sibling), `diff --repo`
+//! `tests/fixtures/diff/` (OLD is `base`, NEW each sibling; the step-up
+//! cases also compare `step-up-added` with `step-up-changed`), `diff --repo`
 //! and the CI example's exact commands over real Git repositories in a
 //! temp dir, and `who-can`.
 
@@ -360,4 +361,257 @@ async fn can_list_applies_denies_from_other_grants() {
     assert_eq!(ask("billing", "staging").await, Some(1));
     assert_eq!(ask("api", "production").await, Some(1));
     assert_eq!(ask("web", "staging").await, Some(0));
+}
+
+/// The shipped example config in a temp dir, as an operator copies it.
+fn example_config() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("gateway.yaml.example", "gateway.yaml"),
+        ("users.yaml.example", "users.yaml"),
+        ("ci.yaml.example", "ci.yaml"),
+    ] {
+        std::fs::copy(root.join(from), dir.path().join(to)).unwrap();
+    }
+    copy_roles(dir.path());
+    dir
+}
+
+/// `can --explain` on the example config: the answer, then the trace
+/// (entry, grants and their coverage, roles and inherited roles, command
+/// rules, the deciding rule); exit codes as `can`.
+#[tokio::test]
+async fn can_explain_traces_an_allow_and_a_deny_on_the_example_config() {
+    let dir = example_config();
+    let d = dir.path().to_str().unwrap();
+    let (code, out, err) = run(
+        &[
+            "can",
+            "alice@example.com",
+            "run",
+            "--rack",
+            "staging",
+            "--app",
+            "myapp",
+            "--service",
+            "command",
+            "--command",
+            "rake db:migrate",
+            "--explain",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("allow: allowed: deployer (roles/deployer.yaml:"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "why:", "{out}");
+    for want in [
+        "  identity alice@example.com (users.yaml:6): no expiry",
+        "    grant deployer on staging/* (users.yaml:8): covers staging/myapp",
+        "    grant viewer on production/* (users.yaml:10): does not cover staging/myapp: rack staging is outside production",
+        "    operation \"run\":",
+        "        inherits viewer (roles/viewer.yaml): neither allows nor denies \"run\"",
+        "      command rules on service command:",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        out.contains(
+            "      role deployer (roles/deployer.yaml): allows \"run\" (roles/deployer.yaml:"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("        deployer allows \"rake db:migrate\" (roles/deployer.yaml:"),
+        "{out}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("  decided: allow by deployer (roles/deployer.yaml:")
+            && last.ends_with("allowing \"rake db:migrate\""),
+        "{out}"
+    );
+
+    // The deny: bob's ops grant on production/billing does not allow a
+    // promote, and his viewer grant is elsewhere.
+    let (code, out, err) = run(
+        &[
+            "can",
+            "bob@example.com",
+            "releases promote",
+            "--rack",
+            "production",
+            "--app",
+            "billing",
+            "--explain",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "deny: denied: bob@example.com may not \"releases promote\" on production/billing (granted there: ops users.yaml:14)",
+        "{out}"
+    );
+    for want in [
+        "  identity bob@example.com (users.yaml:13): no expiry",
+        "    grant ops on production/billing (users.yaml:14): covers production/billing",
+        "    grant viewer on staging/* (users.yaml:16): does not cover production/billing: rack production is outside staging",
+        "      role ops (roles/ops.yaml): neither allows nor denies \"releases promote\"",
+        "        inherits viewer (roles/viewer.yaml): neither allows nor denies \"releases promote\"",
+        "  decided: deny by default deny: no role granted on production/billing allows \"releases promote\"",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{out}");
+    }
+    assert_eq!(lines.last(), Some(&"  decided: deny by default deny: no role granted on production/billing allows \"releases promote\""));
+
+    // An error exits 2, explained or not.
+    let (code, _, err) = run(
+        &[
+            "can",
+            "nobody@example.com",
+            "ps",
+            "--rack",
+            "staging",
+            "--explain",
+            "--config",
+            d,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+}
+
+async fn diff_pair(old: &str, new: &str, format: &str) -> (Option<i32>, String, String) {
+    let (old, new) = (fixture(old), fixture(new));
+    run(
+        &[
+            "diff",
+            "--format",
+            format,
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await
+}
+
+/// A grant or identity gaining, changing or losing an expiry still
+/// decides the same today, yet shows (not risky unless it no longer
+/// expires), and counts as changed.
+#[tokio::test]
+async fn expiries_added_changed_and_removed_show_per_identity() {
+    let (code, out, err) = diff_pair("base", "expiry-added", "text").await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    for want in [
+        "expiry or step-up changes for 3 identities",
+        "user alice@example.com (changed):\n  ~ expiry of grant runner on staging/* added: (none) → 2099-01-01T00:00:00Z (users.yaml:4)\n",
+        "user bob@example.com (changed):\n  ~ expiry of the identity added: (none) → 2098-06-30T00:00:00Z (users.yaml:11)\n",
+        "ci deploy-bot (changed):\n  ~ expiry of the identity changed: 2099-01-01T00:00:00Z → 2099-06-30T00:00:00Z (ci.yaml:3)\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains('['), "a new expiry is not risky: {out}");
+    assert!(!out.contains("carol"), "{out}");
+
+    let (code, out, _) = diff_pair("expiry-added", "base", "json").await;
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let alice = v["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "alice@example.com")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(alice["changes"], serde_json::json!([]), "{out}");
+    assert_eq!(
+        alice["conditions"],
+        serde_json::json!([{"change": "removed", "kind": "expiry", "grant": "runner on staging/*",
+            "old": "2099-01-01T00:00:00Z", "new": null, "rule": "users.yaml:4",
+            "risks": ["no longer expires"]}]),
+        "{out}"
+    );
+
+    let (code, out, _) = diff_pair("base", "expiry-added", "markdown").await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("| ✏️ added | expiry of grant runner on staging/* | (none) → 2099-01-01T00:00:00Z | users.yaml:4 |  |"),
+        "{out}"
+    );
+
+    // Control: the same expiries on both sides are no change.
+    let (code, out, err) = diff_pair("expiry-added", "expiry-added", "text").await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "no change to anyone's access\n");
+}
+
+/// A step-up requirement added to a grant or a role shows under every
+/// identity it applies to; relaxing one is risky. People are evaluated
+/// as having logged in with MFA just now, so a new requirement is not a
+/// loss for them; a CI identity never meets a login requirement and
+/// loses the access.
+#[tokio::test]
+async fn step_up_added_relaxed_and_changed_show_per_identity() {
+    let (code, out, err) = diff_pair("base", "step-up-added", "text").await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    for want in [
+        "1 identity loses access, expiry or step-up changes for 4 identities",
+        "user carol@example.com (changed):\n  ~ step-up of grant reader on production/* added: (none) → mfa, max_auth_age 12h (users.yaml:16)\n",
+        "user alice@example.com (changed):\n  ~ step-up of grant runner on staging/* added: (none) → max_auth_age 1d (roles/runner.yaml:3)\n",
+        "user bob@example.com (changed):\n  ~ step-up of grant runner on staging/billing added: (none) → max_auth_age 1d (roles/runner.yaml:3)\n",
+        "  - operation `ps` on staging/billing, (any other app) [* scope]\n      was: allowed: runner (roles/reader.yaml:5) on staging/*\n",
+        "  ~ step-up of grant runner on staging/* added: (none) → max_auth_age 1d (roles/runner.yaml:3)\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("step-up relaxed"), "{out}");
+
+    // The reverse: every requirement removed is a risky relaxation.
+    let (code, out, _) = diff_pair("step-up-added", "base", "markdown").await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("| ✏️ removed | step-up of grant reader on production/* | mfa, max_auth_age 12h → (none) | users.yaml:16 | ⚠️ step-up relaxed |"),
+        "{out}"
+    );
+    assert_eq!(out.matches("⚠️ step-up relaxed").count(), 4, "{out}");
+
+    // A longer max_auth_age is relaxed; adding mfa is not.
+    let (code, out, _) = diff_pair("step-up-added", "step-up-changed", "json").await;
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let of = |name: &str| {
+        v["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .map(|i| i["conditions"].clone())
+            .unwrap_or_else(|| panic!("{name}: {out}"))
+    };
+    assert_eq!(
+        of("carol@example.com"),
+        serde_json::json!([{"change": "changed", "kind": "step_up", "grant": "reader on production/*",
+            "old": "mfa, max_auth_age 12h", "new": "mfa, max_auth_age 1d", "rule": "users.yaml:16",
+            "risks": ["step-up relaxed"]}])
+    );
+    assert_eq!(of("alice@example.com")[0]["risks"], serde_json::json!([]));
+    assert_eq!(of("alice@example.com")[0]["new"], "mfa, max_auth_age 1d");
+
+    // Control: unchanged requirements are no change.
+    let (code, out, _) = diff_pair("step-up-added", "step-up-added", "text").await;
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out, "no change to anyone's access\n");
 }
