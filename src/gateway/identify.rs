@@ -15,7 +15,7 @@ use crate::clock::unix_now;
 use crate::gateway::{Gateway, Runtime};
 use crate::http::clientip;
 use crate::http::respond::Refusal;
-use crate::identity::credentials::{self, AuthError, Identity, IdentityKind};
+use crate::identity::credentials::{self, AuthError, Credential, Identity, IdentityKind};
 use crate::policy::{Auth, Subject, SubjectKind};
 
 /// Where a request comes from, as audit records and per-address limits see
@@ -51,6 +51,8 @@ pub struct Caller<'r> {
     /// How the credential authenticated (`amr`, `auth_time`, a federated
     /// token's claims), for the policy's step-up and claim requirements.
     pub auth: std::sync::Arc<Auth>,
+    /// What a session keeps of the credential, for reloads to re-check.
+    pub credential: Credential,
 }
 
 /// Identifies the caller of a request from its `Authorization` header.
@@ -102,5 +104,6 @@ pub async fn identify<'r>(
         issued_at: who.issued_at,
         subject,
         auth: std::sync::Arc::new(auth),
+        credential: who.credential,
     })
 }

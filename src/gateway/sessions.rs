@@ -6,6 +6,10 @@
 //! each session's [`Grant`] (the facts the policy decided on) lets every
 //! reload ask the same pure policy engine again, so removing someone from
 //! the config ends their exec shell too, not only their next request.
+//! The grant also keeps what identifies the credential the session was
+//! opened with (a static token's SHA-256, the gateway key that verified a
+//! token, a federated token's issuer, audience and claims), so rotating
+//! that credential out ends the session as it refuses the next request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::gateway::Runtime;
-use crate::identity::credentials::{Identity, IdentityKind};
+use crate::identity::credentials::{self, Credential, Credentials, Identity, IdentityKind};
 use crate::policy::{Facts, Process, Subject, SubjectKind, Verdict};
 use crate::rack::tunnel::Stop;
 
@@ -71,6 +75,8 @@ pub struct Grant {
     pub run_headers: Vec<&'static str>,
     /// How the caller authenticated (step-up and claim requirements).
     pub auth: Option<Arc<crate::policy::Auth>>,
+    /// The credential the session was opened with (never the token).
+    pub credential: Credential,
 }
 
 impl Grant {
@@ -91,6 +97,7 @@ impl Grant {
             .policy
             .subject(self.subject_kind(), &self.identity.name)
             .ok_or("the identity is no longer in the config")?;
+        self.credential_accepted(&rt.credentials, crate::clock::unix_now())?;
         if let (Some(after), Some(iat)) = (subject.valid_after, self.issued_at) {
             if iat < after {
                 return Err("the token predates the identity's tokens_valid_after".into());
@@ -100,6 +107,62 @@ impl Grant {
             return Err(format!("rack `{}` is no longer configured", self.rack));
         }
         self.decide(rt, subject)
+    }
+
+    /// Whether `creds` (the new config's) still accept the credential the
+    /// session was opened with, as they would on a new request at `now`.
+    fn credential_accepted(&self, creds: &Credentials, now: i64) -> Result<(), String> {
+        let name = &self.identity.name;
+        match &self.credential {
+            Credential::CiToken { sha256 } => {
+                // Every entry is compared, so timing shows no position.
+                let mut found = None;
+                for t in &creds.ci_tokens {
+                    if credentials::static_token_is(t, sha256) && t.name == *name {
+                        found = found.or(Some(t));
+                    }
+                }
+                let t = found.ok_or(
+                    "the CI token was rotated: the identity's token_sha256 no longer matches it",
+                )?;
+                if t.expires <= now {
+                    return Err("the CI token expired".into());
+                }
+            }
+            Credential::Gateway { voucher } => {
+                let trusted = creds
+                    .keys
+                    .as_ref()
+                    .is_some_and(|(keys, _)| keys.still_vouch(voucher));
+                if !trusted {
+                    return Err(format!(
+                        "the key that signed the token (`{}`) is no longer trusted",
+                        voucher.kid
+                    ));
+                }
+            }
+            Credential::Federated { issuer, audience } => {
+                let claims: serde_json::Map<String, serde_json::Value> = self
+                    .auth
+                    .iter()
+                    .flat_map(|a| a.claims.iter())
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                    .collect();
+                let f = creds
+                    .federated
+                    .iter()
+                    .find(|f| f.name == *name)
+                    .filter(|f| f.issuer == *issuer && f.audience == *audience)
+                    .filter(|f| f.matches(&claims))
+                    .ok_or(
+                        "the identity's federated issuer, audience or claims no longer match the token",
+                    )?;
+                if f.expires <= now {
+                    return Err("the federated identity expired".into());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn decide(&self, rt: &Runtime, subject: &Subject) -> Result<(), String> {
@@ -322,5 +385,190 @@ impl Drop for SessionGuard {
         self.metrics.session_closed(self.kind);
         self.live.fetch_sub(1, Ordering::SeqCst);
         self.ended.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::token::{generate_private_pem, Keys, VerifyCache};
+    use crate::policy::glob::Glob;
+    use crate::policy::load::{CiToken, FederatedIdentity};
+
+    const NOW: i64 = 1_900_000_000;
+    const ISSUER: &str = "https://gw.example";
+
+    fn grant(kind: IdentityKind, name: &str, credential: Credential) -> Grant {
+        Grant {
+            identity: Identity {
+                kind,
+                name: name.into(),
+            },
+            issued_at: None,
+            rack: "staging".into(),
+            operation: "exec",
+            app: None,
+            service: None,
+            command: None,
+            process: None,
+            run_headers: Vec::new(),
+            auth: None,
+            credential,
+        }
+    }
+
+    fn creds(
+        ci_tokens: Vec<CiToken>,
+        federated: Vec<FederatedIdentity>,
+        keys: Option<Keys>,
+    ) -> Credentials {
+        Credentials {
+            ci_tokens,
+            federated,
+            keys: keys.map(|k| (k, ISSUER.to_string())),
+            cache: VerifyCache::new(8),
+        }
+    }
+
+    fn ci(name: &str, token: &str, expires: i64) -> CiToken {
+        CiToken {
+            name: name.into(),
+            sha256: credentials::token_sha256(token),
+            expires,
+        }
+    }
+
+    #[test]
+    fn static_token_must_still_be_the_identitys_and_unexpired() {
+        let g = grant(
+            IdentityKind::CiToken,
+            "ci-a",
+            Credential::CiToken {
+                sha256: credentials::token_sha256("old"),
+            },
+        );
+        let same = creds(
+            vec![ci("ci-b", "b", i64::MAX), ci("ci-a", "old", i64::MAX)],
+            vec![],
+            None,
+        );
+        assert_eq!(g.credential_accepted(&same, NOW), Ok(()));
+
+        let rotated = creds(vec![ci("ci-a", "new", i64::MAX)], vec![], None);
+        let why = g.credential_accepted(&rotated, NOW).unwrap_err();
+        assert!(
+            why.contains("rotated") && why.contains("token_sha256"),
+            "{why}"
+        );
+        // The hash now names another identity: not this session's.
+        let moved = creds(vec![ci("ci-b", "old", i64::MAX)], vec![], None);
+        assert!(g.credential_accepted(&moved, NOW).is_err());
+        let expired = creds(vec![ci("ci-a", "old", NOW)], vec![], None);
+        assert_eq!(
+            g.credential_accepted(&expired, NOW),
+            Err("the CI token expired".into())
+        );
+    }
+
+    fn keys(signing: (&str, &str), verifying: &[(&str, &str)]) -> Keys {
+        let verifying = verifying
+            .iter()
+            .map(|(k, p)| (k.to_string(), p.to_string()))
+            .collect();
+        let signing = Some((signing.0.to_string(), signing.1.to_string()));
+        Keys::new(ISSUER, credentials::AUDIENCE, signing, verifying).unwrap()
+    }
+
+    #[test]
+    fn gateway_token_key_must_still_be_trusted() {
+        let (old, new) = (generate_private_pem(), generate_private_pem());
+        let k1 = keys(("k1", &old), &[]);
+        let ttl = Duration::from_secs(3600);
+        let (token, _) = k1
+            .mint("alice@example.com", vec![], None, ttl, NOW)
+            .unwrap();
+        let (_, voucher) = VerifyCache::new(8)
+            .verify_vouched(&k1, &token, NOW)
+            .unwrap();
+        let g = grant(
+            IdentityKind::Person,
+            "alice@example.com",
+            Credential::Gateway { voucher },
+        );
+        assert_eq!(
+            g.credential_accepted(&creds(vec![], vec![], Some(k1)), NOW),
+            Ok(())
+        );
+        // Rotation that keeps the old key for verification: still open.
+        let kept = keys(("k2", &new), &[("k1", &old)]);
+        assert_eq!(
+            g.credential_accepted(&creds(vec![], vec![], Some(kept)), NOW),
+            Ok(())
+        );
+
+        let retired = keys(("k2", &new), &[]);
+        let why = g
+            .credential_accepted(&creds(vec![], vec![], Some(retired)), NOW)
+            .unwrap_err();
+        assert_eq!(
+            why,
+            "the key that signed the token (`k1`) is no longer trusted"
+        );
+        // The same kid naming another key is not the key that verified.
+        let reused = keys(("k1", &new), &[]);
+        assert!(g
+            .credential_accepted(&creds(vec![], vec![], Some(reused)), NOW)
+            .is_err());
+        assert!(g
+            .credential_accepted(&creds(vec![], vec![], None), NOW)
+            .is_err());
+    }
+
+    fn federated(
+        issuer: &str,
+        audience: &str,
+        repository: &str,
+        expires: i64,
+    ) -> FederatedIdentity {
+        FederatedIdentity {
+            name: "deploy".into(),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            claims: vec![("repository".into(), Glob::new(repository))],
+            expires,
+        }
+    }
+
+    #[test]
+    fn federated_mapping_must_still_match_the_sessions_claims() {
+        let mut g = grant(
+            IdentityKind::FederatedCi,
+            "deploy",
+            Credential::Federated {
+                issuer: "https://ci".into(),
+                audience: "gw".into(),
+            },
+        );
+        g.auth = Some(Arc::new(crate::policy::Auth {
+            ci: true,
+            claims: vec![("repository".into(), "acme/app".into())],
+            ..Default::default()
+        }));
+        let with = |f| creds(vec![], vec![f], None);
+        let ok = with(federated("https://ci", "gw", "acme/*", i64::MAX));
+        assert_eq!(g.credential_accepted(&ok, NOW), Ok(()));
+        for changed in [
+            federated("https://ci", "gw", "acme/other", i64::MAX),
+            federated("https://ci", "other-aud", "acme/app", i64::MAX),
+            federated("https://other-ci", "gw", "acme/app", i64::MAX),
+        ] {
+            let why = g.credential_accepted(&with(changed), NOW).unwrap_err();
+            assert!(why.contains("no longer match"), "{why}");
+        }
+        let expired = with(federated("https://ci", "gw", "acme/app", NOW));
+        assert_eq!(
+            g.credential_accepted(&expired, NOW),
+            Err("the federated identity expired".into())
+        );
     }
 }

@@ -76,6 +76,22 @@ pub enum AuthError {
     NotAuthorized,
 }
 
+/// What a long-lived session keeps of the credential it was opened with,
+/// so each reload can ask whether the new config still accepts it. Never
+/// the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A static CI token: its SHA-256, as ci.yaml's `token_sha256` holds it.
+    CiToken { sha256: [u8; 32] },
+    /// A gateway token: the key that verified it.
+    Gateway {
+        voucher: crate::identity::token::Voucher,
+    },
+    /// A federated CI token: the issuer and audience it was verified for
+    /// (its string claims are in the caller's `Auth`).
+    Federated { issuer: String, audience: String },
+}
+
 /// An authenticated caller, and until when the credential is valid.
 #[derive(Debug, Clone)]
 pub(crate) struct Authenticated {
@@ -85,6 +101,7 @@ pub(crate) struct Authenticated {
     pub(crate) issued_at: Option<i64>,
     /// What step-up and claim requirements decide on.
     pub(crate) auth: crate::policy::Auth,
+    pub(crate) credential: Credential,
 }
 
 /// What credentials the live config accepts; rebuilt on every reload so a
@@ -137,15 +154,19 @@ impl Credentials {
                     ci: true,
                     ..Default::default()
                 },
+                credential: Credential::CiToken { sha256: t.sha256 },
             });
         }
         let issuer = crate::identity::jwt::unverified_issuer(token).ok_or(AuthError::Invalid)?;
         if let Some((keys, our_issuer)) = &self.keys {
             if *our_issuer == issuer {
-                let claims = self.cache.verify(keys, token, now).map_err(|e| match e {
-                    crate::identity::token::TokenError::Expired => AuthError::Expired,
-                    _ => AuthError::Invalid,
-                })?;
+                let (claims, voucher) =
+                    self.cache
+                        .verify_vouched(keys, token, now)
+                        .map_err(|e| match e {
+                            crate::identity::token::TokenError::Expired => AuthError::Expired,
+                            _ => AuthError::Invalid,
+                        })?;
                 let person = policy.person(&claims.sub).ok_or(AuthError::NotAuthorized)?;
                 if person.valid_after.is_some_and(|after| claims.iat < after) {
                     return Err(AuthError::Revoked);
@@ -163,6 +184,7 @@ impl Credentials {
                     },
                     expires: Some(claims.exp),
                     issued_at: Some(claims.iat),
+                    credential: Credential::Gateway { voucher },
                 });
             }
         }
@@ -197,6 +219,10 @@ impl Credentials {
                         ci: true,
                         claims: string_claims(claims),
                         ..Default::default()
+                    },
+                    credential: Credential::Federated {
+                        issuer: f.issuer.clone(),
+                        audience: f.audience.clone(),
                     },
                 });
             }
@@ -264,6 +290,12 @@ pub(crate) fn match_static_token<'a>(tokens: &'a [CiToken], token: &str) -> Opti
         }
     }
     found
+}
+
+/// Whether `t` is the static token whose SHA-256 is `sha256` (constant
+/// time): a session opened with a rotated-out token no longer is.
+pub(crate) fn static_token_is(t: &CiToken, sha256: &[u8; 32]) -> bool {
+    secret::ct_eq(&t.sha256, sha256)
 }
 
 /// A new random token made of characters that survive the CLI's Basic-auth

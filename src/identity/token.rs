@@ -447,6 +447,39 @@ impl Keys {
             && claims.iss == self.issuer
             && claims.aud == self.audience
     }
+
+    /// Whether these keys would still accept a token `voucher` once
+    /// vouched for: an open session asks this at every reload.
+    pub(crate) fn still_vouch(&self, voucher: &Voucher) -> bool {
+        self.verifying
+            .get(&voucher.kid)
+            .is_some_and(|k| k.public == voucher.public)
+            && voucher.iss == self.issuer
+            && voucher.aud == self.audience
+    }
+}
+
+/// Which configured key verified a token, and for which issuer and
+/// audience: what a long-lived session keeps instead of the token, so a
+/// reload that retires the key can end it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voucher {
+    /// The key id the token named (not secret).
+    pub kid: String,
+    public: [u8; 32],
+    iss: String,
+    aud: String,
+}
+
+impl Voucher {
+    fn new(kid: &str, public: [u8; 32], claims: &Claims) -> Voucher {
+        Voucher {
+            kid: kid.to_owned(),
+            public,
+            iss: claims.iss.clone(),
+            aud: claims.aud.clone(),
+        }
+    }
 }
 
 /// Loads a signing key and proves jsonwebtoken can sign with it and that the
@@ -616,6 +649,17 @@ impl VerifyCache {
     /// [`Keys::verify`], answered from the cache when `keys` still vouch for
     /// a cached token.
     pub fn verify(&self, keys: &Keys, token: &str, now: i64) -> Result<Claims, TokenError> {
+        self.verify_vouched(keys, token, now)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`VerifyCache::verify`], also naming the key that vouched.
+    pub(crate) fn verify_vouched(
+        &self,
+        keys: &Keys,
+        token: &str,
+        now: i64,
+    ) -> Result<(Claims, Voucher), TokenError> {
         // Refuse huge input before hashing it.
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Oversized);
@@ -625,29 +669,34 @@ impl VerifyCache {
         let (cached, stale) = {
             let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
             match entries.get(&id) {
-                Some(e) if keys.vouches(&e.kid, &e.public, &e.claims) => {
-                    (Some(Arc::clone(&e.claims)), false)
-                }
+                Some(e) if keys.vouches(&e.kid, &e.public, &e.claims) => (
+                    Some((
+                        Arc::clone(&e.claims),
+                        Voucher::new(&e.kid, e.public, &e.claims),
+                    )),
+                    false,
+                ),
                 Some(_) => (None, true),
                 None => (None, false),
             }
         };
-        if let Some(claims) = cached {
+        if let Some((claims, voucher)) = cached {
             self.hits.fetch_add(1, Ordering::Relaxed);
             check_times(&claims, now)?;
-            return Ok(Claims::clone(&claims));
+            return Ok((Claims::clone(&claims), voucher));
         }
 
         self.misses.fetch_add(1, Ordering::Relaxed);
         match keys.verify_parts(token, now) {
             Ok((claims, kid, public)) => {
+                let voucher = Voucher::new(kid, public, &claims);
                 let entry = Entry {
                     claims: Arc::new(claims.clone()),
                     kid: kid.to_owned(),
                     public,
                 };
                 self.insert(id, entry, now);
-                Ok(claims)
+                Ok((claims, voucher))
             }
             Err(e) => {
                 if stale {

@@ -121,7 +121,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
         Err(r) => return ctx.refuse(socket, r).await,
     };
     let subject = caller.subject;
-    let issued_at = caller.issued_at;
+    let (issued_at, credential) = (caller.issued_at, caller.credential);
     ctx.auth = Some(caller.auth.clone());
     ctx.now = Some(crate::clock::unix_now());
     ctx.identified(caller.identity);
@@ -135,6 +135,7 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
             Err(r) => return ctx.refuse(socket, in_their_words(r, served)).await,
         };
     decided.issued_at = issued_at;
+    decided.credential = Some(credential);
     let reason = match verdict {
         Verdict::Allow(r) => r,
         other => {

@@ -40,6 +40,8 @@ pub(crate) struct Decided {
     pub run_headers: Vec<&'static str>,
     /// How the caller authenticated, to decide the session again.
     pub auth: Option<Arc<crate::policy::Auth>>,
+    /// The credential the caller presented, to check it is still accepted.
+    pub credential: Option<crate::identity::credentials::Credential>,
 }
 
 /// Opens the rack's side of a websocket route and splices, or refuses
@@ -125,6 +127,9 @@ fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Sl
         return Err(Refusal::denied("the session was not authorized"));
     };
     let name = identity.name.clone();
+    let credential = decided
+        .credential
+        .ok_or_else(|| Refusal::denied("the session's credential is unknown"))?;
     let grant = Grant {
         identity: identity.clone(),
         issued_at: decided.issued_at,
@@ -136,6 +141,7 @@ fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Sl
         process: decided.process,
         run_headers: decided.run_headers,
         auth: decided.auth,
+        credential,
     };
     let limit = rt.websocket.max_sessions_per_identity;
     let slot = gw.sessions.reserve(grant, limit).map_err(|t| {
