@@ -1,6 +1,8 @@
 //! Long-lived sessions against later config: a reload that removes an
-//! identity closes its open exec session in-band (and audits why) while
-//! other identities' sessions go on; the per-identity session cap refuses
+//! identity, or stops accepting the credential a session was opened with
+//! (a rotated CI token, a retired signing key, a federated mapping that no
+//! longer matches), closes its open exec session in-band (and audits why)
+//! while other sessions go on; the per-identity session cap refuses
 //! the extra session in-band; and a second gateway on an address already
 //! served fails at once instead of sharing its traffic.
 
@@ -147,13 +149,66 @@ fn admins(people: &[(&str, Option<&str>)]) -> String {
     s
 }
 
-/// A reload (in-process reloader on the directory) that sets
-/// `tokens_valid_after` past the token of alice's open session closes it;
-/// bob's session, on a token issued after that time, stays (control).
+/// A gateway in this process on a config directory, reloaded by the
+/// test: [`Reloading::reload`] returns once the edit is swapped in, by
+/// which time the sessions it no longer allows have been told.
+struct Reloading {
+    running: rack_gateway::server::listener::Running,
+    reloader: rack_gateway::reload::Reloader,
+    dir: tempfile::TempDir,
+}
+
+impl Reloading {
+    async fn start(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Reloading {
+        use rack_gateway::reload::{DirFetch, Fetch, Reloader};
+        let cfg = load(dir.path(), env);
+        let running = rack_gateway::server::listener::Running::start(&cfg)
+            .await
+            .expect("gateway starts");
+        let fetch = DirFetch(dir.path().to_path_buf());
+        let first = fetch.fetch(None).unwrap().unwrap();
+        let reloader = Reloader::new(
+            running.gateway.clone(),
+            std::sync::Arc::new(fetch),
+            rack_gateway::config::Env::from_pairs(env.iter().copied()),
+            std::time::Duration::from_secs(3600),
+        );
+        reloader.started_with(&first, cfg.policy_cases);
+        Reloading {
+            running,
+            reloader,
+            dir,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.running.addr
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.addr)
+    }
+
+    /// Writes `text` to the config file `name` and reloads; the version.
+    async fn edit(&mut self, name: &str, text: &str) -> String {
+        save(&self.dir.path().join(name), text);
+        match self.reloader.reload_once(false).await {
+            rack_gateway::reload::Outcome::Swapped(version) => version,
+            other => panic!("the edit of {name} loads: {other:?}"),
+        }
+    }
+}
+
+/// The in-band line of a session revoked by config `version` for `why`.
+fn revoked_line(version: &str, why: &str) -> String {
+    format!("ERROR: gateway: session closed: revoked by config {version}: {why}\n")
+}
+
+/// A reload that sets `tokens_valid_after` past the token of alice's open
+/// session closes it; bob's session, on a token issued after that time,
+/// stays (control).
 #[tokio::test]
 async fn reload_setting_tokens_valid_after_closes_older_tokens_sessions() {
-    use rack_gateway::reload::{DirFetch, Fetch, Outcome, Reloader};
-    use std::sync::Arc;
     use std::time::Duration;
 
     init();
@@ -170,47 +225,297 @@ async fn reload_setting_tokens_valid_after_closes_older_tokens_sessions() {
         .write();
     let pem = rack_gateway::identity::token::generate_private_pem();
     let pairs = [("RACK_PW", RACK_PASSWORD), ("SIGNING_KEY", pem.as_str())];
-    let cfg = load(dir.path(), &pairs);
-    let running = rack_gateway::server::listener::Running::start(&cfg)
-        .await
-        .expect("gateway starts");
-    let fetch = DirFetch(dir.path().to_path_buf());
-    let first = fetch.fetch(None).unwrap().unwrap();
-    let mut reloader = Reloader::new(
-        running.gateway.clone(),
-        Arc::new(fetch),
-        rack_gateway::config::Env::from_pairs(pairs),
-        Duration::from_secs(3600),
-    );
-    reloader.started_with(&first, cfg.policy_cases);
+    let mut gw = Reloading::start(dir, &pairs).await;
 
     // Issued in 1999 for 30 years, and now.
     let thirty_years = Duration::from_secs(30 * 365 * 86_400);
     let old = gateway_token(issuer, "k1", &pem, alice, 946_684_800 - 3600, thirty_years);
     let new = gateway_token(issuer, "k1", &pem, bob, now(), Duration::from_secs(3600));
-    let mut doomed = open_exec(running.addr, &old).await;
-    let mut kept = open_exec(running.addr, &new).await;
+    let mut doomed = open_exec(gw.addr(), &old).await;
+    let mut kept = open_exec(gw.addr(), &new).await;
     assert_echoes(&mut doomed, "before").await;
     assert_echoes(&mut kept, "before").await;
 
     let after = Some("2000-01-01");
-    save(
-        &dir.path().join("users.yaml"),
-        &admins(&[(alice, after), (bob, after)]),
-    );
-    let Outcome::Swapped(version) = reloader.reload_once(false).await else {
-        panic!("the edit loads");
-    };
+    let version = gw
+        .edit("users.yaml", &admins(&[(alice, after), (bob, after)]))
+        .await;
     let (text, _) = in_band_ending(&mut doomed).await;
     assert_eq!(
         text,
-        format!(
-            "ERROR: gateway: session closed: revoked by config {version}: \
-             the token predates the identity's tokens_valid_after\n"
+        revoked_line(
+            &version,
+            "the token predates the identity's tokens_valid_after"
         )
     );
     assert_echoes(&mut kept, "after").await;
-    running.stop().await;
+    gw.running.stop().await;
+}
+
+/// A rotated static CI token (a new `token_sha256` under the same name)
+/// closes the session opened with the old one; an unrelated edit first
+/// (control) closes nothing, and ci-all's session stays throughout.
+#[tokio::test]
+async fn reload_rotating_a_ci_token_closes_the_old_tokens_session() {
+    const ROTATED: &str = "ci-staging-token-rotated-DDDDDDDDDDDDDDDDDDDDDDDDD";
+    init();
+    let rack = mock().await;
+    let staging = ("ci-staging", CI_STAGING, "admin", "staging/*");
+    let all = ("ci-all", CI_ALL, "admin", "*");
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .ci(&[staging, all])
+        .write();
+    let mut gw = Reloading::start(dir, &[("RACK_PW", RACK_PASSWORD)]).await;
+    let mut doomed = open_exec(gw.addr(), CI_STAGING).await;
+    let mut kept = open_exec(gw.addr(), CI_ALL).await;
+    assert_echoes(&mut doomed, "before").await;
+    assert_echoes(&mut kept, "before").await;
+
+    let other = (
+        "ci-other",
+        "ci-other-token-EEEEEEEEEEEEEEEEEEEEEEEEEEEEE",
+        "viewer",
+        "*",
+    );
+    gw.edit("ci.yaml", &ci_yaml(&[staging, all, other])).await;
+    assert_echoes(&mut doomed, "unrelated edit").await;
+    assert_echoes(&mut kept, "unrelated edit").await;
+
+    let rotated = ("ci-staging", ROTATED, "admin", "staging/*");
+    let version = gw.edit("ci.yaml", &ci_yaml(&[rotated, all])).await;
+    let (text, _) = in_band_ending(&mut doomed).await;
+    assert_eq!(
+        text,
+        revoked_line(
+            &version,
+            "the CI token was rotated: the identity's token_sha256 no longer matches it"
+        )
+    );
+    assert_echoes(&mut kept, "after").await;
+    let mut fresh = open_exec(gw.addr(), ROTATED).await;
+    assert_echoes(&mut fresh, "the new token").await;
+    gw.running.stop().await;
+}
+
+/// gateway.yaml trusting `k2` (signing) and, while `retired` is listed,
+/// `k1` (verification only).
+fn key_rotation_yaml(issuer: &str, retired: bool) -> String {
+    let verification = if retired {
+        "\n    - id: k1\n      env: OLD_KEY"
+    } else {
+        " []"
+    };
+    format!(
+        "identity:\n  url: {issuer}\n  signing_key:\n    env: NEW_KEY\n  signing_key_id: k2\n  \
+         verification_keys:{verification}\n"
+    )
+}
+
+/// Retiring the key that signed alice's gateway token closes her open
+/// session; an unrelated users.yaml edit first (control) does not, and
+/// bob's session on a token of the current key stays.
+#[tokio::test]
+async fn reload_retiring_a_signing_key_closes_sessions_of_its_tokens() {
+    use std::time::Duration;
+
+    init();
+    let rack = mock().await;
+    let issuer = "http://127.0.0.1:9";
+    let (alice, bob, carol) = ("alice@example.com", "bob@example.com", "carol@example.com");
+    let config = |retired| {
+        ConfigDir::new()
+            .no_rack_discovery()
+            .rack("staging", &rack.url())
+            .extra(&key_rotation_yaml(issuer, retired))
+            .gateway_yaml()
+    };
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .extra(&key_rotation_yaml(issuer, true))
+        .users(&admins(&[(alice, None), (bob, None)]))
+        .write();
+    let (old_pem, new_pem) = (signing_pem(), signing_pem());
+    let pairs = [
+        ("RACK_PW", RACK_PASSWORD),
+        ("OLD_KEY", old_pem.as_str()),
+        ("NEW_KEY", new_pem.as_str()),
+    ];
+    let mut gw = Reloading::start(dir, &pairs).await;
+
+    let hour = Duration::from_secs(3600);
+    let old = gateway_token(issuer, "k1", &old_pem, alice, now(), hour);
+    let new = gateway_token(issuer, "k2", &new_pem, bob, now(), hour);
+    let mut doomed = open_exec(gw.addr(), &old).await;
+    let mut kept = open_exec(gw.addr(), &new).await;
+    assert_echoes(&mut doomed, "before").await;
+    assert_echoes(&mut kept, "before").await;
+
+    let people = admins(&[(alice, None), (bob, None), (carol, None)]);
+    gw.edit("users.yaml", &people).await;
+    assert_echoes(&mut doomed, "unrelated edit").await;
+
+    let version = gw
+        .edit("gateway.yaml", &with_lifted_limits(&config(false)))
+        .await;
+    let (text, _) = in_band_ending(&mut doomed).await;
+    assert_eq!(
+        text,
+        revoked_line(
+            &version,
+            "the key that signed the token (`k1`) is no longer trusted"
+        )
+    );
+    assert_echoes(&mut kept, "after").await;
+    assert_eq!(get(&gw.url("/apps"), Some(&old)).await.status, 401);
+    gw.running.stop().await;
+}
+
+/// A CI system's OpenID issuer on loopback (discovery and a JWKS of one
+/// Ed25519 key) that signs the job tokens tests present.
+struct CiIssuer {
+    url: String,
+    pkcs8: Vec<u8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CiIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CiIssuer {
+    async fn start() -> CiIssuer {
+        use bytes::Bytes;
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let public = Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        let discovery = Bytes::from(
+            serde_json::json!({
+                "issuer": url,
+                "jwks_uri": format!("{url}/jwks"),
+                "authorization_endpoint": format!("{url}/authorize"),
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["EdDSA"],
+            })
+            .to_string(),
+        );
+        let jwks = Bytes::from(
+            serde_json::json!({"keys": [{
+                "kty": "OKP", "crv": "Ed25519", "kid": "ci", "use": "sig", "x": b64(public),
+            }]})
+            .to_string(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (discovery, jwks) = (discovery.clone(), jwks.clone());
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let _: &hyper::body::Incoming = req.body();
+                    let (status, body) = match req.uri().path() {
+                        "/.well-known/openid-configuration" => (200, discovery.clone()),
+                        "/jwks" => (200, jwks.clone()),
+                        _ => (404, Bytes::from_static(b"{}")),
+                    };
+                    async move {
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(body))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+                );
+            }
+        });
+        CiIssuer { url, pkcs8, task }
+    }
+
+    /// A job token of `repository` for `audience`, valid for ten minutes.
+    fn token(&self, repository: &str, audience: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some("ci".into());
+        let t = now();
+        let claims = serde_json::json!({
+            "iss": self.url, "aud": audience, "sub": format!("repo:{repository}"),
+            "repository": repository, "iat": t, "nbf": t, "exp": t + 600,
+        });
+        let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+}
+
+/// ci.yaml: ci-all (static token) and deploy-app, federated from `issuer`
+/// for `audience` when the job's repository matches `repository`.
+fn federated_ci_yaml(issuer: &str, audience: &str, repository: &str) -> String {
+    format!(
+        "{}  deploy-app:\n    federated:\n      issuer: {issuer}\n      audience: {audience}\n      \
+         claims:\n        repository: \"{repository}\"\n    expires: 2099-01-01\n    \
+         grants:\n      - role: admin\n        scope: \"staging/*\"\n",
+        ci_yaml(&[("ci-all", CI_ALL, "admin", "*")])
+    )
+}
+
+/// A federated CI session is closed once the identity's claim mapping no
+/// longer matches the job token it was opened with; an unrelated edit of
+/// the same identity (its grants) does not, and ci-all's stays (controls).
+#[tokio::test]
+async fn reload_changing_a_federated_mapping_closes_sessions_it_no_longer_matches() {
+    init();
+    let rack = mock().await;
+    let ci = CiIssuer::start().await;
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .write();
+    save(
+        &dir.path().join("ci.yaml"),
+        &federated_ci_yaml(&ci.url, "rack-gateway", "acme/*"),
+    );
+    let mut gw = Reloading::start(dir, &[("RACK_PW", RACK_PASSWORD)]).await;
+    let job = ci.token("acme/app", "rack-gateway");
+    let mut doomed = open_exec(gw.addr(), &job).await;
+    let mut kept = open_exec(gw.addr(), CI_ALL).await;
+    assert_echoes(&mut doomed, "before").await;
+    assert_echoes(&mut kept, "before").await;
+
+    let regranted = federated_ci_yaml(&ci.url, "rack-gateway", "acme/*")
+        .replace("scope: \"staging/*\"", "scope: \"staging/myapp\"");
+    gw.edit("ci.yaml", &regranted).await;
+    assert_echoes(&mut doomed, "unrelated edit").await;
+
+    let version = gw
+        .edit(
+            "ci.yaml",
+            &federated_ci_yaml(&ci.url, "rack-gateway", "acme/other"),
+        )
+        .await;
+    let (text, _) = in_band_ending(&mut doomed).await;
+    assert_eq!(
+        text,
+        revoked_line(
+            &version,
+            "the identity's federated issuer, audience or claims no longer match the token"
+        )
+    );
+    assert_echoes(&mut kept, "after").await;
+    assert_eq!(get(&gw.url("/apps"), Some(&job)).await.status, 401);
+    gw.running.stop().await;
 }
 
 /// With `max_sessions_per_identity: 2`, a third session of the same
