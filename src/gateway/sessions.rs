@@ -20,7 +20,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::gateway::Runtime;
 use crate::identity::credentials::{self, Credential, Credentials, Identity, IdentityKind};
-use crate::policy::{Facts, Process, Subject, SubjectKind, Verdict};
+use crate::policy::placeholder::Owner;
+use crate::policy::{tunnel, Facts, Process, Subject, SubjectKind, Verdict};
 use crate::rack::tunnel::Stop;
 
 /// Open websocket sessions. At shutdown the server first lets REST
@@ -77,6 +78,12 @@ pub struct Grant {
     pub auth: Option<Arc<crate::policy::Auth>>,
     /// The credential the session was opened with (never the token).
     pub credential: Credential,
+    /// Whose placeholder the exec target is, as the rack's tag said at
+    /// open; without it a reload would assume the caller's own.
+    pub(crate) owner: Option<Owner>,
+    /// The app whose resource a tunnel's target is: the caller must still
+    /// be allowed `resources info` on it, as at open.
+    pub(crate) tunnel_app: Option<String>,
 }
 
 impl Grant {
@@ -165,6 +172,21 @@ impl Grant {
         Ok(())
     }
 
+    /// A tunnel's target was allowed as a resource of an app the caller
+    /// may `resources info`; it still must be (the rack is not asked again).
+    fn still_reaches(&self, rt: &Runtime, subject: &Subject, f: &Facts) -> Result<(), String> {
+        let app = self
+            .tunnel_app
+            .as_ref()
+            .ok_or("the tunnel's target is unknown")?;
+        if tunnel::searchable_apps(&rt.policy, subject, f, std::slice::from_ref(app)).is_empty() {
+            return Err(format!(
+                "the tunnel's target is a resource of `{app}`, which you may no longer `resources info`"
+            ));
+        }
+        Ok(())
+    }
+
     fn decide(&self, rt: &Runtime, subject: &Subject) -> Result<(), String> {
         let shown = self.command.as_deref().map(|c| rt.redactor.apply(c));
         let facts = Facts {
@@ -179,10 +201,14 @@ impl Grant {
             now: Some(crate::clock::unix_now()),
             auth: self.auth.as_deref(),
         };
-        match rt.policy.decide(subject, &facts) {
+        let owner = self.owner.unwrap_or(Owner::AssumedCaller);
+        match rt.policy.decide_for(subject, &facts, owner) {
             Verdict::Allow(_) => {}
             Verdict::Deny(reason) => return Err(reason),
             Verdict::NeedProcess => return Err("the target process is unknown".into()),
+        }
+        if self.operation == "proxy" {
+            self.still_reaches(rt, subject, &facts)?;
         }
         let access = rt.policy.secret_access(
             subject,
@@ -414,6 +440,8 @@ mod tests {
             run_headers: Vec::new(),
             auth: None,
             credential,
+            owner: None,
+            tunnel_app: None,
         }
     }
 

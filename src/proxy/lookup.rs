@@ -293,13 +293,14 @@ pub(crate) async fn certificate_listed(
 
 /// Vets a `/proxy/{host}/{port}` target: fetches the app list and the
 /// resources of the apps the caller may see, then asks the pure
-/// [`tunnel::check`].
+/// [`tunnel::check`]. Returns the app whose resource the target is, which
+/// the tunnel's session keeps for reloads to decide again.
 pub(crate) async fn tunnel_target(
     rt: &Runtime,
     rack: &Rack,
     ctx: &Ctx,
     subject: &Subject,
-) -> Result<(), Refusal> {
+) -> Result<String, Refusal> {
     let (host, port) =
         tunnel::target(ctx.param("host"), ctx.param("port")).map_err(Refusal::denied)?;
     #[derive(serde::Deserialize)]
@@ -339,8 +340,12 @@ pub(crate) async fn tunnel_target(
         let resources: Vec<Named> = serde_json::from_slice(&body).unwrap_or_default();
         urls.extend(resources.into_iter().map(|r| r.url));
         if tunnel::check(host, port, &urls, searchable.len()).is_ok() {
-            return Ok(());
+            return Ok(app.to_string());
         }
     }
-    tunnel::check(host, port, &urls, searchable.len()).map_err(Refusal::denied)
+    match tunnel::check(host, port, &urls, searchable.len()) {
+        Err(why) => Err(Refusal::denied(why)),
+        // A match returned above, with its app.
+        Ok(()) => Err(Refusal::denied("the proxy target is unknown")),
+    }
 }

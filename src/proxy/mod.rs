@@ -145,7 +145,9 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     };
     ctx.allow(reason);
     let looked_up = match (ctx.operation(), ctx.param("certificate")) {
-        (Some("proxy"), _) => lookup::tunnel_target(&rt, &rack, &ctx, subject).await,
+        (Some("proxy"), _) => lookup::tunnel_target(&rt, &rack, &ctx, subject)
+            .await
+            .map(|app| decided.tunnel_app = Some(app)),
         (Some("certs delete"), Some(id)) => lookup::certificate_listed(&rt, &rack, &ctx, id).await,
         _ => Ok(()),
     };
@@ -436,6 +438,7 @@ async fn decide(
         Verdict::NeedProcess => Err(Refusal::denied("the target process is unknown")),
         v => {
             decided.process = Some(process);
+            decided.owner = Some(owner);
             Ok((v, decided))
         }
     }

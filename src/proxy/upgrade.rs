@@ -42,6 +42,10 @@ pub(crate) struct Decided {
     pub auth: Option<Arc<crate::policy::Auth>>,
     /// The credential the caller presented, to check it is still accepted.
     pub credential: Option<crate::identity::credentials::Credential>,
+    /// Whose placeholder the target process is (exec), as decided at open.
+    pub owner: Option<crate::policy::placeholder::Owner>,
+    /// The app whose resource a tunnel's target is (`proxy`).
+    pub tunnel_app: Option<String>,
 }
 
 /// Opens the rack's side of a websocket route and splices, or refuses
@@ -142,6 +146,8 @@ fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Sl
         run_headers: decided.run_headers,
         auth: decided.auth,
         credential,
+        owner: decided.owner,
+        tunnel_app: decided.tunnel_app,
     };
     let limit = rt.websocket.max_sessions_per_identity;
     let slot = gw.sessions.reserve(grant, limit).map_err(|t| {

@@ -518,6 +518,141 @@ async fn reload_changing_a_federated_mapping_closes_sessions_it_no_longer_matche
     gw.running.stop().await;
 }
 
+/// ci.yaml: `tunneller` may open tunnels rack-wide and, while `reads`,
+/// `resources info` on myapp (whose database the tunnel reaches).
+fn tunnel_ci_yaml(reads: &str) -> String {
+    let mut yaml = ci_yaml(&[("tunneller", CI_STAGING, "tunnel", "staging/*")]);
+    yaml += &format!("      - role: reader\n        scope: \"{reads}\"\n");
+    yaml + &ci_yaml(&[("ci-all", CI_ALL, "admin", "*")]).replacen("ci:\n", "", 1)
+}
+
+/// A tunnel is opened only to a resource of an app the caller may
+/// `resources info`; a reload taking that away closes it in-band, as it
+/// would refuse a new one. An unrelated widening first (control) does not,
+/// and ci-all's tunnel to the same database stays.
+#[tokio::test]
+async fn reload_taking_away_a_tunnels_app_closes_it() {
+    const TUNNEL: &str = "/racks/staging/proxy/db.myapp.mock/5432";
+    init();
+    let rack = mock().await;
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .role("tunnel", "allow: [proxy]\n")
+        .role("reader", "allow: [resources info]\n")
+        .write();
+    save(
+        &dir.path().join("ci.yaml"),
+        &tunnel_ci_yaml("staging/myapp"),
+    );
+    let mut gw = Reloading::start(dir, &[("RACK_PW", RACK_PASSWORD)]).await;
+    let tunnel = |token: &'static str| {
+        let addr = gw.addr();
+        async move {
+            let auth = basic(token);
+            let c = ws::client_connect(addr, TUNNEL, &[("Authorization", auth.as_str())])
+                .await
+                .unwrap();
+            assert_eq!(c.status, 101);
+            c
+        }
+    };
+    let mut doomed = tunnel(CI_STAGING).await;
+    let mut kept = tunnel(CI_ALL).await;
+    assert_echoes(&mut doomed, "before").await;
+    assert_echoes(&mut kept, "before").await;
+
+    gw.edit("ci.yaml", &tunnel_ci_yaml("staging/*")).await;
+    assert_echoes(&mut doomed, "unrelated edit").await;
+
+    let version = gw.edit("ci.yaml", &tunnel_ci_yaml("staging/other")).await;
+    let frames = read_until_eof(&mut doomed).await;
+    let text = frames
+        .iter()
+        .find(|f| f.opcode == Opcode::Text)
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned());
+    assert_eq!(
+        text.as_deref(),
+        Some(
+            revoked_line(
+                &version,
+                "the tunnel's target is a resource of `myapp`, which you may no longer `resources info`"
+            )
+            .as_str()
+        ),
+        "{frames:?}"
+    );
+    assert_eq!(frames.last().unwrap().opcode, Opcode::Close, "{frames:?}");
+    assert_echoes(&mut kept, "after").await;
+    gw.running.stop().await;
+}
+
+/// An exec session in someone else's run placeholder was allowed as
+/// `exec`; a reload leaving its identity only `run` closes it, since `run`
+/// covers only one's own placeholder. The creator's own session into the
+/// same placeholder (control) stays.
+#[tokio::test]
+async fn reload_re_decides_an_exec_into_a_placeholder_as_not_the_callers() {
+    const ALICE: &str = "tok-alice-sessions-0123456789abcdef";
+    const CAROL: &str = "tok-carol-sessions-0123456789abcdef";
+    init();
+    let rack = mock().await;
+    let alice = ("alice", ALICE, "runner", "staging/*");
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .role(
+            "runner",
+            "allow: [run]\ncommands:\n  allow:\n    command: [\"sleep *\", cat]\n",
+        )
+        .ci(&[alice, ("carol", CAROL, "admin", "staging/*")])
+        .write();
+    let mut gw = Reloading::start(dir, &[("RACK_PW", RACK_PASSWORD)]).await;
+    let run = send(
+        "POST",
+        &gw.url("/racks/staging/apps/myapp/services/command/processes?"),
+        Some(ALICE),
+        &[("Command", "sleep 3600")],
+        "",
+    )
+    .await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    let pid = run.json()["id"].as_str().unwrap().to_string();
+    let exec = |token: &'static str| {
+        let (addr, path) = (
+            gw.addr(),
+            format!("/racks/staging/apps/myapp/processes/{pid}/exec"),
+        );
+        async move {
+            let auth = basic(token);
+            let headers = [("Authorization", auth.as_str()), ("Command", "cat")];
+            let c = ws::client_connect(addr, &path, &headers).await.unwrap();
+            assert_eq!(c.status, 101);
+            c
+        }
+    };
+    let mut doomed = exec(CAROL).await;
+    let mut kept = exec(ALICE).await;
+    assert_echoes(&mut doomed, "before").await;
+    assert_echoes(&mut kept, "before").await;
+
+    let version = gw
+        .edit(
+            "ci.yaml",
+            &ci_yaml(&[alice, ("carol", CAROL, "runner", "staging/*")]),
+        )
+        .await;
+    let (text, _) = in_band_ending(&mut doomed).await;
+    assert!(
+        text.starts_with(&format!(
+            "ERROR: gateway: session closed: revoked by config {version}: "
+        )) && text.contains("placeholder not created by this identity"),
+        "{text}"
+    );
+    assert_echoes(&mut kept, "after").await;
+    gw.running.stop().await;
+}
+
 /// With `max_sessions_per_identity: 2`, a third session of the same
 /// identity is refused in-band naming the limit (and counted); another
 /// identity (control) still opens one, and a freed place can be reused.
