@@ -9,10 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::rack::routes::{RouteMethod, ROUTES};
 use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
-use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 
@@ -147,52 +145,6 @@ fn expected_lookups(role: &str, op: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Fixtures
 
-/// One mock rack named `staging` behind a gateway whose ci.yaml has the
-/// given identities `(name, token, role, scope)`; `roles` are added to the
-/// shipped ones.
-struct Setup {
-    rack: MockRack,
-    running: Running,
-    _dir: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn start(ci: &[(&str, &str, &str, &str)], roles: &[(&str, &str)]) -> Setup {
-        init();
-        let rack = mock().await;
-        let mut cfg = staging_only(&rack).ci(ci);
-        for (name, text) in roles {
-            cfg = cfg.role(name, text);
-        }
-        let (running, dir) = cfg.start().await;
-        Setup {
-            rack,
-            running,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.running.addr, path)
-    }
-
-    /// `METHOD target` of everything the rack received.
-    fn received(&self) -> Vec<String> {
-        targets(&self.rack.requests())
-    }
-}
-
-/// One mock rack `staging`, no racks from the environment.
-fn staging_only(rack: &MockRack) -> ConfigDir {
-    ConfigDir::new()
-        .no_rack_discovery()
-        .rack("staging", &rack.url())
-}
-
-fn token_for(role: &str) -> String {
-    format!("tok-{role}-0123456789abcdefghijklmnop")
-}
-
 /// Reads what could be an in-band refusal: frames until close, but stops
 /// early at a first frame that is not an `ERROR:` line (a stream that was
 /// forwarded by mistake may never close), or when nothing arrives.
@@ -290,8 +242,8 @@ fn fill(pattern: &str, operation: &str) -> String {
 
 /// Sends one route's request as `role`; returns the mismatches found.
 async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -> Vec<String> {
-    let token = token_for(role);
-    let s = Setup::start(&[("who", &token, role, "staging/*")], &[]).await;
+    let token = role_token(role);
+    let s = Staging::start(&[("who", &token, role, "staging/*")], &[], "").await;
     let path = fill(pattern, op);
     let allowed = role_allows(role, op);
     let lookup: Vec<String> = if op == "proxy" && allowed {
@@ -445,7 +397,7 @@ async fn matrix(role: &str) {
 #[tokio::test]
 async fn proxy_reaches_only_resources_of_apps_in_scope() {
     init();
-    let token = token_for("tunnel");
+    let token = role_token("tunnel");
     let rack = mock().await;
     // The tunnel is a rack-wide operation; `resources info` only on myapp.
     let dir = staging_only(&rack)
@@ -456,10 +408,10 @@ async fn proxy_reaches_only_resources_of_apps_in_scope() {
     let ci = dir.path().join("ci.yaml");
     let more = "      - role: reader\n        scope: \"staging/myapp\"\n";
     std::fs::write(&ci, read(&ci) + more).unwrap();
-    let s = Setup {
+    let s = Staging {
         rack,
         running: start_gateway(dir.path()).await,
-        _dir: dir,
+        dir,
     };
     let auth = basic(&token);
     let headers = [("Authorization", auth.as_str())];
@@ -548,10 +500,11 @@ async fn rack_scope_does_not_leak() {
 
 #[tokio::test]
 async fn app_scope_does_not_leak() {
-    let token = token_for("billing");
-    let s = Setup::start(
+    let token = role_token("billing");
+    let s = Staging::start(
         &[("billing-ci", &token, "deployer", "staging/billing")],
         &[],
+        "",
     )
     .await;
     let base = "/racks/staging";
@@ -591,14 +544,15 @@ const IMAGER_TOKEN: &str = "tok-imager-flows-0123456789abcdef";
 const IMAGER_ROLE: &str =
     "allow: [run]\ncommands:\n  allow:\n    \"*\": [\"**\"]\nrun_headers: [Image]\n";
 
-async fn flows() -> Setup {
-    Setup::start(
+async fn flows() -> Staging {
+    Staging::start(
         &[
             ("deployer-ci", DEPLOYER_TOKEN, "deployer", "staging/*"),
             ("admin-ci", ADMIN_TOKEN, "admin", "staging/*"),
             ("imager-ci", IMAGER_TOKEN, "imager", "staging/*"),
         ],
         &[("imager", IMAGER_ROLE)],
+        "",
     )
     .await
 }
@@ -607,7 +561,7 @@ const BASE: &str = "/racks/staging/apps/myapp";
 
 /// `convox run` step 1: the process, with `Command: sleep 3600` when
 /// attached; returns the response.
-async fn create_process(s: &Setup, token: &str, service: &str, headers: &[(&str, &str)]) -> Resp {
+async fn create_process(s: &Staging, token: &str, service: &str, headers: &[(&str, &str)]) -> Resp {
     send(
         "POST",
         &s.url(&format!("{BASE}/services/{service}/processes?")),
@@ -618,7 +572,7 @@ async fn create_process(s: &Setup, token: &str, service: &str, headers: &[(&str,
     .await
 }
 
-async fn exec_ws(s: &Setup, token: &str, pid: &str, command: &str) -> ws::ClientConn {
+async fn exec_ws(s: &Staging, token: &str, pid: &str, command: &str) -> ws::ClientConn {
     let auth = basic(token);
     let c = ws::client_connect(
         s.running.addr,

@@ -210,13 +210,6 @@ impl Proc {
     }
 }
 
-/// One mock rack `staging`, no racks from the environment.
-fn staging_only(rack: &MockRack) -> ConfigDir {
-    ConfigDir::new()
-        .no_rack_discovery()
-        .rack("staging", &rack.url())
-}
-
 /// A gateway in this process on `dir` and its reloader (polling every
 /// `poll`), started with the directory as it is; returns that version too.
 async fn with_reloader(dir: &Path, poll: Duration) -> (Running, Reloader, String) {
