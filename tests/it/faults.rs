@@ -364,21 +364,6 @@ async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
     );
 }
 
-/// `rack-gateway audit verify FILE`: (exit code, stdout, stderr).
-fn verify(file: &Path) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(["audit", "verify"])
-        .arg(file)
-        .env_clear()
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The gateway binary (which handles SIGXFSZ itself, so a file-size limit
 /// makes audit writes fail with EFBIG instead of killing the process);
 /// `prlimit` sets and lifts that limit on the running gateway: a disk that
@@ -536,7 +521,7 @@ async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
     .await;
     assert_eq!(get(&g.url("/_gateway/readyz"), None).await.status, 200);
     g.stop().await;
-    let (code, out, err) = verify(&audit);
+    let (code, out, err) = audit_verify(&audit);
     assert_eq!(code, Some(0), "{out}{err}");
 }
 
@@ -592,7 +577,7 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
     })
     .await;
     g.stop().await;
-    let (code, out, err) = verify(&audit);
+    let (code, out, err) = audit_verify(&audit);
     assert_eq!(code, Some(0), "{out}{err}");
 }
 
@@ -630,7 +615,7 @@ async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer()
     .await;
     answered.push(id);
     g.stop().await;
-    let (code, out, err) = verify(&audit);
+    let (code, out, err) = audit_verify(&audit);
     assert_eq!(code, Some(0), "{out}{err}");
     let text = read(&audit);
     for id in &answered {
@@ -802,7 +787,7 @@ async fn kill_9_under_load() -> Killed {
 async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
     let k = kill_9_under_load().await;
     let text = read(&k.audit);
-    let (code, out, err) = verify(&k.audit);
+    let (code, out, err) = audit_verify(&k.audit);
     assert!(
         code == Some(0) || err.contains("truncated"),
         "after kill -9: {out}{err}"
@@ -817,7 +802,7 @@ async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     p.stop().await;
-    let (code, out, err) = verify(&k.audit);
+    let (code, out, err) = audit_verify(&k.audit);
     assert_eq!(code, Some(0), "{out}{err}");
     let resumed = read(&k.audit);
     assert!(
@@ -828,7 +813,7 @@ async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
     let last_start = body[..body.len() - 1].rfind('\n').map_or(0, |i| i + 1);
     let cut = &body[..last_start + (body.len() - last_start) / 2];
     std::fs::write(&k.audit, cut).unwrap();
-    let (code, out, err) = verify(&k.audit);
+    let (code, out, err) = audit_verify(&k.audit);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("truncated"), "{err}");
     let mut serve = vec!["serve", "--config", k.dir.path().to_str().unwrap()];

@@ -178,6 +178,21 @@ impl Proc {
     }
 }
 
+/// `rack-gateway audit verify FILE`: (exit code, stdout, stderr).
+pub fn audit_verify(file: &Path) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(["audit", "verify"])
+        .arg(file)
+        .env_clear()
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `serve --config <dir>` with trace logging and exactly `env` besides.
 pub async fn spawn_serve(dir: &Path, env: &[(&str, &str)]) -> Proc {
     let mut all = vec![("RACK_GATEWAY_LOG", "trace")];
