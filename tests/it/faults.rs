@@ -308,12 +308,7 @@ async fn rack_stalling_mid_body_cuts_the_response_after_the_idle_timeout() {
 #[tokio::test]
 async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
     let s = setup(fake_rack(Fault::DieInWebsocket).await, "", &[]).await;
-    let auth = basic(CI_ALL);
-    let headers = [("Authorization", auth.as_str())];
-    let mut c = ws::client_connect(s.proc.addr, "/racks/faulty/apps/myapp/logs", &headers)
-        .await
-        .unwrap();
-    assert_eq!(c.status, 101);
+    let mut c = faulty_logs(s.proc.addr).await;
     assert_eq!(recv(&mut c).await, Some(Frame::text("hello\n")));
     let mut rest = Vec::new();
     for _ in 0..16 {
@@ -362,6 +357,17 @@ async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
         Some(1011),
         "{rest:?}"
     );
+}
+
+/// `ci-all`'s websocket to the faulty rack's log stream, upgraded.
+async fn faulty_logs(addr: SocketAddr) -> ws::ClientConn {
+    let auth = basic(CI_ALL);
+    let headers = [("Authorization", auth.as_str())];
+    let c = ws::client_connect(addr, "/racks/faulty/apps/myapp/logs", &headers)
+        .await
+        .unwrap();
+    assert_eq!(c.status, 101);
+    c
 }
 
 /// The gateway binary (which handles SIGXFSZ itself, so a file-size limit
@@ -464,10 +470,19 @@ async fn settled_len(file: &Path) -> u64 {
     panic!("the audit file never settled");
 }
 
-async fn disk_full_setup() -> (
-    tempfile::TempDir,
-    tempfile::TempDir,
-    rack_gateway::dev::mock_rack::MockRack,
+/// [`Limited`] with `args` in front of one mock rack `healthy`: what must
+/// outlive the gateway (config and log directories, mock rack), the
+/// gateway, and its audit file.
+async fn disk_full(
+    args: &[&str],
+) -> (
+    (
+        tempfile::TempDir,
+        tempfile::TempDir,
+        rack_gateway::dev::mock_rack::MockRack,
+    ),
+    Limited,
+    PathBuf,
 ) {
     init();
     let mock = mock().await;
@@ -476,7 +491,17 @@ async fn disk_full_setup() -> (
         .rack("healthy", &mock.url())
         .ci(&[("ci-all", CI_ALL, "admin", "*")])
         .write();
-    (dir, tempfile::tempdir().unwrap(), mock)
+    let logs = tempfile::tempdir().unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let g = Limited::start(dir.path(), &audit, args).await;
+    ((dir, logs, mock), g, audit)
+}
+
+/// Stops the gateway; the audit chain it wrote must still verify.
+async fn stop_and_verify(g: Limited, audit: &Path) {
+    g.stop().await;
+    let (code, out, err) = audit_verify(audit);
+    assert_eq!(code, Some(0), "{out}{err}");
 }
 
 /// Fail-closed: once the audit file cannot grow, rack traffic and readyz
@@ -484,9 +509,7 @@ async fn disk_full_setup() -> (
 /// again by themselves and the chain still verifies.
 #[tokio::test]
 async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
-    let (dir, logs, _mock) = disk_full_setup().await;
-    let audit = logs.path().join("audit.jsonl");
-    let g = Limited::start(dir.path(), &audit, &["--audit-fail-closed"]).await;
+    let (_keep, g, audit) = disk_full(&["--audit-fail-closed"]).await;
     let apps = g.url("/racks/healthy/apps?");
     assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
     let full = settled_len(&audit).await;
@@ -520,9 +543,7 @@ async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
     })
     .await;
     assert_eq!(get(&g.url("/_gateway/readyz"), None).await.status, 200);
-    g.stop().await;
-    let (code, out, err) = audit_verify(&audit);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_and_verify(g, &audit).await;
 }
 
 /// Fail-open: with the audit file unable to grow, requests are still
@@ -530,9 +551,7 @@ async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
 /// file still verifies.
 #[tokio::test]
 async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
-    let (dir, logs, _mock) = disk_full_setup().await;
-    let audit = logs.path().join("audit.jsonl");
-    let g = Limited::start(dir.path(), &audit, &[]).await;
+    let (_keep, g, audit) = disk_full(&[]).await;
     let apps = g.url("/racks/healthy/apps?");
     assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
     let full = settled_len(&audit).await;
@@ -576,9 +595,7 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
         }
     })
     .await;
-    g.stop().await;
-    let (code, out, err) = audit_verify(&audit);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_and_verify(g, &audit).await;
 }
 
 /// Fail-closed with `--audit-fsync`: while the audit file cannot grow, no
@@ -587,10 +604,7 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
 /// answers complete again, and each complete answer has its record.
 #[tokio::test]
 async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer() {
-    let (dir, logs, _mock) = disk_full_setup().await;
-    let audit = logs.path().join("audit.jsonl");
-    let args = ["--audit-fail-closed", "--audit-fsync"];
-    let g = Limited::start(dir.path(), &audit, &args).await;
+    let (_keep, g, audit) = disk_full(&["--audit-fail-closed", "--audit-fsync"]).await;
     let apps = g.url("/racks/healthy/apps?");
     let mut answered = vec![get_checked(&apps)
         .await
@@ -614,9 +628,7 @@ async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer()
     })
     .await;
     answered.push(id);
-    g.stop().await;
-    let (code, out, err) = audit_verify(&audit);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_and_verify(g, &audit).await;
     let text = read(&audit);
     for id in &answered {
         assert!(
@@ -677,12 +689,7 @@ async fn with_audit_fsync_each_answer_follows_its_record() {
         let id = r.headers["request-id"].to_str().unwrap();
         assert!(has_record(id), "{path}: answered before its record");
     }
-    let auth = basic(CI_ALL);
-    let headers = [("Authorization", auth.as_str())];
-    let mut c = ws::client_connect(s.proc.addr, "/racks/faulty/apps/myapp/logs", &headers)
-        .await
-        .unwrap();
-    assert_eq!(c.status, 101);
+    let mut c = faulty_logs(s.proc.addr).await;
     let started = read(&s.audit)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -48,17 +48,18 @@ fn repo(staging: &str, production: &str, extra: &str) -> tempfile::TempDir {
     standard_racks(staging, production).extra(extra).write()
 }
 
-/// The mock racks and config directory behind [`serve_audited`], kept
-/// alive for the test.
+/// The mock racks, config and log directories behind [`serve_audited`],
+/// kept alive for the test.
 struct Racks {
     staging: MockRack,
     production: MockRack,
     _repo: tempfile::TempDir,
+    _logs: tempfile::TempDir,
 }
 
 /// The standard racks (mock racks in this process), as `configure` leaves
 /// them, served by the binary with `args`, `env` and the audit file it
-/// returns (`audit.log` in the config directory).
+/// returns (outside the config directory, whose changes it would watch).
 async fn serve_audited(
     configure: impl FnOnce(ConfigDir) -> ConfigDir,
     args: &[&str],
@@ -68,7 +69,8 @@ async fn serve_audited(
     let staging = mock().await;
     let production = mock().await;
     let repo = configure(standard_racks(&staging.url(), &production.url())).write();
-    let audit = repo.path().join("audit.log");
+    let logs = tempfile::tempdir().unwrap();
+    let audit = logs.path().join("audit.jsonl");
     let mut all = vec!["--audit-file", audit.to_str().unwrap()];
     all.extend_from_slice(args);
     let p = Proc::start(repo.path(), &all, env).await;
@@ -76,6 +78,7 @@ async fn serve_audited(
         staging,
         production,
         _repo: repo,
+        _logs: logs,
     };
     (racks, audit, p)
 }
