@@ -26,25 +26,6 @@ async fn start() -> Staging {
     Staging::per_role(ROLE_NAMES, ROLES, GATEWAY_POLICY).await
 }
 
-/// `POST /_gateway/can` for `operation` on `staging/myapp`.
-async fn can(s: &Staging, role: &str, operation: &str) -> (bool, String) {
-    let body = format!(r#"{{"operation": "{operation}", "rack": "staging", "app": "myapp"}}"#);
-    let r = send(
-        "POST",
-        &s.url("/_gateway/can"),
-        Some(&role_token(role)),
-        &[("Content-Type", "application/json")],
-        body,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let j = r.json();
-    (
-        j["allowed"].as_bool().unwrap(),
-        j["reason"].as_str().unwrap().to_string(),
-    )
-}
-
 /// The id of the mock's seeded build of `myapp`.
 async fn build_id(s: &Staging) -> String {
     let r = s.get("admin", "/apps/myapp/builds").await;
@@ -295,12 +276,12 @@ async fn can_notes_masking_and_streams_from_the_same_table() {
             "secrets shown (`secrets stream`)",
         ),
     ] {
-        let (ok, reason) = can(&s, role, operation).await;
+        let (ok, reason) = s.can(role, operation).await;
         assert_eq!(ok, allowed, "{role} {operation}: {reason}");
         assert!(reason.ends_with(note), "{role} {operation}: {reason}");
     }
     for operation in ["logs", "builds logs", "rack logs", "builds export"] {
-        let (ok, reason) = can(&s, "viewer", operation).await;
+        let (ok, reason) = s.can("viewer", operation).await;
         assert!(!ok, "viewer {operation}: {reason}");
     }
 }

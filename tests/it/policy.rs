@@ -559,37 +559,6 @@ async fn flows() -> Staging {
 
 const BASE: &str = "/racks/staging/apps/myapp";
 
-/// `convox run` step 1: the process, with `Command: sleep 3600` when
-/// attached; returns the response.
-async fn create_process(s: &Staging, token: &str, service: &str, headers: &[(&str, &str)]) -> Resp {
-    send(
-        "POST",
-        &s.url(&format!("{BASE}/services/{service}/processes?")),
-        Some(token),
-        headers,
-        "",
-    )
-    .await
-}
-
-async fn exec_ws(s: &Staging, token: &str, pid: &str, command: &str) -> ws::ClientConn {
-    let auth = basic(token);
-    let c = ws::client_connect(
-        s.running.addr,
-        &format!("{BASE}/processes/{pid}/exec"),
-        &[
-            ("Authorization", &auth),
-            ("Command", command),
-            ("Entrypoint", "true"),
-            ("Tty", "false"),
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(c.status, 101);
-    c
-}
-
 /// The line deny reasons cite for the deployer's `command` allowlist in
 /// roles/deployer.yaml: its first pattern.
 fn deployer_commands_line() -> usize {
@@ -615,10 +584,12 @@ fn rails_console_denial(typed: &str) -> String {
 #[tokio::test]
 async fn attached_run_with_an_allowed_command() {
     let s = flows().await;
-    let r = create_process(&s, DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")]).await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
-    let mut c = exec_ws(&s, DEPLOYER_TOKEN, &pid, "rake db:migrate").await;
+    let mut c = s.exec(DEPLOYER_TOKEN, &pid, "rake db:migrate").await;
     c.send(&Frame::binary(Vec::new())).await.unwrap();
     let frames = read_until_eof(&mut c).await;
     assert!(
@@ -653,10 +624,12 @@ async fn attached_run_with_an_allowed_command() {
 #[tokio::test]
 async fn attached_run_with_a_refused_command_still_cleans_up() {
     let s = flows().await;
-    let r = create_process(&s, DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")]).await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
-    let mut c = exec_ws(&s, DEPLOYER_TOKEN, &pid, "rails console").await;
+    let mut c = s.exec(DEPLOYER_TOKEN, &pid, "rails console").await;
     let frames = read_until_eof(&mut c).await;
     assert_eq!(
         in_band_refusal(&frames, true),
@@ -687,13 +660,9 @@ async fn attached_run_with_a_refused_command_still_cleans_up() {
 #[tokio::test]
 async fn detached_run_is_checked_on_the_post() {
     let s = flows().await;
-    let r = create_process(
-        &s,
-        DEPLOYER_TOKEN,
-        "command",
-        &[("Command", "rails console")],
-    )
-    .await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "command", &[("Command", "rails console")])
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.headers["content-type"], "application/json");
     // What the stock CLI prints: the `error` field, on one line.
@@ -707,7 +676,9 @@ async fn detached_run_is_checked_on_the_post() {
     );
     assert!(s.received().is_empty());
 
-    let r = create_process(&s, ADMIN_TOKEN, "command", &[("Command", "rails console")]).await;
+    let r = s
+        .create_process(ADMIN_TOKEN, "command", &[("Command", "rails console")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let got = s.rack.requests();
     assert_eq!(
@@ -720,7 +691,9 @@ async fn detached_run_is_checked_on_the_post() {
 #[tokio::test]
 async fn run_on_a_long_running_service_is_refused() {
     let s = flows().await;
-    let r = create_process(&s, DEPLOYER_TOKEN, "web", &[("Command", "sleep 3600")]).await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "web", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(
         r.error(),
@@ -733,7 +706,9 @@ async fn run_on_a_long_running_service_is_refused() {
 async fn run_on_the_build_service_is_refused_even_for_admin() {
     let s = flows().await;
     for command in ["sleep 3600", "ls"] {
-        let r = create_process(&s, ADMIN_TOKEN, "build", &[("Command", command)]).await;
+        let r = s
+            .create_process(ADMIN_TOKEN, "build", &[("Command", command)])
+            .await;
         assert_eq!(r.status, 403, "{}", r.text());
         assert!(
             r.error().contains("on service build is refused"),
@@ -799,7 +774,9 @@ async fn restricted_run_headers_need_a_role_that_grants_them() {
         ("Volumes", "a=b"),
         ("Environment", "A=1"),
     ] {
-        let r = create_process(&s, ADMIN_TOKEN, "command", &[("Command", "ls"), header]).await;
+        let r = s
+            .create_process(ADMIN_TOKEN, "command", &[("Command", "ls"), header])
+            .await;
         assert_eq!(r.status, 403, "{header:?}: {}", r.text());
         let name = header.0.to_ascii_lowercase();
         assert_eq!(
@@ -809,13 +786,13 @@ async fn restricted_run_headers_need_a_role_that_grants_them() {
     }
     assert!(s.received().is_empty());
 
-    let r = create_process(
-        &s,
-        IMAGER_TOKEN,
-        "command",
-        &[("Command", "ls"), ("Image", "evil")],
-    )
-    .await;
+    let r = s
+        .create_process(
+            IMAGER_TOKEN,
+            "command",
+            &[("Command", "ls"), ("Image", "evil")],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let got = s.rack.requests();
     assert_eq!(
@@ -824,13 +801,13 @@ async fn restricted_run_headers_need_a_role_that_grants_them() {
     );
     assert_eq!(got[0].header("image").as_deref(), Some("evil"));
 
-    let r = create_process(
-        &s,
-        IMAGER_TOKEN,
-        "command",
-        &[("Command", "ls"), ("Image", "evil"), ("Privileged", "true")],
-    )
-    .await;
+    let r = s
+        .create_process(
+            IMAGER_TOKEN,
+            "command",
+            &[("Command", "ls"), ("Image", "evil"), ("Privileged", "true")],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.error().contains("the privileged header"), "{}", r.error());
     assert_eq!(s.rack.requests().len(), 1);

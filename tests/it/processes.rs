@@ -35,32 +35,9 @@ async fn start() -> Staging {
     .await
 }
 
-/// `convox run` of `command` on `service`, detached.
-async fn run_process(s: &Staging, token: &str, service: &str, command: &str) -> Resp {
-    let url = s.url(&format!("{BASE}/services/{service}/processes?"));
-    send("POST", &url, Some(token), &[("Command", command)], "").await
-}
-
 async fn stop_process(s: &Staging, token: &str, pid: &str) -> Resp {
     let url = s.url(&format!("{BASE}/processes/{pid}?"));
     send("DELETE", &url, Some(token), &[], "").await
-}
-
-async fn exec(s: &Staging, token: &str, pid: &str, command: &str) -> ws::ClientConn {
-    let c = ws::client_connect(
-        s.running.addr,
-        &format!("{BASE}/processes/{pid}/exec"),
-        &[
-            ("Authorization", &basic(token)),
-            ("Command", command),
-            ("Entrypoint", "true"),
-            ("Tty", "false"),
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(c.status, 101);
-    c
 }
 
 /// The `convox run` exec ran to completion with exit code 0.
@@ -83,14 +60,16 @@ fn is_tagged(command: &str, n: &str) -> bool {
 #[tokio::test]
 async fn an_attached_run_is_bound_to_its_creator() {
     let s = start().await;
-    let r = run_process(&s, ALICE, "command", "sleep 3600").await;
+    let r = s
+        .create_process(ALICE, "command", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
     let sent = s.rack.requests()[0].header("command").unwrap();
     assert!(is_tagged(&sent, "3600"), "{sent}");
 
     // Bob holds the same role but did not create it.
-    let mut c = exec(&s, BOB, &pid, "rake db:migrate").await;
+    let mut c = s.exec(BOB, &pid, "rake db:migrate").await;
     let text = in_band_text(&mut c).await;
     assert!(
         text.contains("placeholder not created by this identity"),
@@ -103,7 +82,7 @@ async fn an_attached_run_is_bound_to_its_creator() {
         .contains("placeholder not created by this identity"));
 
     // Alice: the stock CLI's exec with the real command, then the cleanup.
-    exec_succeeds(exec(&s, ALICE, &pid, "rake db:migrate").await).await;
+    exec_succeeds(s.exec(ALICE, &pid, "rake db:migrate").await).await;
     let r = stop_process(&s, ALICE, &pid).await;
     assert_eq!(r.status, 200, "{}", r.text());
 
@@ -137,10 +116,12 @@ async fn an_attached_run_is_bound_to_its_creator() {
 #[tokio::test]
 async fn ps_stop_and_exec_reach_anyones_placeholder() {
     let s = start().await;
-    let r = run_process(&s, ALICE, "command", "sleep 60").await;
+    let r = s
+        .create_process(ALICE, "command", &[("Command", "sleep 60")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
-    exec_succeeds(exec(&s, ADMIN, &pid, "bin/anything").await).await;
+    exec_succeeds(s.exec(ADMIN, &pid, "bin/anything").await).await;
     let r = stop_process(&s, OPS, &pid).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
@@ -150,7 +131,9 @@ async fn run_commands_imitating_the_tag_are_refused() {
     let s = start().await;
     let fake = format!("sleep 3600.{}", "4".repeat(36));
     for token in [ALICE, ADMIN] {
-        let r = run_process(&s, token, "command", &fake).await;
+        let r = s
+            .create_process(token, "command", &[("Command", &fake)])
+            .await;
         assert_eq!(r.status, 403, "{}", r.text());
         assert!(r
             .error()
@@ -158,7 +141,9 @@ async fn run_commands_imitating_the_tag_are_refused() {
     }
     assert!(s.received().is_empty());
     // A detached run keeps its command as typed.
-    let r = run_process(&s, ADMIN, "command", "sleep 1.5").await;
+    let r = s
+        .create_process(ADMIN, "command", &[("Command", "sleep 1.5")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         s.rack.requests()[0].header("command").as_deref(),
@@ -179,7 +164,7 @@ async fn pids_must_be_exact_pod_names() {
     let r = stop_process(&s, ADMIN, "web").await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.error().contains("is a service name"), "{}", r.error());
-    let mut c = exec(&s, ADMIN, "worker", "ls").await;
+    let mut c = s.exec(ADMIN, "worker", "ls").await;
     assert!(in_band_text(&mut c).await.contains("is a service name"));
     let r = get(
         &s.url(&format!("{BASE}/processes/web/files?file=/etc/hosts")),
@@ -189,7 +174,7 @@ async fn pids_must_be_exact_pod_names() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(s.received(), ["GET /apps/myapp/services"; 3]);
     // Control: `convox exec <pid> -- cmd` on an exact pod.
-    exec_succeeds(exec(&s, ADMIN, "web-abc12", "bin/check").await).await;
+    exec_succeeds(s.exec(ADMIN, "web-abc12", "bin/check").await).await;
 }
 
 #[tokio::test]

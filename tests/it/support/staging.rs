@@ -1,13 +1,19 @@
 //! The one-rack fixture: a mock rack `staging` behind an in-process
 //! gateway, for the tests that need only one rack and their own identities
-//! and roles (masking, secrets, processes, policy).
+//! and roles (masking, secrets, processes, policy), with the requests
+//! those tests send: as a role's identity, and `convox run` / `exec`.
 
 use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::server::listener::Running;
 
-use super::{get, init, mock, send, targets, ConfigDir, Resp};
+use rack_gateway::rack::ws;
+
+use super::{basic, get, init, mock, send, targets, ConfigDir, Resp};
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// The app the process helpers work on.
+const APP: &str = "/racks/staging/apps/myapp";
 
 /// One mock rack `staging`, no racks from the environment.
 pub fn staging_only(rack: &MockRack) -> ConfigDir {
@@ -87,5 +93,57 @@ impl Staging {
             body,
         )
         .await
+    }
+
+    /// `POST /_gateway/can` as `role`'s identity for `operation` on
+    /// `staging/myapp`: whether it is allowed, and the reason.
+    pub async fn can(&self, role: &str, operation: &str) -> (bool, String) {
+        let body = format!(r#"{{"operation": "{operation}", "rack": "staging", "app": "myapp"}}"#);
+        let r = send(
+            "POST",
+            &self.url("/_gateway/can"),
+            Some(&role_token(role)),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        (
+            j["allowed"].as_bool().unwrap(),
+            j["reason"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// `convox run` step 1: a process of `myapp`'s `service` (with
+    /// `Command: sleep 3600` when attached).
+    pub async fn create_process(
+        &self,
+        token: &str,
+        service: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let url = self.url(&format!("{APP}/services/{service}/processes?"));
+        send("POST", &url, Some(token), headers, "").await
+    }
+
+    /// `convox run` step 2 (or `convox exec`): `command` in process `pid`
+    /// of `myapp`, over an upgraded websocket.
+    pub async fn exec(&self, token: &str, pid: &str, command: &str) -> ws::ClientConn {
+        let auth = basic(token);
+        let c = ws::client_connect(
+            self.running.addr,
+            &format!("{APP}/processes/{pid}/exec"),
+            &[
+                ("Authorization", &auth),
+                ("Command", command),
+                ("Entrypoint", "true"),
+                ("Tty", "false"),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(c.status, 101);
+        c
     }
 }
