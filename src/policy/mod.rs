@@ -762,4 +762,6 @@ impl Policy {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

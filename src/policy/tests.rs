@@ -5,40 +5,15 @@
 //! shipped roles and the example users file are what is tested; the
 //! property tests at the end build [`Policy`] values directly, for speed.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
+use super::test_support::{policy, try_load, GATEWAY};
 use super::*;
-use crate::config::{load, ConfigError, ConfigErrors, Env, MemSource};
-
-/// Two racks, so grants can name `staging` and `production`.
-const GATEWAY: &str = "racks:\n  staging:\n    url: https://staging.example.com\n    password_env: PW\n  production:\n    url: https://production.example.com\n    password_env: PW\n";
+use crate::config::{ConfigError, ConfigErrors};
 
 const ADMIN: &str = include_str!("../../roles/admin.yaml");
 const DEPLOYER: &str = include_str!("../../roles/deployer.yaml");
 const OPS: &str = include_str!("../../roles/ops.yaml");
 const VIEWER: &str = include_str!("../../roles/viewer.yaml");
 const USERS_EXAMPLE: &str = include_str!("../../users.yaml.example");
-
-/// Loads a config repository held in memory: gateway.yaml (overridable)
-/// plus `files`.
-fn try_load(files: &[(&str, &str)]) -> Result<Policy, ConfigErrors> {
-    let mut map = BTreeMap::new();
-    map.insert("gateway.yaml".to_string(), GATEWAY.to_string());
-    for (k, v) in files {
-        map.insert(k.to_string(), v.to_string());
-    }
-    let src = MemSource {
-        files: map,
-        label: "t:".into(),
-        base: PathBuf::from("."),
-    };
-    load(&src, &Env::from_pairs([("PW", "x")])).map(|c| c.policy)
-}
-
-fn policy(files: &[(&str, &str)]) -> Policy {
-    try_load(files).unwrap_or_else(|e| panic!("policy does not load:\n{e}"))
-}
 
 fn load_errors(files: &[(&str, &str)]) -> Vec<ConfigError> {
     match try_load(files) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::server::listener::Running;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::support::*;
@@ -879,27 +879,12 @@ async fn no_browser_login_reads_the_pasted_code() {
     let fx = Fx::start().await;
     let home = Home::new();
     let before = now();
-    let mut child = home
-        .command(&["login", "stagign", &fx.gw, "--no-browser"], &[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut printed = String::new();
-    let link = tokio::time::timeout(RUN_LIMIT, async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            printed.push_str(&line);
-            printed.push('\n');
-            if let Some(at) = line.find("http://") {
-                return line[at..].trim().to_string();
-            }
-        }
-        panic!("no login link printed:\n{printed}");
-    })
-    .await
-    .expect("the link is printed");
+    let login = PastedLogin::start(
+        &mut home.command(&["login", "stagign", &fx.gw, "--no-browser"], &[]),
+        RUN_LIMIT,
+    )
+    .await;
+    let link = login.link.clone();
     assert!(
         link.starts_with(&format!("{}/_gateway/login/start?cli=", fx.gw)),
         "{link}"
@@ -928,25 +913,11 @@ async fn no_browser_login_reads_the_pasted_code() {
         .map(|(code, _)| code.to_string())
         .unwrap_or_else(|| panic!("no code on the page: {page}"));
 
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("  {code}  \n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut rest = String::new();
-    while let Ok(Some(line)) = stderr.next_line().await {
-        rest.push_str(&line);
-        rest.push('\n');
-    }
+    let (status, stdout, stderr) = login.paste(&format!("  {code}  \n"), RUN_LIMIT).await;
     let out = Out {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: printed + &rest,
+        status,
+        stdout,
+        stderr,
     };
     assert_logged_in(&home, "stagign", &fx.gw, &out, before);
     assert!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::*;
@@ -78,23 +78,9 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
 /// the link, the demo provider's page, "log in as alice", the gateway's
 /// code page; then pastes the code. Returns the CLI's exit code and output.
 async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, String) {
-    let mut child = cli(home, &["login", rack, gw, "--no-browser"])
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut printed = String::new();
-    let link = tokio::time::timeout(LIMIT, async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            printed.push_str(&line);
-            printed.push('\n');
-            if let Some(at) = line.find("http://") {
-                return line[at..].trim().to_string();
-            }
-        }
-        panic!("no login link printed:\n{printed}");
-    })
-    .await
-    .expect("the link is printed");
+    let login =
+        PastedLogin::start(&mut cli(home, &["login", rack, gw, "--no-browser"]), LIMIT).await;
+    let link = login.link.clone();
 
     let r = get(&link, None).await;
     assert_eq!(r.status, 302, "{}", r.text());
@@ -119,25 +105,8 @@ async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, 
     assert_eq!(r.status, 200, "{}", r.text());
     let code = between(&r.text(), "<code>", "</code>").to_string();
 
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{code}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    while let Ok(Some(line)) = stderr.next_line().await {
-        printed.push_str(&line);
-        printed.push('\n');
-    }
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        printed,
-    )
+    let (status, stdout, stderr) = login.paste(&format!("{code}\n"), LIMIT).await;
+    (status.code(), stdout, stderr)
 }
 
 async fn run_cli(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {

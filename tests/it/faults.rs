@@ -308,12 +308,7 @@ async fn rack_stalling_mid_body_cuts_the_response_after_the_idle_timeout() {
 #[tokio::test]
 async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
     let s = setup(fake_rack(Fault::DieInWebsocket).await, "", &[]).await;
-    let auth = basic(CI_ALL);
-    let headers = [("Authorization", auth.as_str())];
-    let mut c = ws::client_connect(s.proc.addr, "/racks/faulty/apps/myapp/logs", &headers)
-        .await
-        .unwrap();
-    assert_eq!(c.status, 101);
+    let mut c = faulty_logs(s.proc.addr).await;
     assert_eq!(recv(&mut c).await, Some(Frame::text("hello\n")));
     let mut rest = Vec::new();
     for _ in 0..16 {
@@ -364,19 +359,15 @@ async fn rack_dying_during_a_websocket_session_ends_it_and_records_it() {
     );
 }
 
-/// `rack-gateway audit verify FILE`: (exit code, stdout, stderr).
-fn verify(file: &Path) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(["audit", "verify"])
-        .arg(file)
-        .env_clear()
-        .output()
+/// `ci-all`'s websocket to the faulty rack's log stream, upgraded.
+async fn faulty_logs(addr: SocketAddr) -> ws::ClientConn {
+    let auth = basic(CI_ALL);
+    let headers = [("Authorization", auth.as_str())];
+    let c = ws::client_connect(addr, "/racks/faulty/apps/myapp/logs", &headers)
+        .await
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    assert_eq!(c.status, 101);
+    c
 }
 
 /// The gateway binary (which handles SIGXFSZ itself, so a file-size limit
@@ -479,10 +470,19 @@ async fn settled_len(file: &Path) -> u64 {
     panic!("the audit file never settled");
 }
 
-async fn disk_full_setup() -> (
-    tempfile::TempDir,
-    tempfile::TempDir,
-    rack_gateway::dev::mock_rack::MockRack,
+/// [`Limited`] with `args` in front of one mock rack `healthy`: what must
+/// outlive the gateway (config and log directories, mock rack), the
+/// gateway, and its audit file.
+async fn disk_full(
+    args: &[&str],
+) -> (
+    (
+        tempfile::TempDir,
+        tempfile::TempDir,
+        rack_gateway::dev::mock_rack::MockRack,
+    ),
+    Limited,
+    PathBuf,
 ) {
     init();
     let mock = mock().await;
@@ -491,7 +491,17 @@ async fn disk_full_setup() -> (
         .rack("healthy", &mock.url())
         .ci(&[("ci-all", CI_ALL, "admin", "*")])
         .write();
-    (dir, tempfile::tempdir().unwrap(), mock)
+    let logs = tempfile::tempdir().unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let g = Limited::start(dir.path(), &audit, args).await;
+    ((dir, logs, mock), g, audit)
+}
+
+/// Stops the gateway; the audit chain it wrote must still verify.
+async fn stop_and_verify(g: Limited, audit: &Path) {
+    g.stop().await;
+    let (code, out, err) = audit_verify(audit);
+    assert_eq!(code, Some(0), "{out}{err}");
 }
 
 /// Fail-closed: once the audit file cannot grow, rack traffic and readyz
@@ -499,9 +509,7 @@ async fn disk_full_setup() -> (
 /// again by themselves and the chain still verifies.
 #[tokio::test]
 async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
-    let (dir, logs, _mock) = disk_full_setup().await;
-    let audit = logs.path().join("audit.jsonl");
-    let g = Limited::start(dir.path(), &audit, &["--audit-fail-closed"]).await;
+    let (_keep, g, audit) = disk_full(&["--audit-fail-closed"]).await;
     let apps = g.url("/racks/healthy/apps?");
     assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
     let full = settled_len(&audit).await;
@@ -535,9 +543,7 @@ async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
     })
     .await;
     assert_eq!(get(&g.url("/_gateway/readyz"), None).await.status, 200);
-    g.stop().await;
-    let (code, out, err) = verify(&audit);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_and_verify(g, &audit).await;
 }
 
 /// Fail-open: with the audit file unable to grow, requests are still
@@ -545,9 +551,7 @@ async fn audit_disk_full_fail_closed_refuses_with_503_and_recovers() {
 /// file still verifies.
 #[tokio::test]
 async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
-    let (dir, logs, _mock) = disk_full_setup().await;
-    let audit = logs.path().join("audit.jsonl");
-    let g = Limited::start(dir.path(), &audit, &[]).await;
+    let (_keep, g, audit) = disk_full(&[]).await;
     let apps = g.url("/racks/healthy/apps?");
     assert_eq!(get(&apps, Some(CI_ALL)).await.status, 200);
     let full = settled_len(&audit).await;
@@ -591,9 +595,7 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
         }
     })
     .await;
-    g.stop().await;
-    let (code, out, err) = verify(&audit);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_and_verify(g, &audit).await;
 }
 
 /// Fail-closed with `--audit-fsync`: while the audit file cannot grow, no
@@ -602,10 +604,7 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
 /// answers complete again, and each complete answer has its record.
 #[tokio::test]
 async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer() {
-    let (dir, logs, _mock) = disk_full_setup().await;
-    let audit = logs.path().join("audit.jsonl");
-    let args = ["--audit-fail-closed", "--audit-fsync"];
-    let g = Limited::start(dir.path(), &audit, &args).await;
+    let (_keep, g, audit) = disk_full(&["--audit-fail-closed", "--audit-fsync"]).await;
     let apps = g.url("/racks/healthy/apps?");
     let mut answered = vec![get_checked(&apps)
         .await
@@ -629,9 +628,7 @@ async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer()
     })
     .await;
     answered.push(id);
-    g.stop().await;
-    let (code, out, err) = verify(&audit);
-    assert_eq!(code, Some(0), "{out}{err}");
+    stop_and_verify(g, &audit).await;
     let text = read(&audit);
     for id in &answered {
         assert!(
@@ -692,12 +689,7 @@ async fn with_audit_fsync_each_answer_follows_its_record() {
         let id = r.headers["request-id"].to_str().unwrap();
         assert!(has_record(id), "{path}: answered before its record");
     }
-    let auth = basic(CI_ALL);
-    let headers = [("Authorization", auth.as_str())];
-    let mut c = ws::client_connect(s.proc.addr, "/racks/faulty/apps/myapp/logs", &headers)
-        .await
-        .unwrap();
-    assert_eq!(c.status, 101);
+    let mut c = faulty_logs(s.proc.addr).await;
     let started = read(&s.audit)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -802,7 +794,7 @@ async fn kill_9_under_load() -> Killed {
 async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
     let k = kill_9_under_load().await;
     let text = read(&k.audit);
-    let (code, out, err) = verify(&k.audit);
+    let (code, out, err) = audit_verify(&k.audit);
     assert!(
         code == Some(0) || err.contains("truncated"),
         "after kill -9: {out}{err}"
@@ -817,7 +809,7 @@ async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     p.stop().await;
-    let (code, out, err) = verify(&k.audit);
+    let (code, out, err) = audit_verify(&k.audit);
     assert_eq!(code, Some(0), "{out}{err}");
     let resumed = read(&k.audit);
     assert!(
@@ -828,7 +820,7 @@ async fn kill_9_during_audit_writing_then_restart_resumes_the_chain() {
     let last_start = body[..body.len() - 1].rfind('\n').map_or(0, |i| i + 1);
     let cut = &body[..last_start + (body.len() - last_start) / 2];
     std::fs::write(&k.audit, cut).unwrap();
-    let (code, out, err) = verify(&k.audit);
+    let (code, out, err) = audit_verify(&k.audit);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("truncated"), "{err}");
     let mut serve = vec!["serve", "--config", k.dir.path().to_str().unwrap()];

@@ -103,6 +103,16 @@ impl Upstream {
         oid
     }
 
+    /// A commit on `main` of a lone [`GATEWAY`].
+    fn commit_gateway(&self, message: &str, parent: Option<Oid>) -> Oid {
+        self.commit(
+            "main",
+            message,
+            &[("gateway.yaml", Node::Text(GATEWAY))],
+            parent,
+        )
+    }
+
     /// A commit whose `gpgsig` header is whatever `sign` returns for the
     /// commit's bytes.
     fn commit_signed(
@@ -322,12 +332,7 @@ fn roles_as_a_symlink_or_file_is_not_followed() {
 #[test]
 fn unchanged_ref_is_no_change_and_a_new_commit_is_a_new_snapshot() {
     let up = Upstream::new();
-    let first = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let first = up.commit_gateway("one", None);
     let cache = Cache::new();
     let s = settings(&up.url(), main_branch(), &cache);
     let snap = snapshot(&s, None);
@@ -354,12 +359,7 @@ fn unchanged_ref_is_no_change_and_a_new_commit_is_a_new_snapshot() {
 #[test]
 fn force_push_to_unrelated_history_is_refused_unless_allowed() {
     let up = Upstream::new();
-    let first = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let first = up.commit_gateway("one", None);
     let cache = Cache::new();
     let mut s = settings(&up.url(), main_branch(), &cache);
     snapshot(&s, None);
@@ -406,12 +406,7 @@ fn force_push_to_unrelated_history_is_refused_unless_allowed() {
 #[test]
 fn rollback_to_an_ancestor_is_refused() {
     let up = Upstream::new();
-    let first = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let first = up.commit_gateway("one", None);
     let second = up.commit(
         "main",
         "two",
@@ -435,12 +430,7 @@ fn rollback_to_an_ancestor_is_refused() {
 #[test]
 fn a_loaded_commit_the_cache_does_not_have_fails_closed() {
     let up = Upstream::new();
-    let id = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let id = up.commit_gateway("one", None);
     let cache = Cache::new();
     let s = settings(&up.url(), main_branch(), &cache);
     let unknown = "0123456789abcdef0123456789abcdef01234567";
@@ -467,12 +457,7 @@ fn a_loaded_commit_the_cache_does_not_have_fails_closed() {
 #[test]
 fn ancestry_is_checked_before_any_file_is_read() {
     let up = Upstream::new();
-    let first = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let first = up.commit_gateway("one", None);
     let cache = Cache::new();
     let s = settings(&up.url(), main_branch(), &cache);
     snapshot(&s, None);
@@ -491,7 +476,7 @@ fn ancestry_is_checked_before_any_file_is_read() {
 #[test]
 fn tags_annotated_and_lightweight() {
     let up = Upstream::new();
-    let first = up.commit("main", "v1", &[("gateway.yaml", Node::Text(GATEWAY))], None);
+    let first = up.commit_gateway("v1", None);
     let second = up.commit(
         "main",
         "v2",
@@ -534,12 +519,7 @@ fn tags_annotated_and_lightweight() {
 #[test]
 fn missing_ref_is_an_error_even_when_the_cache_still_has_it() {
     let up = Upstream::new();
-    up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    up.commit_gateway("one", None);
     let cache = Cache::new();
     let e = error(
         &settings(&up.url(), GitRef::Branch("nope".into()), &cache),
@@ -626,12 +606,7 @@ fn unreachable_remotes() {
 #[test]
 fn file_url_works() {
     let up = Upstream::new();
-    let id = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let id = up.commit_gateway("one", None);
     let cache = Cache::new();
     let url = format!("file://{}", up.url());
     assert_eq!(
@@ -1025,12 +1000,7 @@ fn commits_signed_by_the_git_cli_verify() {
 #[test]
 fn fetch_over_git_daemon() {
     let up = Upstream::new();
-    let first = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let first = up.commit_gateway("one", None);
     let daemon = Daemon::start(up.dir.path());
     let url = format!("git://127.0.0.1:{}/policy.git", daemon.port);
     let cache = Cache::new();
@@ -1225,12 +1195,7 @@ async fn cgi(
 #[test]
 fn fetch_over_http_with_a_token() {
     let up = Upstream::new();
-    let id = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let id = up.commit_gateway("one", None);
     let server = HttpGit::start(up.dir.path());
     let url = format!("http://{}/policy.git", server.addr);
 
@@ -1250,12 +1215,7 @@ fn fetch_over_http_with_a_token() {
 #[test]
 fn wrong_token_fails_once_without_looping_and_is_not_echoed() {
     let up = Upstream::new();
-    up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    up.commit_gateway("one", None);
     let server = HttpGit::start(up.dir.path());
     let url = format!("http://{}/policy.git", server.addr);
     let cache = Cache::new();
@@ -1293,12 +1253,7 @@ fn wrong_token_fails_once_without_looping_and_is_not_echoed() {
 #[test]
 fn https_with_an_untrusted_certificate_is_refused() {
     let up = Upstream::new();
-    up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    up.commit_gateway("one", None);
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -1358,6 +1313,19 @@ fn snapshot_files_feed_the_config_loader_shape() {
     assert_eq!(src.read("gateway.yaml").unwrap().as_deref(), Some(GATEWAY));
 }
 
+/// An upstream whose first commit was fetched into a cache that was then
+/// overwritten with garbage at `part` (`""`: all of it): the upstream, that
+/// commit, the cache and its settings.
+fn fetched_then_damaged(part: &str) -> (Upstream, Oid, Cache, GitSettings) {
+    let up = Upstream::new();
+    let first = up.commit_gateway("one", None);
+    let cache = Cache::new();
+    let s = settings(&up.url(), main_branch(), &cache);
+    snapshot(&s, None);
+    scribble(&cache.dir().join(part));
+    (up, first, cache, s)
+}
+
 /// A cache whose objects, refs or everything were overwritten with
 /// garbage after the first fetch: the next fetch rebuilds it from the
 /// remote and reads the new commit, checked as usual (the loaded commit
@@ -1365,17 +1333,7 @@ fn snapshot_files_feed_the_config_loader_shape() {
 #[test]
 fn a_damaged_cache_is_rebuilt_from_the_remote() {
     for part in ["objects", "refs", ""] {
-        let up = Upstream::new();
-        let first = up.commit(
-            "main",
-            "one",
-            &[("gateway.yaml", Node::Text(GATEWAY))],
-            None,
-        );
-        let cache = Cache::new();
-        let s = settings(&up.url(), main_branch(), &cache);
-        snapshot(&s, None);
-        scribble(&cache.dir().join(part));
+        let (up, first, cache, s) = fetched_then_damaged(part);
         let second = up.commit(
             "main",
             "two",
@@ -1402,23 +1360,8 @@ fn a_damaged_cache_is_rebuilt_from_the_remote() {
 /// after a rebuild attempt too, and the cache is left as it was.
 #[test]
 fn a_rebuild_that_fails_changes_nothing() {
-    let up = Upstream::new();
-    let first = up.commit(
-        "main",
-        "one",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
-    let cache = Cache::new();
-    let s = settings(&up.url(), main_branch(), &cache);
-    snapshot(&s, None);
-    scribble(&cache.dir().join("refs"));
-    let second = up.commit(
-        "main",
-        "two",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        Some(first),
-    );
+    let (up, first, cache, s) = fetched_then_damaged("refs");
+    let second = up.commit_gateway("two", Some(first));
     let away = up.dir.path().join("moved.git");
     std::fs::rename(up.path(), &away).unwrap();
     let e = error(&s, Some(&first.to_string()));
@@ -1438,12 +1381,7 @@ fn a_rebuild_that_fails_changes_nothing() {
     );
 
     // Unrelated history, against a cache that is fine: refused as before.
-    let orphan = up.commit(
-        "main",
-        "rewritten",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-    );
+    let orphan = up.commit_gateway("rewritten", None);
     let e = error(&s, Some(&second.to_string()));
     match e {
         GitError::NotDescendant {

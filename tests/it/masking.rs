@@ -4,12 +4,7 @@
 //! with it; streams need `secrets stream` on top of the operation, and every
 //! refusal has an allowed control.
 
-use rack_gateway::dev::mock_rack::MockRack;
-use rack_gateway::server::listener::Running;
-
 use crate::support::*;
-
-const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
 /// Roles added to the shipped ones: `minter` may mint JWTs (blocked for
 /// everyone else), `streamer` is allowed the streams but lacks
@@ -26,84 +21,16 @@ const GATEWAY_POLICY: &str = "policy:\n  exceptions:\n    - {role: minter, opera
 
 const ROLE_NAMES: &[&str] = &["viewer", "deployer", "ops", "admin", "minter", "streamer"];
 
-struct Setup {
-    rack: MockRack,
-    running: Running,
-    _dir: tempfile::TempDir,
+/// The one-rack fixture with an identity per role in [`ROLE_NAMES`].
+async fn start() -> Staging {
+    Staging::per_role(ROLE_NAMES, ROLES, GATEWAY_POLICY).await
 }
 
-fn token(role: &str) -> String {
-    format!("tok-{role}-0123456789abcdefghijklmnop")
-}
-
-impl Setup {
-    async fn start() -> Setup {
-        init();
-        let rack = mock().await;
-        let tokens: Vec<String> = ROLE_NAMES.iter().map(|r| token(r)).collect();
-        let ci: Vec<(&str, &str, &str, &str)> = ROLE_NAMES
-            .iter()
-            .zip(&tokens)
-            .map(|(r, t)| (*r, t.as_str(), *r, "staging/*"))
-            .collect();
-        let mut cfg = ConfigDir::new()
-            .no_rack_discovery()
-            .rack("staging", &rack.url())
-            .extra(GATEWAY_POLICY)
-            .ci(&ci);
-        for (name, text) in ROLES {
-            cfg = cfg.role(name, text);
-        }
-        let (running, dir) = cfg.start().await;
-        Setup {
-            rack,
-            running,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.running.addr, path)
-    }
-
-    async fn get(&self, role: &str, path: &str) -> Resp {
-        get(&self.url(path), Some(&token(role))).await
-    }
-
-    async fn post_form(&self, role: &str, path: &str, form: &[(&str, &str)]) -> Resp {
-        let pairs: Vec<(String, String)> = form
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let body = rack_gateway::rack::form::encode_form(&pairs);
-        send("POST", &self.url(path), Some(&token(role)), &[FORM], body).await
-    }
-
-    /// `POST /_gateway/can` for `operation` on `staging/myapp`.
-    async fn can(&self, role: &str, operation: &str) -> (bool, String) {
-        let body = format!(r#"{{"operation": "{operation}", "rack": "staging", "app": "myapp"}}"#);
-        let r = send(
-            "POST",
-            &self.url("/_gateway/can"),
-            Some(&token(role)),
-            &[("Content-Type", "application/json")],
-            body,
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let j = r.json();
-        (
-            j["allowed"].as_bool().unwrap(),
-            j["reason"].as_str().unwrap().to_string(),
-        )
-    }
-
-    /// The id of the mock's seeded build of `myapp`.
-    async fn build_id(&self) -> String {
-        let r = self.get("admin", "/apps/myapp/builds").await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()[0]["id"].as_str().unwrap().to_string()
-    }
+/// The id of the mock's seeded build of `myapp`.
+async fn build_id(s: &Staging) -> String {
+    let r = s.get("admin", "/apps/myapp/builds").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()[0]["id"].as_str().unwrap().to_string()
 }
 
 fn assert_no(what: &str, text: &str, secrets: &[&str]) {
@@ -118,7 +45,7 @@ fn assert_no(what: &str, text: &str, secrets: &[&str]) {
 
 #[tokio::test]
 async fn release_create_echo_is_masked() {
-    let s = Setup::start().await;
+    let s = start().await;
     let env = "DATABASE_URL=******\nSECRET_KEY=******\nFEATURE_X=2";
     let r = s
         .post_form("deployer", "/apps/myapp/releases", &[("env", env)])
@@ -156,8 +83,8 @@ async fn release_create_echo_is_masked() {
 
 #[tokio::test]
 async fn build_manifests_are_masked_in_list_and_get() {
-    let s = Setup::start().await;
-    let id = s.build_id().await;
+    let s = start().await;
+    let id = build_id(&s).await;
     let info = format!("/apps/myapp/builds/{id}");
     for role in ["viewer", "deployer", "ops"] {
         let r = s.get(role, "/apps/myapp/builds").await;
@@ -179,7 +106,7 @@ async fn build_manifests_are_masked_in_list_and_get() {
 
 #[tokio::test]
 async fn process_commands_are_masked_in_ps_ps_info_and_rack_ps() {
-    let s = Setup::start().await;
+    let s = start().await;
     let r = s.get("admin", "/apps/myapp/processes").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let list = r.json();
@@ -215,7 +142,7 @@ async fn process_commands_are_masked_in_ps_ps_info_and_rack_ps() {
 
 #[tokio::test]
 async fn minted_jwt_tokens_are_masked_without_secrets_read() {
-    let s = Setup::start().await;
+    let s = start().await;
     let form = [("role", "read"), ("durationInHour", "1")];
     let r = s.post_form("minter", "/system/jwt/token", &form).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -237,7 +164,7 @@ async fn secrets_the_rack_returns_in_cleartext_are_masked() {
         SECRET_CONFIG_VALUE, SECRET_LOG_LINE, SECRET_MANIFEST_ENV, SECRET_REGISTRY_PASSWORD,
         SECRET_WEBHOOK_URL,
     };
-    let s = Setup::start().await;
+    let s = start().await;
     let reads = [
         ("/apps/myapp/configs", SECRET_CONFIG_VALUE),
         ("/apps/myapp/configs/api-token", SECRET_CONFIG_VALUE),
@@ -284,7 +211,7 @@ async fn secrets_the_rack_returns_in_cleartext_are_masked() {
 
 #[tokio::test]
 async fn can_notes_masking_and_streams_from_the_same_table() {
-    let s = Setup::start().await;
+    let s = start().await;
     for (role, operation, allowed, note) in [
         (
             "viewer",
@@ -361,8 +288,8 @@ async fn can_notes_masking_and_streams_from_the_same_table() {
 
 #[tokio::test]
 async fn viewer_gets_no_unmaskable_stream() {
-    let s = Setup::start().await;
-    let id = s.build_id().await;
+    let s = start().await;
+    let id = build_id(&s).await;
     let export = format!("/apps/myapp/builds/{id}.tgz");
     let before = s.rack.requests().len();
     for path in [export.as_str(), "/apps/myapp/resources/db/data"] {
@@ -381,8 +308,8 @@ async fn viewer_gets_no_unmaskable_stream() {
 /// policy allows the request); remove the `ignore` once it is wired.
 #[tokio::test]
 async fn streams_need_secrets_stream_on_top_of_the_operation() {
-    let s = Setup::start().await;
-    let id = s.build_id().await;
+    let s = start().await;
+    let id = build_id(&s).await;
     let export = format!("/apps/myapp/builds/{id}.tgz");
     let before = s.rack.requests().len();
     for path in [export.as_str(), "/apps/myapp/resources/db/data"] {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::rack::ws::{self, Frame, Opcode};
 use rack_gateway::server::listener::Running;
 use serde_json::Value;
@@ -34,21 +35,6 @@ impl Proc {
     }
 }
 
-/// `rack-gateway audit verify FILE`: (exit code, stdout, stderr).
-fn verify(file: &Path) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .args(["audit", "verify"])
-        .arg(file)
-        .env_clear()
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn records(file: &Path) -> Vec<Value> {
     read(file)
         .lines()
@@ -60,6 +46,41 @@ fn records(file: &Path) -> Vec<Value> {
 /// may use staging only, ci-all both.
 fn repo(staging: &str, production: &str, extra: &str) -> tempfile::TempDir {
     standard_racks(staging, production).extra(extra).write()
+}
+
+/// The mock racks, config and log directories behind [`serve_audited`],
+/// kept alive for the test.
+struct Racks {
+    staging: MockRack,
+    production: MockRack,
+    _repo: tempfile::TempDir,
+    _logs: tempfile::TempDir,
+}
+
+/// The standard racks (mock racks in this process), as `configure` leaves
+/// them, served by the binary with `args`, `env` and the audit file it
+/// returns (outside the config directory, whose changes it would watch).
+async fn serve_audited(
+    configure: impl FnOnce(ConfigDir) -> ConfigDir,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Racks, PathBuf, Proc) {
+    init();
+    let staging = mock().await;
+    let production = mock().await;
+    let repo = configure(standard_racks(&staging.url(), &production.url())).write();
+    let logs = tempfile::tempdir().unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let mut all = vec!["--audit-file", audit.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let p = Proc::start(repo.path(), &all, env).await;
+    let racks = Racks {
+        staging,
+        production,
+        _repo: repo,
+        _logs: logs,
+    };
+    (racks, audit, p)
 }
 
 async fn upload(url: &str, token: &str, body: Vec<u8>) -> Resp {
@@ -78,18 +99,7 @@ async fn upload(url: &str, token: &str, body: Vec<u8>) -> Resp {
 /// one deny record, and the file verifies.
 #[tokio::test]
 async fn audit_file_holds_one_completed_record_per_request_under_load() {
-    init();
-    let staging = mock().await;
-    let production = mock().await;
-    let dir = repo(&staging.url(), &production.url(), "");
-    let logs = tempfile::tempdir().unwrap();
-    let file = logs.path().join("audit.jsonl");
-    let p = Proc::start(
-        dir.path(),
-        &["--audit-file", file.to_str().unwrap()],
-        &[("RACK_GATEWAY_LOG", "info")],
-    )
-    .await;
+    let (racks, file, p) = serve_audited(|c| c, &[], &[("RACK_GATEWAY_LOG", "info")]).await;
     let base = p.url("");
     let mut tasks = Vec::new();
     for c in 0..8 {
@@ -133,8 +143,8 @@ async fn audit_file_holds_one_completed_record_per_request_under_load() {
     assert_eq!(refused, 32);
     p.stop().await;
 
-    assert_eq!(production.requests().len(), 0);
-    let seen = staging.requests().len() as u64;
+    assert_eq!(racks.production.requests().len(), 0);
+    let seen = racks.staging.requests().len() as u64;
     assert_eq!(seen, allowed);
     let all = records(&file);
     let requests: Vec<&Value> = all.iter().filter(|r| r["event"] == "request").collect();
@@ -167,7 +177,7 @@ async fn audit_file_holds_one_completed_record_per_request_under_load() {
         assert!(ids.insert(r["request_id"].as_str().unwrap().to_string()));
     }
     assert_eq!(bytes_in, uploaded);
-    let (code, stdout, stderr) = verify(&file);
+    let (code, stdout, stderr) = audit_verify(&file);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.starts_with(&format!("ok: {} records", all.len())),
@@ -190,7 +200,7 @@ async fn real_audit_file(dir: &Path) -> (PathBuf, Vec<String>) {
     p.stop().await;
     let lines: Vec<String> = read(&file).lines().map(str::to_string).collect();
     assert!(lines.len() >= 10, "{lines:?}");
-    assert_eq!(verify(&file).0, Some(0));
+    assert_eq!(audit_verify(&file).0, Some(0));
     (file, lines)
 }
 
@@ -203,7 +213,7 @@ async fn audit_verify_names_each_kind_of_tampering() {
         edit(&mut l);
         let path = tmp.path().join(name);
         std::fs::write(&path, l.join("\n") + "\n").unwrap();
-        let (code, stdout, stderr) = verify(&path);
+        let (code, stdout, stderr) = audit_verify(&path);
         assert_eq!(code, Some(1), "{name}: {stdout}{stderr}");
         let prefix = format!("{}:{line}: ", path.display());
         assert!(stderr.starts_with(&prefix), "{name}: {stderr}");
@@ -240,24 +250,9 @@ async fn audit_verify_names_each_kind_of_tampering() {
 /// stdout, stderr (JSON logs at trace level) and the audit file.
 #[tokio::test]
 async fn secrets_reach_no_output_and_commands_are_redacted() {
-    init();
-    let staging = mock().await;
-    let production = mock().await;
-    let dir = repo(
-        &staging.url(),
-        &production.url(),
-        "audit: {redact_commands: [\"mysql *\"]}\n",
-    );
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("audit.jsonl");
-    let p = Proc::start(
-        dir.path(),
-        &[
-            "--audit-file",
-            file.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ],
+    let (racks, file, p) = serve_audited(
+        |c| c.extra("audit: {redact_commands: [\"mysql *\"]}\n"),
+        &["--log-format", "json"],
         &[("RACK_GATEWAY_LOG", "trace")],
     )
     .await;
@@ -288,7 +283,8 @@ async fn secrets_reach_no_output_and_commands_are_redacted() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
-        staging
+        racks
+            .staging
             .requests()
             .iter()
             .any(|q| String::from_utf8_lossy(&q.body).contains(ENV_SECRET)),
@@ -469,7 +465,7 @@ async fn fail_closed_refuses_while_the_audit_log_cannot_be_written() {
     }
     assert_eq!(staging.requests().len(), seen + 1);
     p.stop().await;
-    let (code, stdout, stderr) = verify(&file);
+    let (code, stdout, stderr) = audit_verify(&file);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let recs = records(&file);
     let refused = recs
@@ -870,16 +866,8 @@ async fn operator_endpoints_need_the_permission_through_a_proxy() {
 /// nearest untrusted hop, not the one the client prepended) and the proxy.
 #[tokio::test]
 async fn sessions_are_recorded_start_and_end_with_the_forwarded_client() {
-    init();
-    let staging = mock().await;
-    let production = mock().await;
-    let repo = repo(
-        &staging.url(),
-        &production.url(),
-        "trusted_proxies: [127.0.0.1/32]\n",
-    );
-    let audit = repo.path().join("audit.log");
-    let p = Proc::start(repo.path(), &["--audit-file", audit.to_str().unwrap()], &[]).await;
+    let (_racks, audit, p) =
+        serve_audited(|c| c.extra("trusted_proxies: [127.0.0.1/32]\n"), &[], &[]).await;
     let auth = basic(CI_STAGING);
     let mut session = ws::client_connect(
         p.addr,
@@ -945,16 +933,8 @@ async fn sessions_are_recorded_start_and_end_with_the_forwarded_client() {
 /// its address with the header (control).
 #[tokio::test]
 async fn login_records_carry_the_forwarded_client_like_rack_traffic() {
-    init();
-    let staging = mock().await;
-    let production = mock().await;
-    let repo = repo(
-        &staging.url(),
-        &production.url(),
-        "trusted_proxies: [127.0.0.1/32]\n",
-    );
-    let audit = repo.path().join("audit.log");
-    let p = Proc::start(repo.path(), &["--audit-file", audit.to_str().unwrap()], &[]).await;
+    let (_racks, audit, p) =
+        serve_audited(|c| c.extra("trusted_proxies: [127.0.0.1/32]\n"), &[], &[]).await;
     let token = |xff: &'static str| {
         let url = p.url("/_gateway/login/token");
         async move {
@@ -994,12 +974,7 @@ async fn login_records_carry_the_forwarded_client_like_rack_traffic() {
 /// header is the client's own claim and the login record keeps the peer.
 #[tokio::test]
 async fn login_records_ignore_forwarded_headers_from_untrusted_peers() {
-    init();
-    let staging = mock().await;
-    let production = mock().await;
-    let repo = repo(&staging.url(), &production.url(), "");
-    let audit = repo.path().join("audit.log");
-    let p = Proc::start(repo.path(), &["--audit-file", audit.to_str().unwrap()], &[]).await;
+    let (_racks, audit, p) = serve_audited(|c| c, &[], &[]).await;
     let r = send(
         "POST",
         &p.url("/_gateway/login/token"),
@@ -1027,17 +1002,10 @@ async fn login_records_ignore_forwarded_headers_from_untrusted_peers() {
 /// allowed control shows the same redaction on an allowed run.
 #[tokio::test]
 async fn secrets_typed_into_a_refused_command_stay_out_of_reasons_and_logs() {
-    init();
-    let staging = mock().await;
-    let production = mock().await;
     const DEPLOYER: &str = "ci-deployer-token-FFFFFFFFFFFFFFFFFFFFFFFFFFFFFF";
-    let repo = standard_racks(&staging.url(), &production.url())
-        .ci(&[("deployer-bot", DEPLOYER, "deployer", "staging/*")])
-        .write();
-    let audit = repo.path().join("audit.log");
-    let p = Proc::start(
-        repo.path(),
-        &["--audit-file", audit.to_str().unwrap()],
+    let (_racks, audit, p) = serve_audited(
+        |c| c.ci(&[("deployer-bot", DEPLOYER, "deployer", "staging/*")]),
+        &[],
         &[("RACK_GATEWAY_LOG", "info")],
     )
     .await;

@@ -9,10 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::rack::routes::{RouteMethod, ROUTES};
 use rack_gateway::rack::ws::{self, Frame, Opcode, EXIT_MARKER};
-use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 
@@ -147,52 +145,6 @@ fn expected_lookups(role: &str, op: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Fixtures
 
-/// One mock rack named `staging` behind a gateway whose ci.yaml has the
-/// given identities `(name, token, role, scope)`; `roles` are added to the
-/// shipped ones.
-struct Setup {
-    rack: MockRack,
-    running: Running,
-    _dir: tempfile::TempDir,
-}
-
-impl Setup {
-    async fn start(ci: &[(&str, &str, &str, &str)], roles: &[(&str, &str)]) -> Setup {
-        init();
-        let rack = mock().await;
-        let mut cfg = staging_only(&rack).ci(ci);
-        for (name, text) in roles {
-            cfg = cfg.role(name, text);
-        }
-        let (running, dir) = cfg.start().await;
-        Setup {
-            rack,
-            running,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.running.addr, path)
-    }
-
-    /// `METHOD target` of everything the rack received.
-    fn received(&self) -> Vec<String> {
-        targets(&self.rack.requests())
-    }
-}
-
-/// One mock rack `staging`, no racks from the environment.
-fn staging_only(rack: &MockRack) -> ConfigDir {
-    ConfigDir::new()
-        .no_rack_discovery()
-        .rack("staging", &rack.url())
-}
-
-fn token_for(role: &str) -> String {
-    format!("tok-{role}-0123456789abcdefghijklmnop")
-}
-
 /// Reads what could be an in-band refusal: frames until close, but stops
 /// early at a first frame that is not an `ERROR:` line (a stream that was
 /// forwarded by mistake may never close), or when nothing arrives.
@@ -290,8 +242,8 @@ fn fill(pattern: &str, operation: &str) -> String {
 
 /// Sends one route's request as `role`; returns the mismatches found.
 async fn check_route(role: &str, method: RouteMethod, pattern: &str, op: &str) -> Vec<String> {
-    let token = token_for(role);
-    let s = Setup::start(&[("who", &token, role, "staging/*")], &[]).await;
+    let token = role_token(role);
+    let s = Staging::start(&[("who", &token, role, "staging/*")], &[], "").await;
     let path = fill(pattern, op);
     let allowed = role_allows(role, op);
     let lookup: Vec<String> = if op == "proxy" && allowed {
@@ -445,7 +397,7 @@ async fn matrix(role: &str) {
 #[tokio::test]
 async fn proxy_reaches_only_resources_of_apps_in_scope() {
     init();
-    let token = token_for("tunnel");
+    let token = role_token("tunnel");
     let rack = mock().await;
     // The tunnel is a rack-wide operation; `resources info` only on myapp.
     let dir = staging_only(&rack)
@@ -456,10 +408,10 @@ async fn proxy_reaches_only_resources_of_apps_in_scope() {
     let ci = dir.path().join("ci.yaml");
     let more = "      - role: reader\n        scope: \"staging/myapp\"\n";
     std::fs::write(&ci, read(&ci) + more).unwrap();
-    let s = Setup {
+    let s = Staging {
         rack,
         running: start_gateway(dir.path()).await,
-        _dir: dir,
+        dir,
     };
     let auth = basic(&token);
     let headers = [("Authorization", auth.as_str())];
@@ -548,10 +500,11 @@ async fn rack_scope_does_not_leak() {
 
 #[tokio::test]
 async fn app_scope_does_not_leak() {
-    let token = token_for("billing");
-    let s = Setup::start(
+    let token = role_token("billing");
+    let s = Staging::start(
         &[("billing-ci", &token, "deployer", "staging/billing")],
         &[],
+        "",
     )
     .await;
     let base = "/racks/staging";
@@ -591,50 +544,20 @@ const IMAGER_TOKEN: &str = "tok-imager-flows-0123456789abcdef";
 const IMAGER_ROLE: &str =
     "allow: [run]\ncommands:\n  allow:\n    \"*\": [\"**\"]\nrun_headers: [Image]\n";
 
-async fn flows() -> Setup {
-    Setup::start(
+async fn flows() -> Staging {
+    Staging::start(
         &[
             ("deployer-ci", DEPLOYER_TOKEN, "deployer", "staging/*"),
             ("admin-ci", ADMIN_TOKEN, "admin", "staging/*"),
             ("imager-ci", IMAGER_TOKEN, "imager", "staging/*"),
         ],
         &[("imager", IMAGER_ROLE)],
-    )
-    .await
-}
-
-const BASE: &str = "/racks/staging/apps/myapp";
-
-/// `convox run` step 1: the process, with `Command: sleep 3600` when
-/// attached; returns the response.
-async fn create_process(s: &Setup, token: &str, service: &str, headers: &[(&str, &str)]) -> Resp {
-    send(
-        "POST",
-        &s.url(&format!("{BASE}/services/{service}/processes?")),
-        Some(token),
-        headers,
         "",
     )
     .await
 }
 
-async fn exec_ws(s: &Setup, token: &str, pid: &str, command: &str) -> ws::ClientConn {
-    let auth = basic(token);
-    let c = ws::client_connect(
-        s.running.addr,
-        &format!("{BASE}/processes/{pid}/exec"),
-        &[
-            ("Authorization", &auth),
-            ("Command", command),
-            ("Entrypoint", "true"),
-            ("Tty", "false"),
-        ],
-    )
-    .await
-    .unwrap();
-    assert_eq!(c.status, 101);
-    c
-}
+const BASE: &str = "/racks/staging/apps/myapp";
 
 /// The line deny reasons cite for the deployer's `command` allowlist in
 /// roles/deployer.yaml: its first pattern.
@@ -661,10 +584,12 @@ fn rails_console_denial(typed: &str) -> String {
 #[tokio::test]
 async fn attached_run_with_an_allowed_command() {
     let s = flows().await;
-    let r = create_process(&s, DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")]).await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
-    let mut c = exec_ws(&s, DEPLOYER_TOKEN, &pid, "rake db:migrate").await;
+    let mut c = s.exec(DEPLOYER_TOKEN, &pid, "rake db:migrate").await;
     c.send(&Frame::binary(Vec::new())).await.unwrap();
     let frames = read_until_eof(&mut c).await;
     assert!(
@@ -699,10 +624,12 @@ async fn attached_run_with_an_allowed_command() {
 #[tokio::test]
 async fn attached_run_with_a_refused_command_still_cleans_up() {
     let s = flows().await;
-    let r = create_process(&s, DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")]).await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "command", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
-    let mut c = exec_ws(&s, DEPLOYER_TOKEN, &pid, "rails console").await;
+    let mut c = s.exec(DEPLOYER_TOKEN, &pid, "rails console").await;
     let frames = read_until_eof(&mut c).await;
     assert_eq!(
         in_band_refusal(&frames, true),
@@ -733,13 +660,9 @@ async fn attached_run_with_a_refused_command_still_cleans_up() {
 #[tokio::test]
 async fn detached_run_is_checked_on_the_post() {
     let s = flows().await;
-    let r = create_process(
-        &s,
-        DEPLOYER_TOKEN,
-        "command",
-        &[("Command", "rails console")],
-    )
-    .await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "command", &[("Command", "rails console")])
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.headers["content-type"], "application/json");
     // What the stock CLI prints: the `error` field, on one line.
@@ -753,7 +676,9 @@ async fn detached_run_is_checked_on_the_post() {
     );
     assert!(s.received().is_empty());
 
-    let r = create_process(&s, ADMIN_TOKEN, "command", &[("Command", "rails console")]).await;
+    let r = s
+        .create_process(ADMIN_TOKEN, "command", &[("Command", "rails console")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let got = s.rack.requests();
     assert_eq!(
@@ -766,7 +691,9 @@ async fn detached_run_is_checked_on_the_post() {
 #[tokio::test]
 async fn run_on_a_long_running_service_is_refused() {
     let s = flows().await;
-    let r = create_process(&s, DEPLOYER_TOKEN, "web", &[("Command", "sleep 3600")]).await;
+    let r = s
+        .create_process(DEPLOYER_TOKEN, "web", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 403);
     assert_eq!(
         r.error(),
@@ -779,7 +706,9 @@ async fn run_on_a_long_running_service_is_refused() {
 async fn run_on_the_build_service_is_refused_even_for_admin() {
     let s = flows().await;
     for command in ["sleep 3600", "ls"] {
-        let r = create_process(&s, ADMIN_TOKEN, "build", &[("Command", command)]).await;
+        let r = s
+            .create_process(ADMIN_TOKEN, "build", &[("Command", command)])
+            .await;
         assert_eq!(r.status, 403, "{}", r.text());
         assert!(
             r.error().contains("on service build is refused"),
@@ -845,7 +774,9 @@ async fn restricted_run_headers_need_a_role_that_grants_them() {
         ("Volumes", "a=b"),
         ("Environment", "A=1"),
     ] {
-        let r = create_process(&s, ADMIN_TOKEN, "command", &[("Command", "ls"), header]).await;
+        let r = s
+            .create_process(ADMIN_TOKEN, "command", &[("Command", "ls"), header])
+            .await;
         assert_eq!(r.status, 403, "{header:?}: {}", r.text());
         let name = header.0.to_ascii_lowercase();
         assert_eq!(
@@ -855,13 +786,13 @@ async fn restricted_run_headers_need_a_role_that_grants_them() {
     }
     assert!(s.received().is_empty());
 
-    let r = create_process(
-        &s,
-        IMAGER_TOKEN,
-        "command",
-        &[("Command", "ls"), ("Image", "evil")],
-    )
-    .await;
+    let r = s
+        .create_process(
+            IMAGER_TOKEN,
+            "command",
+            &[("Command", "ls"), ("Image", "evil")],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let got = s.rack.requests();
     assert_eq!(
@@ -870,13 +801,13 @@ async fn restricted_run_headers_need_a_role_that_grants_them() {
     );
     assert_eq!(got[0].header("image").as_deref(), Some("evil"));
 
-    let r = create_process(
-        &s,
-        IMAGER_TOKEN,
-        "command",
-        &[("Command", "ls"), ("Image", "evil"), ("Privileged", "true")],
-    )
-    .await;
+    let r = s
+        .create_process(
+            IMAGER_TOKEN,
+            "command",
+            &[("Command", "ls"), ("Image", "evil"), ("Privileged", "true")],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.error().contains("the privileged header"), "{}", r.error());
     assert_eq!(s.rack.requests().len(), 1);

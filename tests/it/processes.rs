@@ -3,9 +3,7 @@
 //! literal grant, and an attached run's placeholder is bound to its
 //! creator by the tag the gateway puts in its `Command`.
 
-use rack_gateway::dev::mock_rack::MockRack;
 use rack_gateway::rack::ws::{self, Frame, EXIT_MARKER};
-use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 
@@ -21,71 +19,25 @@ const READER_ROLE: &str = "allow: [files download]\npermissions: [secrets stream
 
 const BASE: &str = "/racks/staging/apps/myapp";
 
-struct Setup {
-    rack: MockRack,
-    running: Running,
-    _dir: tempfile::TempDir,
+async fn start() -> Staging {
+    Staging::start(
+        &[
+            ("alice", ALICE, "deployer", "staging/*"),
+            ("bob", BOB, "deployer", "staging/*"),
+            ("ops", OPS, "ops", "staging/*"),
+            ("admin", ADMIN, "admin", "staging/*"),
+            ("rack-admin", RACK_ADMIN, "admin", "staging/system"),
+            ("reader", READER, "reader", "staging/*"),
+        ],
+        &[("reader", READER_ROLE)],
+        "",
+    )
+    .await
 }
 
-impl Setup {
-    async fn start() -> Setup {
-        init();
-        let rack = mock().await;
-        let (running, dir) = ConfigDir::new()
-            .no_rack_discovery()
-            .rack("staging", &rack.url())
-            .ci(&[
-                ("alice", ALICE, "deployer", "staging/*"),
-                ("bob", BOB, "deployer", "staging/*"),
-                ("ops", OPS, "ops", "staging/*"),
-                ("admin", ADMIN, "admin", "staging/*"),
-                ("rack-admin", RACK_ADMIN, "admin", "staging/system"),
-                ("reader", READER, "reader", "staging/*"),
-            ])
-            .role("reader", READER_ROLE)
-            .start()
-            .await;
-        Setup {
-            rack,
-            running,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.running.addr, path)
-    }
-
-    fn received(&self) -> Vec<String> {
-        targets(&self.rack.requests())
-    }
-
-    async fn run(&self, token: &str, service: &str, command: &str) -> Resp {
-        let url = self.url(&format!("{BASE}/services/{service}/processes?"));
-        send("POST", &url, Some(token), &[("Command", command)], "").await
-    }
-
-    async fn stop(&self, token: &str, pid: &str) -> Resp {
-        let url = self.url(&format!("{BASE}/processes/{pid}?"));
-        send("DELETE", &url, Some(token), &[], "").await
-    }
-
-    async fn exec(&self, token: &str, pid: &str, command: &str) -> ws::ClientConn {
-        let c = ws::client_connect(
-            self.running.addr,
-            &format!("{BASE}/processes/{pid}/exec"),
-            &[
-                ("Authorization", &basic(token)),
-                ("Command", command),
-                ("Entrypoint", "true"),
-                ("Tty", "false"),
-            ],
-        )
-        .await
-        .unwrap();
-        assert_eq!(c.status, 101);
-        c
-    }
+async fn stop_process(s: &Staging, token: &str, pid: &str) -> Resp {
+    let url = s.url(&format!("{BASE}/processes/{pid}?"));
+    send("DELETE", &url, Some(token), &[], "").await
 }
 
 /// The `convox run` exec ran to completion with exit code 0.
@@ -107,8 +59,10 @@ fn is_tagged(command: &str, n: &str) -> bool {
 
 #[tokio::test]
 async fn an_attached_run_is_bound_to_its_creator() {
-    let s = Setup::start().await;
-    let r = s.run(ALICE, "command", "sleep 3600").await;
+    let s = start().await;
+    let r = s
+        .create_process(ALICE, "command", &[("Command", "sleep 3600")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
     let sent = s.rack.requests()[0].header("command").unwrap();
@@ -121,7 +75,7 @@ async fn an_attached_run_is_bound_to_its_creator() {
         text.contains("placeholder not created by this identity"),
         "{text}"
     );
-    let r = s.stop(BOB, &pid).await;
+    let r = stop_process(&s, BOB, &pid).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r
         .error()
@@ -129,7 +83,7 @@ async fn an_attached_run_is_bound_to_its_creator() {
 
     // Alice: the stock CLI's exec with the real command, then the cleanup.
     exec_succeeds(s.exec(ALICE, &pid, "rake db:migrate").await).await;
-    let r = s.stop(ALICE, &pid).await;
+    let r = stop_process(&s, ALICE, &pid).await;
     assert_eq!(r.status, 200, "{}", r.text());
 
     let got = s.rack.requests();
@@ -161,21 +115,25 @@ async fn an_attached_run_is_bound_to_its_creator() {
 
 #[tokio::test]
 async fn ps_stop_and_exec_reach_anyones_placeholder() {
-    let s = Setup::start().await;
-    let r = s.run(ALICE, "command", "sleep 60").await;
+    let s = start().await;
+    let r = s
+        .create_process(ALICE, "command", &[("Command", "sleep 60")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let pid = r.json()["id"].as_str().unwrap().to_string();
     exec_succeeds(s.exec(ADMIN, &pid, "bin/anything").await).await;
-    let r = s.stop(OPS, &pid).await;
+    let r = stop_process(&s, OPS, &pid).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test]
 async fn run_commands_imitating_the_tag_are_refused() {
-    let s = Setup::start().await;
+    let s = start().await;
     let fake = format!("sleep 3600.{}", "4".repeat(36));
     for token in [ALICE, ADMIN] {
-        let r = s.run(token, "command", &fake).await;
+        let r = s
+            .create_process(token, "command", &[("Command", &fake)])
+            .await;
         assert_eq!(r.status, 403, "{}", r.text());
         assert!(r
             .error()
@@ -183,7 +141,9 @@ async fn run_commands_imitating_the_tag_are_refused() {
     }
     assert!(s.received().is_empty());
     // A detached run keeps its command as typed.
-    let r = s.run(ADMIN, "command", "sleep 1.5").await;
+    let r = s
+        .create_process(ADMIN, "command", &[("Command", "sleep 1.5")])
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         s.rack.requests()[0].header("command").as_deref(),
@@ -193,15 +153,15 @@ async fn run_commands_imitating_the_tag_are_refused() {
 
 #[tokio::test]
 async fn pids_must_be_exact_pod_names() {
-    let s = Setup::start().await;
+    let s = start().await;
     for bad in ["Web-abc12", "web-", "web,release=R1"] {
-        let r = s.stop(ADMIN, bad).await;
+        let r = stop_process(&s, ADMIN, bad).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
         assert!(r.error().contains(&format!("{bad:?}")), "{}", r.error());
     }
     assert!(s.received().is_empty());
     // A service name would reach a random pod of that service.
-    let r = s.stop(ADMIN, "web").await;
+    let r = stop_process(&s, ADMIN, "web").await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.error().contains("is a service name"), "{}", r.error());
     let mut c = s.exec(ADMIN, "worker", "ls").await;
@@ -219,7 +179,7 @@ async fn pids_must_be_exact_pod_names() {
 
 #[tokio::test]
 async fn files_are_exec_class() {
-    let s = Setup::start().await;
+    let s = start().await;
     let files = |q: &str| s.url(&format!("{BASE}/processes/web-abc12/files?{q}"));
     let r = get(&files("file=/app/log/x.log"), Some(ADMIN)).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -249,7 +209,7 @@ async fn files_are_exec_class() {
 
 #[tokio::test]
 async fn app_system_needs_a_literal_grant() {
-    let s = Setup::start().await;
+    let s = start().await;
     let url = s.url("/racks/staging/apps/system/processes/api-1/exec");
     let r = get(&s.url("/racks/staging/apps/system"), Some(ADMIN)).await;
     assert_eq!(r.status, 403, "{}", r.text());
@@ -258,7 +218,7 @@ async fn app_system_needs_a_literal_grant() {
         "{}",
         r.error()
     );
-    let r = s.stop(ADMIN, "x").await;
+    let r = stop_process(&s, ADMIN, "x").await;
     assert_ne!(r.status, 403, "control: admin on other apps");
     s.rack.clear();
     let mut c = ws::client_connect(

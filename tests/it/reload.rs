@@ -210,13 +210,6 @@ impl Proc {
     }
 }
 
-/// One mock rack `staging`, no racks from the environment.
-fn staging_only(rack: &MockRack) -> ConfigDir {
-    ConfigDir::new()
-        .no_rack_discovery()
-        .rack("staging", &rack.url())
-}
-
 /// A gateway in this process on `dir` and its reloader (polling every
 /// `poll`), started with the directory as it is; returns that version too.
 async fn with_reloader(dir: &Path, poll: Duration) -> (Running, Reloader, String) {
@@ -1239,6 +1232,45 @@ async fn until_version(p: &Proc, commit: &str) -> Value {
     .await
 }
 
+/// Tokens of `deploy-a` (admin from [`GitMode`]'s first commit) and
+/// `deploy-b`.
+const DEPLOY_A: &str = "token-a-0123456789abcdef0123456789";
+const DEPLOY_B: &str = "token-b-0123456789abcdef0123456789";
+
+/// The end-to-end git-mode set-up: a mock rack `staging`, an [`Upstream`]
+/// whose first commit makes `deploy-a` admin, and the binary serving it in
+/// git mode with the push webhook, its settings (plus `extra_repository`)
+/// and cache in `tmp`.
+struct GitMode {
+    rack: MockRack,
+    up: Upstream,
+    tmp: tempfile::TempDir,
+    p: Proc,
+}
+
+impl GitMode {
+    async fn start(extra_repository: &str) -> GitMode {
+        let rack = mock().await;
+        let gateway_yaml = with_lifted_limits(&format!(
+            "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
+            rack.url()
+        ));
+        let up = Upstream::new(&gateway_yaml, &[("deploy-a", DEPLOY_A)]);
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = git_mode_settings(
+            tmp.path(),
+            &up.url,
+            &format!("  webhook_secret: {{env: HOOK_SECRET}}\n{extra_repository}"),
+        );
+        let p = serve_git(
+            &settings,
+            &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
+        )
+        .await;
+        GitMode { rack, up, tmp, p }
+    }
+}
+
 /// The GitOps flow through the real binary: the first commit goes live; a
 /// merged change (a CI identity added, then one removed) takes effect after
 /// the push webhook; a bad commit is refused while the previous config keeps
@@ -1246,25 +1278,12 @@ async fn until_version(p: &Proc, commit: &str) -> Value {
 /// history is refused.
 #[tokio::test]
 async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
-    const A: &str = "token-a-0123456789abcdef0123456789";
-    const B: &str = "token-b-0123456789abcdef0123456789";
-    let rack = mock().await;
-    let gateway_yaml = with_lifted_limits(&format!(
-        "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    ));
-    let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
-    let tmp = tempfile::tempdir().unwrap();
-    let settings = git_mode_settings(
-        tmp.path(),
-        &up.url,
-        "  webhook_secret: {env: HOOK_SECRET}\n",
-    );
-    let p = serve_git(
-        &settings,
-        &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
-    )
-    .await;
+    let GitMode {
+        rack: _rack,
+        up,
+        tmp: _tmp,
+        p,
+    } = GitMode::start("").await;
     let first = up.commit_and_push("touch").to_string();
     push_hook(&p).await;
     let s = until_version(&p, &first).await;
@@ -1272,19 +1291,20 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
         s["signature"].as_str().unwrap().contains("not required"),
         "{s}"
     );
-    p.until_status(APPS, A, 200, "deploy-a is served").await;
-    assert_eq!(p.get_status(APPS, B).await, 401);
+    p.until_status(APPS, DEPLOY_A, 200, "deploy-a is served")
+        .await;
+    assert_eq!(p.get_status(APPS, DEPLOY_B).await, 401);
 
     // A merged change: deploy-b added.
     std::fs::write(
         up.work().join("ci.yaml"),
-        ci_yaml(&[("deploy-a", A), ("deploy-b", B)]),
+        ci_yaml(&[("deploy-a", DEPLOY_A), ("deploy-b", DEPLOY_B)]),
     )
     .unwrap();
     let second = up.commit_and_push("add deploy-b");
     push_hook(&p).await;
     until_version(&p, &second).await;
-    assert_eq!(p.get_status(APPS, B).await, 200);
+    assert_eq!(p.get_status(APPS, DEPLOY_B).await, 200);
 
     // A bad commit: refused, the previous config keeps serving.
     std::fs::write(up.work().join("ci.yaml"), "ci: [\n").unwrap();
@@ -1293,23 +1313,27 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
     let s = p.until_failure("ci.yaml").await;
     assert_eq!(s["last_error_version"].as_str(), Some(bad.as_str()), "{s}");
     assert_eq!(s["version"].as_str(), Some(second.as_str()), "{s}");
-    assert_eq!(p.get_status(APPS, A).await, 200);
-    assert_eq!(p.get_status(APPS, B).await, 200);
+    assert_eq!(p.get_status(APPS, DEPLOY_A).await, 200);
+    assert_eq!(p.get_status(APPS, DEPLOY_B).await, 200);
 
     // The fix (which also removes deploy-a) is picked up.
-    std::fs::write(up.work().join("ci.yaml"), ci_yaml(&[("deploy-b", B)])).unwrap();
+    std::fs::write(
+        up.work().join("ci.yaml"),
+        ci_yaml(&[("deploy-b", DEPLOY_B)]),
+    )
+    .unwrap();
     let fixed = up.commit_and_push("fix, remove deploy-a");
     push_hook(&p).await;
     let s = until_version(&p, &fixed).await;
     assert_eq!(s["consecutive_failures"], 0, "{s}");
-    assert_eq!(p.get_status(APPS, A).await, 401);
-    assert_eq!(p.get_status(APPS, B).await, 200);
+    assert_eq!(p.get_status(APPS, DEPLOY_A).await, 401);
+    assert_eq!(p.get_status(APPS, DEPLOY_B).await, 200);
 
     // A force-push to unrelated history (which would re-admit deploy-a).
     up.git(&["checkout", "-q", "--orphan", "rewritten"]);
     std::fs::write(
         up.work().join("ci.yaml"),
-        ci_yaml(&[("deploy-a", A), ("deploy-b", B)]),
+        ci_yaml(&[("deploy-a", DEPLOY_A), ("deploy-b", DEPLOY_B)]),
     )
     .unwrap();
     let forced = up.commit_and_push("rewritten history");
@@ -1321,7 +1345,7 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
         "{s}"
     );
     assert_eq!(s["version"].as_str(), Some(fixed.as_str()), "{s}");
-    assert_eq!(p.get_status(APPS, A).await, 401);
+    assert_eq!(p.get_status(APPS, DEPLOY_A).await, 401);
 }
 
 /// The git cache is damaged mid-run (every file of it overwritten) while
@@ -1331,33 +1355,21 @@ async fn git_mode_follows_pushes_and_refuses_bad_commits_and_force_pushes() {
 /// stepping in. The damaged copy is kept beside the cache.
 #[tokio::test]
 async fn git_mode_repairs_a_damaged_cache_by_itself() {
-    const A: &str = "token-a-0123456789abcdef0123456789";
-    const B: &str = "token-b-0123456789abcdef0123456789";
-    let rack = mock().await;
-    let gateway_yaml = with_lifted_limits(&format!(
-        "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    ));
-    let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
-    let tmp = tempfile::tempdir().unwrap();
-    let settings = git_mode_settings(
-        tmp.path(),
-        &up.url,
-        "  webhook_secret: {env: HOOK_SECRET}\n",
-    );
-    let p = serve_git(
-        &settings,
-        &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
-    )
-    .await;
+    let GitMode {
+        rack: _rack,
+        up,
+        tmp,
+        p,
+    } = GitMode::start("").await;
     let first = up.commit_and_push("touch");
     push_hook(&p).await;
     until_version(&p, &first).await;
-    p.until_status(APPS, A, 200, "deploy-a is served").await;
+    p.until_status(APPS, DEPLOY_A, 200, "deploy-a is served")
+        .await;
 
     std::fs::write(
         up.work().join("ci.yaml"),
-        ci_yaml(&[("deploy-a", A), ("deploy-b", B)]),
+        ci_yaml(&[("deploy-a", DEPLOY_A), ("deploy-b", DEPLOY_B)]),
     )
     .unwrap();
     let second = up.commit_and_push("add deploy-b");
@@ -1370,14 +1382,14 @@ async fn git_mode_repairs_a_damaged_cache_by_itself() {
     push_hook(&p).await;
     let s = p.until_failure("git").await;
     assert_eq!(s["version"].as_str(), Some(first.as_str()), "{s}");
-    assert_eq!(p.get_status(APPS, A).await, 200);
-    assert_eq!(p.get_status(APPS, B).await, 401);
+    assert_eq!(p.get_status(APPS, DEPLOY_A).await, 200);
+    assert_eq!(p.get_status(APPS, DEPLOY_B).await, 401);
 
     std::fs::rename(&away, &srv).unwrap();
     push_hook(&p).await;
     let s = until_version(&p, &second).await;
     assert_eq!(s["consecutive_failures"], 0, "{s}");
-    assert_eq!(p.get_status(APPS, B).await, 200);
+    assert_eq!(p.get_status(APPS, DEPLOY_B).await, 200);
     assert!(tmp.path().join("cache.damaged").is_dir());
 }
 
@@ -1386,15 +1398,8 @@ async fn git_mode_repairs_a_damaged_cache_by_itself() {
 /// allowed key (`git commit -S`, SSH format) goes live.
 #[tokio::test]
 async fn git_mode_requires_signed_commits_when_configured() {
-    const A: &str = "token-a-0123456789abcdef0123456789";
-    let rack = mock().await;
-    let gateway_yaml = with_lifted_limits(&format!(
-        "discover_racks_from_env: false\nracks:\n  staging:\n    url: {}\n    password_env: RACK_PW\n",
-        rack.url()
-    ));
-    let up = Upstream::new(&gateway_yaml, &[("deploy-a", A)]);
-    let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("signer");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signer");
     let out = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "policy-bot", "-f"])
         .arg(&key)
@@ -1402,21 +1407,14 @@ async fn git_mode_requires_signed_commits_when_configured() {
         .expect("ssh-keygen runs (scripts/test.sh installs openssh-client)");
     assert!(out.status.success());
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let signers = tmp.path().join("allowed_signers");
+    let signers = keys.path().join("allowed_signers");
     std::fs::write(&signers, format!("policy-bot@example.com {public}")).unwrap();
-    let settings = git_mode_settings(
-        tmp.path(),
-        &up.url,
-        &format!(
-            "  webhook_secret: {{env: HOOK_SECRET}}\n  allowed_signers: {}\n",
-            signers.display()
-        ),
-    );
-    let p = serve_git(
-        &settings,
-        &[("HOOK_SECRET", HOOK_SECRET), ("RACK_PW", RACK_PASSWORD)],
-    )
-    .await;
+    let GitMode {
+        rack: _rack,
+        up,
+        tmp: _tmp,
+        p,
+    } = GitMode::start(&format!("  allowed_signers: {}\n", signers.display())).await;
     let unsigned = up.commit_and_push("unsigned");
     push_hook(&p).await;
     let s = eventually("the unsigned tip to be refused", || async {
@@ -1433,7 +1431,7 @@ async fn git_mode_requires_signed_commits_when_configured() {
         "{s}"
     );
     assert!(s["version"].is_null(), "{s}");
-    let r = get(&p.url(APPS), Some(A)).await;
+    let r = get(&p.url(APPS), Some(DEPLOY_A)).await;
     assert_eq!(r.status, 503, "{}", r.text());
 
     // The same tree, signed by the allowed key.
@@ -1466,6 +1464,11 @@ async fn git_mode_requires_signed_commits_when_configured() {
     })
     .await;
     assert!(s["version"].is_string(), "{s}");
-    p.until_status(APPS, A, 200, "deploy-a is served from the signed commit")
-        .await;
+    p.until_status(
+        APPS,
+        DEPLOY_A,
+        200,
+        "deploy-a is served from the signed commit",
+    )
+    .await;
 }

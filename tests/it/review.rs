@@ -16,8 +16,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-async fn diff_case(case: &str, format: &str) -> (Option<i32>, String, String) {
-    let (old, new) = (fixture("base"), fixture(case));
+/// `diff` of the fixtures `old` and `new` in `format`.
+async fn diff_pair(old: &str, new: &str, format: &str) -> (Option<i32>, String, String) {
+    let (old, new) = (fixture(old), fixture(new));
     run(
         &[
             "diff",
@@ -34,7 +35,7 @@ async fn diff_case(case: &str, format: &str) -> (Option<i32>, String, String) {
 #[tokio::test]
 async fn unchanged_config_and_renamed_role_report_no_change() {
     for case in ["base", "renamed-role"] {
-        let (code, out, err) = diff_case(case, "text").await;
+        let (code, out, err) = diff_pair("base", case, "text").await;
         assert_eq!(code, Some(0), "{case}: {out}{err}");
         assert_eq!(out, "no change to anyone's access\n", "{case}");
     }
@@ -42,7 +43,7 @@ async fn unchanged_config_and_renamed_role_report_no_change() {
 
 #[tokio::test]
 async fn role_edit_shows_under_every_holder() {
-    let (code, out, err) = diff_case("role-edit", "json").await;
+    let (code, out, err) = diff_pair("base", "role-edit", "json").await;
     assert_eq!(code, Some(1), "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["summary"], "3 identities gain access (2 risky)");
@@ -73,7 +74,7 @@ async fn each_fixture_pair_reports_its_change() {
     ];
     let mut problems = Vec::new();
     for (case, summary, lines) in cases {
-        let (code, out, err) = diff_case(case, "text").await;
+        let (code, out, err) = diff_pair("base", case, "text").await;
         let first = out.lines().next().unwrap_or_default();
         let missing: Vec<&&str> = lines.iter().filter(|l| !out.contains(**l)).collect();
         if code != Some(1) || !first.contains(summary) || !missing.is_empty() {
@@ -87,7 +88,7 @@ async fn each_fixture_pair_reports_its_change() {
 
 #[tokio::test]
 async fn risky_changes_come_first_in_markdown() {
-    let (code, out, _) = diff_case("blocked-shrunk", "markdown").await;
+    let (code, out, _) = diff_pair("base", "blocked-shrunk", "markdown").await;
     assert_eq!(code, Some(1));
     assert!(out.starts_with("**Access review**"), "{out}");
     let global = out.find("#### Gateway-wide rules").unwrap();
@@ -102,7 +103,7 @@ async fn risky_changes_come_first_in_markdown() {
 
 #[tokio::test]
 async fn invalid_new_prints_its_problems_and_exits_2() {
-    let (code, out, err) = diff_case("invalid-new", "text").await;
+    let (code, out, err) = diff_pair("base", "invalid-new", "text").await;
     assert_eq!(code, Some(2), "{out}{err}");
     let want = format!(
         "{}:6:9: undefined role `deployer`",
@@ -492,21 +493,6 @@ async fn can_explain_traces_an_allow_and_a_deny_on_the_example_config() {
     )
     .await;
     assert_eq!(code, Some(2), "{err}");
-}
-
-async fn diff_pair(old: &str, new: &str, format: &str) -> (Option<i32>, String, String) {
-    let (old, new) = (fixture(old), fixture(new));
-    run(
-        &[
-            "diff",
-            "--format",
-            format,
-            old.to_str().unwrap(),
-            new.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await
 }
 
 /// A grant or identity gaining, changing or losing an expiry still

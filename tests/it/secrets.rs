@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use rack_gateway::dev::mock_rack::{MockRack, Recorded, MOCK_PRIVATE_KEY};
+use rack_gateway::dev::mock_rack::{Recorded, MOCK_PRIVATE_KEY};
 use rack_gateway::rack::form::parse_form;
-use rack_gateway::server::listener::Running;
 
 use crate::support::*;
 
@@ -39,68 +38,24 @@ const ROLES: &[(&str, &str)] = &[
 
 const GATEWAY_POLICY: &str = "policy:\n  protected_env:\n    \"staging/myapp\": [DATABASE_URL]\n  exceptions:\n    - {role: reader, operations: [instances keyroll]}\n    - {role: admin, operations: [instances keyroll]}\n";
 
-struct Setup {
-    rack: MockRack,
-    running: Running,
-    _dir: tempfile::TempDir,
-}
+const ROLE_NAMES: &[&str] = &[
+    "viewer", "deployer", "ops", "admin", "featurer", "keeper", "external", "reader",
+];
 
-fn token(role: &str) -> String {
-    format!("tok-{role}-0123456789abcdefghijklmnop")
-}
+/// The one-rack fixture with an identity per role in [`ROLE_NAMES`], and
+/// what the rack received.
+struct Setup(Staging);
 
-/// The test's own roles ([`ROLES`]) added to a config.
-fn with_roles(mut cfg: ConfigDir) -> ConfigDir {
-    for (name, text) in ROLES {
-        cfg = cfg.role(name, text);
+impl std::ops::Deref for Setup {
+    type Target = Staging;
+    fn deref(&self) -> &Staging {
+        &self.0
     }
-    cfg
 }
 
 impl Setup {
     async fn start() -> Setup {
-        init();
-        let rack = mock().await;
-        let roles = [
-            "viewer", "deployer", "ops", "admin", "featurer", "keeper", "external", "reader",
-        ];
-        let tokens: Vec<String> = roles.iter().map(|r| token(r)).collect();
-        let ci: Vec<(&str, &str, &str, &str)> = roles
-            .iter()
-            .zip(&tokens)
-            .map(|(r, t)| (*r, t.as_str(), *r, "staging/*"))
-            .collect();
-        let (running, dir) = with_roles(
-            ConfigDir::new()
-                .no_rack_discovery()
-                .rack("staging", &rack.url())
-                .extra(GATEWAY_POLICY)
-                .ci(&ci),
-        )
-        .start()
-        .await;
-        Setup {
-            rack,
-            running,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.running.addr, path)
-    }
-
-    async fn get(&self, role: &str, path: &str) -> Resp {
-        get(&self.url(path), Some(&token(role))).await
-    }
-
-    async fn post_form(&self, role: &str, path: &str, form: &[(&str, &str)]) -> Resp {
-        let pairs: Vec<(String, String)> = form
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let body = rack_gateway::rack::form::encode_form(&pairs);
-        send("POST", &self.url(path), Some(&token(role)), &[FORM], body).await
+        Setup(Staging::per_role(ROLE_NAMES, ROLES, GATEWAY_POLICY).await)
     }
 
     /// Requests the rack received whose path starts with `prefix`.
@@ -183,7 +138,7 @@ async fn resources_and_keyroll_are_masked_without_secrets_read() {
     let r = send(
         "POST",
         &s.url("/instances/keyroll"),
-        Some(&token("reader")),
+        Some(&role_token("reader")),
         &[],
         "",
     )
@@ -194,7 +149,7 @@ async fn resources_and_keyroll_are_masked_without_secrets_read() {
     let r = send(
         "POST",
         &s.url("/instances/keyroll"),
-        Some(&token("admin")),
+        Some(&role_token("admin")),
         &[],
         "",
     )
@@ -217,7 +172,7 @@ async fn external_builds_need_permission_and_never_show_the_rack_password() {
     let r = send(
         "POST",
         &s.url("/apps/myapp/builds?external=1"),
-        Some(&token("deployer")),
+        Some(&role_token("deployer")),
         &[FORM],
         "",
     )
@@ -313,7 +268,7 @@ async fn placeholders_keep_values_and_unset_removes() {
     let r = send(
         "POST",
         &s.url("/apps/myapp/releases?env=SECRET_KEY%3Dx"),
-        Some(&token("deployer")),
+        Some(&role_token("deployer")),
         &[FORM],
         "",
     )
@@ -497,7 +452,7 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
     let r = send(
         "POST",
         &s.url("/apps/myapp/builds"),
-        Some(&token("admin")),
+        Some(&role_token("admin")),
         &[("Content-Type", "multipart/form-data; boundary=x")],
         "--x\r\nContent-Disposition: form-data; name=\"url\"\r\n\r\ndir:///etc\r\n--x--\r\n",
     )
@@ -518,7 +473,7 @@ async fn build_side_doors_are_refused_and_not_forwarded() {
     let r = send(
         "POST",
         &s.url("/apps/myapp/services/build/processes"),
-        Some(&token("admin")),
+        Some(&role_token("admin")),
         &[("Command", "sh")],
         "",
     )
@@ -539,7 +494,7 @@ async fn tcp_proxy_is_refused_for_non_admin_roles() {
         let mut c = rack_gateway::rack::ws::client_connect(
             s.running.addr,
             "/proxy/db.myapp.mock/5432",
-            &[("Authorization", &basic(&token(role)))],
+            &[("Authorization", &basic(&role_token(role)))],
         )
         .await
         .unwrap();
@@ -559,32 +514,13 @@ async fn tcp_proxy_is_refused_for_non_admin_roles() {
 #[tokio::test]
 async fn can_says_whether_secrets_are_shown() {
     let s = Setup::start().await;
-    let ask = |role: &'static str, operation: &'static str| {
-        let url = s.url("/_gateway/can");
-        async move {
-            let body =
-                format!(r#"{{"operation": "{operation}", "rack": "staging", "app": "myapp"}}"#);
-            let r = send(
-                "POST",
-                &url,
-                Some(&token(role)),
-                &[("Content-Type", "application/json")],
-                body,
-            )
-            .await;
-            assert_eq!(r.status, 200, "{}", r.text());
-            let j = r.json();
-            assert_eq!(j["allowed"], true, "{role} {operation}: {j}");
-            j["reason"].as_str().unwrap().to_string()
-        }
-    };
     let offline = |role: &str, operation: &str| {
         let out = std::process::Command::new(bin())
             .args([
                 "can", role, operation, "--rack", "staging", "--app", "myapp",
             ])
             .arg("--config")
-            .arg(s._dir.path())
+            .arg(s.dir.path())
             .env("RACK_PW", RACK_PASSWORD)
             .output()
             .unwrap();
@@ -609,7 +545,8 @@ async fn can_says_whether_secrets_are_shown() {
         ),
         ("viewer", "apps", None),
     ] {
-        let online = ask(role, operation).await;
+        let (allowed, online) = s.can(role, operation).await;
+        assert!(allowed, "{role} {operation}: {online}");
         let printed = offline(role, operation);
         assert!(printed.starts_with("allow: "), "{printed}");
         match note {
@@ -631,7 +568,7 @@ async fn can_says_whether_secrets_are_shown() {
 #[tokio::test]
 async fn tcp_proxy_reaches_only_the_apps_resources() {
     let s = Setup::start().await;
-    let auth = basic(&token("admin"));
+    let auth = basic(&role_token("admin"));
     let mut c = rack_gateway::rack::ws::client_connect(
         s.running.addr,
         "/proxy/db.myapp.mock/5432",
@@ -679,16 +616,17 @@ async fn tcp_proxy_reaches_only_the_apps_resources() {
 async fn no_secret_reaches_a_viewer_or_the_logs() {
     init();
     let rack = mock().await;
-    let dir = with_roles(
-        ConfigDir::new()
-            .rack("staging", &rack.url())
-            .extra(GATEWAY_POLICY)
-            .ci(&[
-                ("viewer", &token("viewer"), "viewer", "staging/*"),
-                ("deployer", &token("deployer"), "deployer", "staging/*"),
-            ]),
-    )
-    .write();
+    let mut cfg = ConfigDir::new()
+        .rack("staging", &rack.url())
+        .extra(GATEWAY_POLICY)
+        .ci(&[
+            ("viewer", &role_token("viewer"), "viewer", "staging/*"),
+            ("deployer", &role_token("deployer"), "deployer", "staging/*"),
+        ]);
+    for (name, text) in ROLES {
+        cfg = cfg.role(name, text);
+    }
+    let dir = cfg.write();
     let p = spawn_serve(dir.path(), &[("RACK_PW", RACK_PASSWORD)]).await;
     let base = format!("http://{}", p.addr);
     let mut bodies = String::new();
@@ -699,7 +637,7 @@ async fn no_secret_reaches_a_viewer_or_the_logs() {
         "/apps/myapp/builds",
     ] {
         for role in ["viewer", "deployer"] {
-            let r = get(&format!("{base}{path}"), Some(&token(role))).await;
+            let r = get(&format!("{base}{path}"), Some(&role_token(role))).await;
             assert_eq!(r.status, 200, "{role} {path}: {}", r.text());
             bodies.push_str(&r.text());
         }
@@ -711,7 +649,7 @@ async fn no_secret_reaches_a_viewer_or_the_logs() {
     let r = send(
         "POST",
         &format!("{base}/apps/myapp/releases"),
-        Some(&token("deployer")),
+        Some(&role_token("deployer")),
         &[FORM],
         env,
     )

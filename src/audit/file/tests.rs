@@ -68,11 +68,7 @@ fn overflow_marker_and_recovery() {
     .unwrap();
     sink.submit(rec(1));
     sink.flush();
-    // The path stops resolving (its directory becomes a regular file),
-    // which fails even for root.
-    let moved = tmp.path().join("sub.moved");
-    fs::rename(&dir, &moved).unwrap();
-    fs::write(&dir, b"not a directory").unwrap();
+    break_path(tmp.path(), &dir);
     sink.submit(rec(2));
     wait_unhealthy(&sink);
     for i in 3..=6 {
@@ -83,8 +79,7 @@ fn overflow_marker_and_recovery() {
     }
     assert_eq!(sink.dropped(), 3);
     assert!(!sink.healthy());
-    fs::remove_file(&dir).unwrap();
-    fs::rename(&moved, &dir).unwrap();
+    restore_path(tmp.path(), &dir);
     sink.flush();
     assert!(sink.healthy());
     assert_eq!(sink.written(), 6);

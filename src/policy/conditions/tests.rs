@@ -1,43 +1,27 @@
 //! Expiring grants, step-up and CI claim requirements, with a pinned
 //! clock: loaded through the real config loader, decided by the engine.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use super::*;
-use crate::config::{load, ConfigError, Env, MemSource};
+use crate::config::ConfigError;
 use crate::policy::load::parse_time;
+use crate::policy::test_support::{self, GATEWAY};
 use crate::policy::{Policy, SubjectKind, Verdict};
-
-const GATEWAY: &str = "racks:\n  staging:\n    url: https://staging.example.com\n    password_env: PW\n  production:\n    url: https://production.example.com\n    password_env: PW\n";
 
 const VIEWER: &str = "allow: [apps, apps info, ps]\n";
 const BUILDER: &str = "inherits: [viewer]\nallow: [build]\n";
 const DEPLOYER: &str = "inherits: [builder]\nallow: [releases promote]\n";
 const ADMIN: &str = "allow: ['*']\n";
 
+/// This file's four roles, then `files` (which may replace them).
 fn try_load(files: &[(&str, &str)]) -> Result<Policy, Vec<ConfigError>> {
-    let mut map = BTreeMap::new();
-    map.insert("gateway.yaml".to_string(), GATEWAY.to_string());
-    for (name, text) in [
+    let mut all = vec![
         ("roles/viewer.yaml", VIEWER),
         ("roles/builder.yaml", BUILDER),
         ("roles/deployer.yaml", DEPLOYER),
         ("roles/admin.yaml", ADMIN),
-    ] {
-        map.insert(name.to_string(), text.to_string());
-    }
-    for (k, v) in files {
-        map.insert(k.to_string(), v.to_string());
-    }
-    let src = MemSource {
-        files: map,
-        label: "t:".into(),
-        base: PathBuf::from("."),
-    };
-    load(&src, &Env::from_pairs([("PW", "x")]))
-        .map(|c| c.policy)
-        .map_err(|e| e.0)
+    ];
+    all.extend_from_slice(files);
+    test_support::try_load(&all).map_err(|e| e.0)
 }
 
 fn policy(files: &[(&str, &str)]) -> Policy {

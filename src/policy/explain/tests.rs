@@ -3,35 +3,14 @@
 //! exceptions, inheritance and command denies) × every operation × racks,
 //! apps, services, commands and target processes.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use super::*;
-use crate::config::{load, Env, MemSource};
 use crate::policy::conditions::Auth;
 use crate::policy::load::parse_time;
 use crate::policy::operations;
-
-const GATEWAY: &str = "racks:\n  staging:\n    url: https://staging.example.com\n    password_env: PW\n  production:\n    url: https://production.example.com\n    password_env: PW\n";
-
-fn load_policy(files: &[(&str, &str)]) -> Policy {
-    let mut map = BTreeMap::new();
-    map.insert("gateway.yaml".to_string(), GATEWAY.to_string());
-    for (k, v) in files {
-        map.insert(k.to_string(), v.to_string());
-    }
-    let src = MemSource {
-        files: map,
-        label: "t:".into(),
-        base: PathBuf::from("."),
-    };
-    load(&src, &Env::from_pairs([("PW", "x")]))
-        .map(|c| c.policy)
-        .unwrap_or_else(|e| panic!("policy does not load:\n{e}"))
-}
+use crate::policy::test_support::{policy, GATEWAY};
 
 fn example() -> Policy {
-    load_policy(&[
+    policy(&[
         (
             "roles/admin.yaml",
             include_str!("../../../roles/admin.yaml"),
@@ -71,7 +50,7 @@ fn fixture() -> Policy {
         ),
     ];
     p.push(("gateway.yaml", gateway.leak()));
-    load_policy(&p)
+    policy(&p)
 }
 
 /// Every explanation's conclusion is the engine's verdict.

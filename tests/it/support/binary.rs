@@ -1,16 +1,17 @@
 //! The real `rack-gateway` binary as a process: run a command to
 //! completion, or start a server ([`Proc`]) that is waited on until it
-//! listens, has everything it writes collected, and is killed on drop.
+//! listens, has everything it writes collected, and is killed on drop;
+//! or log in with a pasted code ([`PastedLogin`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 
 use super::wait::DEADLINE;
@@ -177,9 +178,89 @@ impl Proc {
     }
 }
 
+/// `rack-gateway audit verify FILE`: (exit code, stdout, stderr).
+pub fn audit_verify(file: &Path) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(["audit", "verify"])
+        .arg(file)
+        .env_clear()
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `serve --config <dir>` with trace logging and exactly `env` besides.
 pub async fn spawn_serve(dir: &Path, env: &[(&str, &str)]) -> Proc {
     let mut all = vec![("RACK_GATEWAY_LOG", "trace")];
     all.extend_from_slice(env);
     Proc::serve(dir, &[], &all).await
+}
+
+/// A `login --no-browser` under way: the CLI printed its [`link`] and
+/// waits for the code, which the test gets by playing the person's browser.
+///
+/// [`link`]: PastedLogin::link
+pub struct PastedLogin {
+    pub link: String,
+    child: Child,
+    stderr: Lines<BufReader<ChildStderr>>,
+    printed: String,
+}
+
+impl PastedLogin {
+    /// Spawns `command` with its stdio piped and reads its stderr until
+    /// the first `http://` link.
+    pub async fn start(command: &mut Command, limit: Duration) -> PastedLogin {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut printed = String::new();
+        let link = tokio::time::timeout(limit, async {
+            while let Some(line) = stderr.next_line().await.unwrap() {
+                printed.push_str(&line);
+                printed.push('\n');
+                if let Some(at) = line.find("http://") {
+                    return line[at..].trim().to_string();
+                }
+            }
+            panic!("no login link printed:\n{printed}");
+        })
+        .await
+        .expect("the link is printed");
+        PastedLogin {
+            link,
+            child,
+            stderr,
+            printed,
+        }
+    }
+
+    /// Pastes `input` and waits for the CLI to exit: its status, stdout
+    /// and all of stderr.
+    pub async fn paste(mut self, input: &str, limit: Duration) -> (ExitStatus, String, String) {
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = tokio::time::timeout(limit, self.child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        while let Ok(Some(line)) = self.stderr.next_line().await {
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+        }
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            self.printed,
+        )
+    }
 }

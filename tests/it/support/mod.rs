@@ -1,8 +1,9 @@
 //! Test fixtures, one copy each: mock racks and a real gateway on
 //! ephemeral loopback ports ([`Gw`]), config directories
 //! ([`ConfigDir`]), the real binary as a process
-//! ([`Proc`]), the OpenID provider mock ([`OidcMock`]),
-//! token keys, git remotes, and small HTTP, websocket and waiting helpers.
+//! ([`Proc`]), the OpenID provider mock ([`OidcMock`]), the one-rack
+//! fixture ([`Staging`]), token keys, git remotes, and small HTTP,
+//! websocket and waiting helpers.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,7 @@ mod keys;
 mod oidc;
 mod remote;
 mod requests;
+mod staging;
 mod wait;
 mod ws;
 
@@ -21,7 +23,7 @@ use std::path::Path;
 use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
 use rack_gateway::server::listener::Running;
 
-pub use self::binary::{bin, run, spawn_serve, Proc};
+pub use self::binary::{audit_verify, bin, run, spawn_serve, PastedLogin, Proc};
 pub use self::config::{
     ci_yaml, copy_roles, git_mode_settings, load, start_gateway, with_lifted_limits, write_config,
     ConfigDir,
@@ -32,6 +34,7 @@ pub use self::remote::{git, run_ok, scribble, Daemon};
 pub use self::requests::{
     answers, basic, free_port, get, location, query_param, raw, send, targets, urlencode, Resp,
 };
+pub use self::staging::{role_token, staging_only, Staging};
 pub use self::wait::{eventually, eventually_by, DEADLINE};
 pub use self::ws::{in_band_text, read_until_eof, recv, FRAME_TIMEOUT};
 
