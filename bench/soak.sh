@@ -262,13 +262,23 @@ kill -TERM "$GATEWAY_PID"
 wait "$GATEWAY_PID" || true
 PIDS=("${PIDS[@]:0:1}")
 
-python3 - "$TMP/driver.json" "$TMP/audit.jsonl" <<PY
+# The rotated files (audit.jsonl.<UTC stamp>[.n], which sort oldest first)
+# and then the active one: the whole chain of the run.
+AUDIT_FILES=()
+while IFS= read -r f; do AUDIT_FILES+=("$f"); done < <(ls "$TMP"/audit.jsonl.* 2>/dev/null | sort)
+AUDIT_FILES+=("$TMP/audit.jsonl")
+
+python3 - "$TMP/driver.json" "${AUDIT_FILES[@]}" <<PY
 import json, sys
 d = json.load(open(sys.argv[1]))
-recs = [json.loads(l) for l in open(sys.argv[2])]
-req = sum(1 for r in recs if r.get("event") == "request" and r.get("rack") == "soak")
-starts = sum(1 for r in recs if r.get("event") == "session-start")
-ends = sum(1 for r in recs if r.get("event") == "session-end")
+req = starts = ends = 0
+for path in sys.argv[2:]:
+    for line in open(path):
+        r = json.loads(line)
+        event = r.get("event")
+        req += event == "request" and r.get("rack") == "soak"
+        starts += event == "session-start"
+        ends += event == "session-end"
 served = d["rest_ok"] + d["rest_failed"]
 print(f"soak: $MINUTES minute(s), binary $BIN")
 print(f"requests served:          {d['rest_ok']} REST OK, {d['sessions']} websocket sessions ({d['frames_echoed']} echoed frames)")
@@ -280,4 +290,5 @@ print(f"reloads:                  $RELOADS_OK applied, $RELOADS_FAILED refused (
 for e in d["errors"]:
     print("  error:", e)
 PY
-"$BIN" audit verify "$TMP/audit.jsonl"
+echo "audit files:              ${#AUDIT_FILES[@]} (rotated at the default 100M)"
+"$BIN" audit verify "${AUDIT_FILES[@]}"
