@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_saphyr::Spanned;
 
 use super::raw::{RawCiFile, RawGrant, RawUser, RawUsersFile};
-use super::{parse, parse_time, requirement, valid_name, Ctx, File};
+use super::{parse, parse_time, requirement, valid_name, Ctx, File, Inputs};
 use crate::policy::glob::Glob;
 use crate::policy::{Grant, Policy, RuleRef, Subject, SubjectKind};
 
@@ -44,9 +44,29 @@ impl FederatedIdentity {
     }
 }
 
+/// Compiles users.yaml and ci.yaml, then refuses roles whose login
+/// requirement only CI identities hold; returns what the authenticator
+/// needs for CI.
+pub(super) fn compile(
+    ctx: &mut Ctx,
+    policy: &mut Policy,
+    inputs: &Inputs<'_>,
+) -> (Vec<CiToken>, Vec<FederatedIdentity>) {
+    let mut seen: HashSet<String> = HashSet::new();
+    if let Some(f) = &inputs.users {
+        users(ctx, policy, f, &inputs.racks, &mut seen);
+    }
+    let ci_identities = match &inputs.ci {
+        Some(f) => ci(ctx, policy, f, &inputs.racks, &mut seen),
+        None => (Vec::new(), Vec::new()),
+    };
+    check_requirements(ctx, policy, &inputs.roles);
+    ci_identities
+}
+
 /// People and domain rules from users.yaml; `seen` collects identity
 /// names across users.yaml and ci.yaml to refuse duplicates.
-pub(super) fn users(
+fn users(
     ctx: &mut Ctx,
     policy: &mut Policy,
     f: &File,
@@ -108,7 +128,7 @@ pub(super) fn users(
 
 /// CI identities from ci.yaml, with the static-token table and the
 /// federated identities the authenticator needs.
-pub(super) fn ci(
+fn ci(
     ctx: &mut Ctx,
     policy: &mut Policy,
     f: &File,
@@ -368,7 +388,7 @@ fn expiry(ctx: &mut Ctx, f: &File, e: &Spanned<String>) -> Option<i64> {
 
 /// A role whose `require:` asks for a person's login but that only CI
 /// identities hold could never count: an error, like a CI grant's.
-pub(super) fn check_requirements(ctx: &mut Ctx, policy: &Policy, roles: &[File]) {
+fn check_requirements(ctx: &mut Ctx, policy: &Policy, roles: &[File]) {
     for (i, role) in policy.roles.iter().enumerate() {
         let Some(r) = role.require.as_ref().filter(|r| r.needs_login()) else {
             continue;
