@@ -41,9 +41,17 @@ pub(crate) enum Stage {
     /// Rack and route are known.
     Routed(Routed),
     /// The caller is identified.
-    Identified(Routed, Identity),
+    Identified(Routed, Who),
     /// The policy allowed it.
-    Allowed(Routed, Identity, Allowed),
+    Allowed(Routed, Who, Allowed),
+}
+
+/// The identified caller: who, how they authenticated and when, which is
+/// what expiring grants and step-up requirements are decided on.
+pub(crate) struct Who {
+    pub identity: Identity,
+    pub auth: Arc<crate::policy::Auth>,
+    pub now: i64,
 }
 
 /// A request matched to a rack route.
@@ -78,10 +86,6 @@ pub(crate) struct Ctx {
     pub bytes_in: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub audit: audit::Auditor,
-    /// The caller's authentication and the time it was identified: what
-    /// expiring grants and step-up requirements are decided on.
-    pub auth: Option<Arc<crate::policy::Auth>>,
-    pub now: Option<i64>,
 }
 
 /// How a request ended, for its audit record.
@@ -117,8 +121,6 @@ impl Ctx {
             bytes_in: Default::default(),
             metrics: gw.metrics.clone(),
             audit: gw.audit.clone(),
-            auth: None,
-            now: None,
         }
     }
 
@@ -155,11 +157,25 @@ impl Ctx {
         }
     }
 
-    pub fn identity(&self) -> Option<&Identity> {
+    fn who(&self) -> Option<&Who> {
         match &self.stage {
-            Stage::Identified(_, id) | Stage::Allowed(_, id, _) => Some(id),
+            Stage::Identified(_, who) | Stage::Allowed(_, who, _) => Some(who),
             _ => None,
         }
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.who().map(|w| &w.identity)
+    }
+
+    /// How the caller authenticated, once identified.
+    pub(crate) fn auth(&self) -> Option<&crate::policy::Auth> {
+        self.who().map(|w| &*w.auth)
+    }
+
+    /// When the caller was identified: the time the request is decided at.
+    pub(crate) fn now(&self) -> Option<i64> {
+        self.who().map(|w| w.now)
     }
 
     pub fn allowed(&self) -> Option<&Allowed> {
@@ -171,9 +187,9 @@ impl Ctx {
 
     /// Moves to the next stage (a no-op from the wrong one, which the
     /// pipeline's order rules out).
-    pub(crate) fn identified(&mut self, identity: Identity) {
+    pub(crate) fn identified(&mut self, who: Who) {
         if let Stage::Routed(r) = std::mem::replace(&mut self.stage, Stage::Received) {
-            self.stage = Stage::Identified(r, identity);
+            self.stage = Stage::Identified(r, who);
         }
     }
 

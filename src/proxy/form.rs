@@ -104,8 +104,8 @@ pub(crate) async fn checked(
     let inputs = forms::release_inputs(&fields, &query)?;
     let base = Facts {
         rack: &rack.name,
-        now: ctx.now,
-        auth: ctx.auth.as_deref(),
+        now: ctx.now(),
+        auth: ctx.auth(),
         ..Default::default()
     };
     forms::check_release_code(&rt.policy, subject, &base, &app, &fields)?;

@@ -324,8 +324,8 @@ pub(crate) async fn tunnel_target(
         subject,
         &Facts {
             rack: &rack.name,
-            now: ctx.now,
-            auth: ctx.auth.as_deref(),
+            now: ctx.now(),
+            auth: ctx.auth(),
             ..Default::default()
         },
         &names,

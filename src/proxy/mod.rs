@@ -32,7 +32,7 @@ use crate::policy::{process, reach, wording, Facts, Subject, Verdict, RESTRICTED
 use crate::rack::mask::Masking;
 use crate::rack::routes::{self, RouteMethod};
 use crate::rack::upstream::Rack;
-use ctx::{Ctx, Routed, Stage};
+use ctx::{Ctx, Routed, Stage, Who};
 
 /// Handles one rack request end to end. Never fails: every outcome is a
 /// response.
@@ -122,9 +122,11 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
     };
     let subject = caller.subject;
     let (issued_at, credential) = (caller.issued_at, caller.credential);
-    ctx.auth = Some(caller.auth.clone());
-    ctx.now = Some(crate::clock::unix_now());
-    ctx.identified(caller.identity);
+    ctx.identified(Who {
+        identity: caller.identity,
+        auth: caller.auth,
+        now: crate::clock::unix_now(),
+    });
 
     // The policy decides before the rate limits: a refused request spends
     // no tokens, and its reason (never "rate limit") reaches the user.
@@ -161,8 +163,8 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<Arc<Runtime>>, req: Inbound)
             rack: &rack.name,
             operation: op,
             app: ctx.param("app"),
-            now: ctx.now,
-            auth: ctx.auth.as_deref(),
+            now: ctx.now(),
+            auth: ctx.auth(),
             ..Default::default()
         },
     );
@@ -401,13 +403,12 @@ async fn decide(
         command_shown: shown.as_deref(),
         process: None,
         run_headers: &restricted,
-        now: ctx.now,
-        auth: ctx.auth.as_deref(),
+        now: ctx.now(),
+        auth: ctx.auth(),
     };
     let verdict = rt.policy.decide(subject, &facts);
     let mut decided = upgrade::Decided {
         run_headers: restricted.clone(),
-        auth: ctx.auth.clone(),
         ..Default::default()
     };
     if matches!(verdict, Verdict::Deny(_)) {

@@ -38,8 +38,6 @@ pub(crate) struct Decided {
     pub process: Option<Process>,
     /// Restricted run headers present on the request.
     pub run_headers: Vec<&'static str>,
-    /// How the caller authenticated, to decide the session again.
-    pub auth: Option<Arc<crate::policy::Auth>>,
     /// The credential the caller presented, to check it is still accepted.
     pub credential: Option<crate::identity::credentials::Credential>,
     /// Whose placeholder the target process is (exec), as decided at open.
@@ -127,15 +125,15 @@ pub(crate) async fn raw(
 /// Takes the session's place among its identity's sessions, or refuses it
 /// (429, in-band on websocket routes) when the identity holds the maximum.
 fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Slot, Refusal> {
-    let Stage::Allowed(routed, identity, _) = &ctx.stage else {
+    let Stage::Allowed(routed, who, _) = &ctx.stage else {
         return Err(Refusal::denied("the session was not authorized"));
     };
-    let name = identity.name.clone();
+    let name = who.identity.name.clone();
     let credential = decided
         .credential
         .ok_or_else(|| Refusal::denied("the session's credential is unknown"))?;
     let grant = Grant {
-        identity: identity.clone(),
+        identity: who.identity.clone(),
         issued_at: decided.issued_at,
         rack: routed.rack.name.clone(),
         operation: routed.route.route.operation,
@@ -144,7 +142,7 @@ fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Sl
         command: routed.command.clone(),
         process: decided.process,
         run_headers: decided.run_headers,
-        auth: decided.auth,
+        auth: Some(who.auth.clone()),
         credential,
         owner: decided.owner,
         tunnel_app: decided.tunnel_app,
