@@ -373,93 +373,6 @@ async fn reload_retiring_a_signing_key_closes_sessions_of_its_tokens() {
     gw.running.stop().await;
 }
 
-/// A CI system's OpenID issuer on loopback (discovery and a JWKS of one
-/// Ed25519 key) that signs the job tokens tests present.
-struct CiIssuer {
-    url: String,
-    pkcs8: Vec<u8>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for CiIssuer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl CiIssuer {
-    async fn start() -> CiIssuer {
-        use bytes::Bytes;
-        use ring::signature::{Ed25519KeyPair, KeyPair};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let public = Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .unwrap()
-            .public_key()
-            .as_ref()
-            .to_vec();
-        let discovery = Bytes::from(
-            serde_json::json!({
-                "issuer": url,
-                "jwks_uri": format!("{url}/jwks"),
-                "authorization_endpoint": format!("{url}/authorize"),
-                "response_types_supported": ["id_token"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["EdDSA"],
-            })
-            .to_string(),
-        );
-        let jwks = Bytes::from(
-            serde_json::json!({"keys": [{
-                "kty": "OKP", "crv": "Ed25519", "kid": "ci", "use": "sig", "x": b64(public),
-            }]})
-            .to_string(),
-        );
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (discovery, jwks) = (discovery.clone(), jwks.clone());
-                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                    let _: &hyper::body::Incoming = req.body();
-                    let (status, body) = match req.uri().path() {
-                        "/.well-known/openid-configuration" => (200, discovery.clone()),
-                        "/jwks" => (200, jwks.clone()),
-                        _ => (404, Bytes::from_static(b"{}")),
-                    };
-                    async move {
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "application/json")
-                            .body(http_body_util::Full::new(body))
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(tcp);
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
-                );
-            }
-        });
-        CiIssuer { url, pkcs8, task }
-    }
-
-    /// A job token of `repository` for `audience`, valid for ten minutes.
-    fn token(&self, repository: &str, audience: &str) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some("ci".into());
-        let t = now();
-        let claims = serde_json::json!({
-            "iss": self.url, "aud": audience, "sub": format!("repo:{repository}"),
-            "repository": repository, "iat": t, "nbf": t, "exp": t + 600,
-        });
-        let key = jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8);
-        jsonwebtoken::encode(&header, &claims, &key).unwrap()
-    }
-}
-
 /// ci.yaml: ci-all (static token) and deploy-app, federated from `issuer`
 /// for `audience` when the job's repository matches `repository`.
 fn federated_ci_yaml(issuer: &str, audience: &str, repository: &str) -> String {
@@ -488,7 +401,7 @@ async fn reload_changing_a_federated_mapping_closes_sessions_it_no_longer_matche
         &federated_ci_yaml(&ci.url, "rack-gateway", "acme/*"),
     );
     let mut gw = Reloading::start(dir, &[("RACK_PW", RACK_PASSWORD)]).await;
-    let job = ci.token("acme/app", "rack-gateway");
+    let job = ci.ed.sign(&ci.claims("acme/app", "refs/heads/main"));
     let mut doomed = open_exec(gw.addr(), &job).await;
     let mut kept = open_exec(gw.addr(), CI_ALL).await;
     assert_echoes(&mut doomed, "before").await;
