@@ -638,6 +638,61 @@ async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer()
     }
 }
 
+/// Fail-open with `--audit-fsync`: while the audit file cannot grow,
+/// answers still complete (none waits for the writer's retries) and each
+/// one released without its record confirmed is counted in
+/// `rack_gateway_audit_fsync_unconfirmed_total`, which is 0 before the disk
+/// fills (control); once space returns the file is healthy again and the
+/// chain verifies.
+#[tokio::test]
+async fn audit_disk_full_fail_open_with_fsync_serves_and_counts_unconfirmed_answers() {
+    let (_keep, g, audit) = disk_full(&["--audit-fsync"]).await;
+    let apps = g.url("/racks/healthy/apps?");
+    let metrics = g.url("/_gateway/metrics");
+    let unconfirmed = |m: String| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("rack_gateway_audit_fsync_unconfirmed_total "))
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    assert!(
+        get_checked(&apps).await.is_some(),
+        "served before the disk fills"
+    );
+    let m = get(&metrics, Some(CI_ALL)).await.text();
+    assert_eq!(unconfirmed(m.clone()), Some(0.0), "{m}");
+    let full = settled_len(&audit).await;
+    g.set_file_limit(&full.to_string());
+    eventually("answers released unconfirmed are counted", || async {
+        let r = tokio::time::timeout(LIMIT, get_checked(&apps))
+            .await
+            .expect("a fail-open answer never hangs on its record");
+        if r.is_none() {
+            return Err("an answer did not complete in fail-open mode".into());
+        }
+        let m = get(&metrics, Some(CI_ALL)).await.text();
+        match unconfirmed(m.clone()) {
+            Some(n) if n >= 1.0 => Ok(()),
+            _ => Err(m
+                .lines()
+                .filter(|l| l.contains("audit"))
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
+    })
+    .await;
+    g.set_file_limit("unlimited");
+    eventually("the audit file is healthy again", || async {
+        let m = get(&metrics, Some(CI_ALL)).await.text();
+        if m.lines().any(|l| l == "rack_gateway_audit_file_healthy 1") {
+            Ok(())
+        } else {
+            Err("still unhealthy".to_string())
+        }
+    })
+    .await;
+    stop_and_verify(g, &audit).await;
+}
+
 /// The control for the held-back last frame: without `--audit-fsync` a
 /// streamed answer is passed on as it comes, so the client reads the
 /// rack's first chunk while the rack still holds the rest back.
