@@ -262,10 +262,10 @@ kill -TERM "$GATEWAY_PID"
 wait "$GATEWAY_PID" || true
 PIDS=("${PIDS[@]:0:1}")
 
-# The rotated files (audit.jsonl.<UTC stamp>[.n], which sort oldest first)
+# The rotated files (audit.jsonl.<UTC stamp>[.n], oldest first: -V orders .2 before .10)
 # and then the active one: the whole chain of the run.
 AUDIT_FILES=()
-while IFS= read -r f; do AUDIT_FILES+=("$f"); done < <(ls "$TMP"/audit.jsonl.* 2>/dev/null | sort)
+while IFS= read -r f; do AUDIT_FILES+=("$f"); done < <(ls "$TMP"/audit.jsonl.* 2>/dev/null | sort -V)
 AUDIT_FILES+=("$TMP/audit.jsonl")
 
 python3 - "$TMP/driver.json" "${AUDIT_FILES[@]}" <<PY
