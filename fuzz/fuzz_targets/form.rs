@@ -13,16 +13,17 @@ use rack_gateway::rack::inputs::check_form_pairs;
 
 const INSPECTED: &[&str] = &["app", "command", "env"];
 
-/// Go's `QueryUnescape`: `+` is a space, `%XX` a byte, any other `%` an error.
+/// Go's `QueryUnescape`: `+` is a space, `%XX` a byte (two hex digits:
+/// Go's `ishex`), any other `%` an error.
 fn go_unescape(s: &[u8]) -> Option<Vec<u8>> {
+    let hex_value = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
         match s[i] {
             b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let (hi, lo) = (*s.get(i + 1)?, *s.get(i + 2)?);
+                out.push(u8::try_from(hex_value(hi)? * 16 + hex_value(lo)?).ok()?);
                 i += 3;
             }
             b'+' => {
