@@ -1,7 +1,8 @@
 //! Test fixtures, one copy each: mock racks and a real gateway on
 //! ephemeral loopback ports ([`Gw`]), config directories
 //! ([`ConfigDir`]), the real binary as a process
-//! ([`Proc`]), the OpenID provider mock ([`OidcMock`]), the one-rack
+//! ([`Proc`]), the OpenID provider mock ([`OidcMock`]) and a gateway to
+//! log in to ([`LoginGateway`]), the one-rack
 //! fixture ([`Staging`]), token keys, git remotes, and small HTTP,
 //! websocket and waiting helpers.
 
@@ -31,7 +32,7 @@ pub use self::config::{
     ConfigDir,
 };
 pub use self::keys::*;
-pub use self::oidc::OidcMock;
+pub use self::oidc::{identity_yaml, LoginGateway, OidcMock};
 pub use self::remote::{git, run_ok, scribble, Daemon};
 pub use self::requests::{
     answers, basic, free_port, get, location, query_param, raw, send, targets, urlencode, Resp,
