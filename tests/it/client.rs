@@ -133,18 +133,8 @@ impl Home {
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env_clear()
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", self.path("bin").display()),
-            )
-            .env("HOME", self.path("home"))
-            .env("XDG_CONFIG_HOME", self.path("config"))
-            .envs(env.iter().copied())
-            .current_dir(self.path("work"))
-            .kill_on_drop(true);
+        let mut c = cli(self.dir.path(), args);
+        c.envs(env.iter().copied()).current_dir(self.path("work"));
         c
     }
 

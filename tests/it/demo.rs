@@ -16,21 +16,12 @@ use crate::support::*;
 /// (not a timing assertion).
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// A throwaway HOME for the CLI, with a cleared environment.
-fn cli(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(args)
-        .env_clear()
-        .env(
-            "PATH",
-            format!("{}:/usr/bin:/bin", home.join("bin").display()),
-        )
-        .env("HOME", home.join("home"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .stdin(Stdio::piped())
+/// The CLI with a throwaway HOME and its stdio piped.
+fn piped_cli(home: &Path, args: &[&str]) -> Command {
+    let mut c = cli(home, args);
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     c
 }
 
@@ -46,8 +37,11 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
 /// the link, the demo provider's page, "log in as alice", the gateway's
 /// code page; then pastes the code. Returns the CLI's exit code and output.
 async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, String) {
-    let login =
-        PastedLogin::start(&mut cli(home, &["login", rack, gw, "--no-browser"]), LIMIT).await;
+    let login = PastedLogin::start(
+        &mut piped_cli(home, &["login", rack, gw, "--no-browser"]),
+        LIMIT,
+    )
+    .await;
     let link = login.link.clone();
 
     let r = get(&link, None).await;
@@ -78,7 +72,7 @@ async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, 
 }
 
 async fn run_cli(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let child = cli(home, args).stdin(Stdio::null()).spawn().unwrap();
+    let child = piped_cli(home, args).stdin(Stdio::null()).spawn().unwrap();
     let out = tokio::time::timeout(LIMIT, child.wait_with_output())
         .await
         .unwrap()

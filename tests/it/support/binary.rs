@@ -1,5 +1,5 @@
 //! The real `rack-gateway` binary as a process: run a command to
-//! completion, or start a server ([`Proc`]) that is waited on until it
+//! completion, set one up as a person runs it ([`cli`]), or start a server ([`Proc`]) that is waited on until it
 //! listens, has everything it writes collected, and is killed on drop;
 //! or log in with a pasted code ([`PastedLogin`]).
 
@@ -41,6 +41,23 @@ pub async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, S
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `rack-gateway <args>` as a person runs it from the throwaway home
+/// `root`: a cleared environment, `root/bin` first on PATH, HOME
+/// `root/home` and the config under `root/config`; killed on drop.
+pub fn cli(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", root.join("bin").display()),
+        )
+        .env("HOME", root.join("home"))
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .kill_on_drop(true);
+    c
 }
 
 /// A running `rack-gateway` server; everything it writes (stdout and

@@ -25,7 +25,7 @@ use std::path::Path;
 use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
 use rack_gateway::server::listener::Running;
 
-pub use self::binary::{audit_verify, bin, run, spawn_serve, PastedLogin, Proc};
+pub use self::binary::{audit_verify, bin, cli, run, spawn_serve, PastedLogin, Proc};
 pub use self::ci_issuer::{CiIssuer, CiKey};
 pub use self::config::{
     ci_yaml, copy_roles, git_mode_settings, load, start_gateway, with_lifted_limits, write_config,
