@@ -4,9 +4,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-
 use crate::support::*;
 
 #[tokio::test]
@@ -164,35 +161,16 @@ fn readme_route_table_is_current() {
 /// and the gateway allows and refuses as it says.
 #[tokio::test]
 async fn demo_serves_what_it_prints() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(bin())
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-        .env_clear()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = String::new();
-    let deployer = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            printed.push_str(&line);
-            printed.push('\n');
-            if line.trim_start().starts_with("demo-deployer") {
-                let url = line.split("RACK_URL=http://convox:").nth(1).unwrap();
-                return url.split('@').next().unwrap().to_string();
-            }
-        }
-        panic!("demo exited early: {printed}");
-    })
-    .await
-    .expect("demo prints its identities");
-    let base = format!("http://127.0.0.1:{port}");
+    let demo = Proc::demo(&[]).await;
+    let printed = demo.log();
+    let deployer = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("demo-deployer"))
+        .and_then(|l| l.split("RACK_URL=http://convox:").nth(1))
+        .and_then(|url| url.split('@').next())
+        .unwrap_or_else(|| panic!("demo prints its identities: {printed}"))
+        .to_string();
+    let base = demo.url("");
     let r = get(&format!("{base}/racks/staging/apps?"), Some(&deployer)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let r = get(&format!("{base}/racks/production/apps?"), Some(&deployer)).await;
@@ -205,7 +183,6 @@ async fn demo_serves_what_it_prints() {
     );
     let r = get(&format!("{base}/racks/staging/apps?"), None).await;
     assert_eq!(r.status, 401);
-    child.kill().await.unwrap();
 }
 
 /// `token generate` prints a token once and a ci.yaml entry holding only its

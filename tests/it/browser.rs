@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use rack_gateway::dev::mock_rack::MockRack;
-use rack_gateway::server::listener::Running;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -117,47 +115,20 @@ impl CertifiedProvider {
 struct Fx {
     gw: String,
     provider: CertifiedProvider,
-    _running: Running,
-    _staging: MockRack,
-    _dir: tempfile::TempDir,
+    _login: LoginGateway,
 }
 
 impl Fx {
     async fn start(tools: &Tools) -> Fx {
-        init();
         let port = free_port();
-        let gw = format!("http://127.0.0.1:{port}");
-        let provider =
-            CertifiedProvider::start(tools, &format!("{gw}/_gateway/login/callback")).await;
-        let staging = mock().await;
-        let dir = ConfigDir::new()
-            .listen(&format!("127.0.0.1:{port}"))
-            .no_rack_discovery()
-            .rack("staging", &staging.url())
-            .extra(&format!(
-                "identity:\n  url: {gw}\n  token_ttl: 1h\n  signing_key:\n    file: signing.pem\n  \
-                 oidc:\n    issuer: {}\n    \
-                 client_id:\n      env: OIDC_CLIENT_ID\n    client_secret:\n      env: OIDC_CLIENT_SECRET\n",
-                provider.issuer,
-            ))
-            .users("users:\n  alice@example.com:\n    grants:\n      - role: deployer\n        scope: \"staging/*\"\n")
-            .write();
-        std::fs::write(dir.path().join("signing.pem"), signing_pem()).unwrap();
-        let cfg = load(
-            dir.path(),
-            &[
-                ("RACK_PW", RACK_PASSWORD),
-                ("OIDC_CLIENT_ID", CLIENT_ID),
-                ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
-            ],
-        );
-        let running = Running::start(&cfg).await.expect("gateway starts");
+        let callback = format!("http://127.0.0.1:{port}/_gateway/login/callback");
+        let provider = CertifiedProvider::start(tools, &callback).await;
+        let login =
+            LoginGateway::start(port, &provider.issuer, "", (CLIENT_ID, CLIENT_SECRET)).await;
         Fx {
-            gw,
+            gw: login.gw.clone(),
             provider,
-            _running: running,
-            _staging: staging,
-            _dir: dir,
+            _login: login,
         }
     }
 }

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use rack_gateway::dev::mock_rack::MockRack;
-use rack_gateway::server::listener::Running;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
@@ -135,18 +133,8 @@ impl Home {
     }
 
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env_clear()
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", self.path("bin").display()),
-            )
-            .env("HOME", self.path("home"))
-            .env("XDG_CONFIG_HOME", self.path("config"))
-            .envs(env.iter().copied())
-            .current_dir(self.path("work"))
-            .kill_on_drop(true);
+        let mut c = cli(self.dir.path(), args);
+        c.envs(env.iter().copied()).current_dir(self.path("work"));
         c
     }
 
@@ -682,47 +670,24 @@ async fn completions_and_man_page_come_from_the_command_definitions() {
 /// staging rack, and the identity provider.
 struct Fx {
     gw: String,
-    _running: Running,
-    _staging: MockRack,
+    _login: LoginGateway,
     _provider: OidcMock,
-    _dir: tempfile::TempDir,
 }
 
 impl Fx {
     async fn start() -> Fx {
-        init();
         let provider = OidcMock::start(&[ALICE_CLAIMS]).await;
-        let staging = mock().await;
-        let port = free_port();
-        let gw = format!("http://127.0.0.1:{port}");
-        let dir = ConfigDir::new()
-            .listen(&format!("127.0.0.1:{port}"))
-            .no_rack_discovery()
-            .rack("staging", &staging.url())
-            .extra(&format!(
-                "identity:\n  url: {gw}\n  token_ttl: 1h\n  signing_key:\n    file: signing.pem\n  \
-                 signing_key_id: k1\n  oidc:\n    issuer: {}\n    \
-                 client_id:\n      env: OIDC_CLIENT_ID\n    client_secret:\n      env: OIDC_CLIENT_SECRET\n",
-                provider.url,
-            ))
-            .users("users:\n  alice@example.com:\n    grants:\n      - role: deployer\n        scope: \"staging/*\"\n")
-            .write();
-        std::fs::write(dir.path().join("signing.pem"), signing_pem()).unwrap();
-        let cfg = load(
-            dir.path(),
-            &[
-                ("RACK_PW", RACK_PASSWORD),
-                ("OIDC_CLIENT_ID", CLIENT_ID),
-                ("OIDC_CLIENT_SECRET", CLIENT_SECRET),
-            ],
-        );
-        let running = Running::start(&cfg).await.expect("gateway starts");
+        let login = LoginGateway::start(
+            free_port(),
+            &provider.url,
+            "  signing_key_id: k1\n",
+            (CLIENT_ID, CLIENT_SECRET),
+        )
+        .await;
         Fx {
-            gw,
-            _running: running,
-            _staging: staging,
+            gw: login.gw.clone(),
+            _login: login,
             _provider: provider,
-            _dir: dir,
         }
     }
 }
@@ -894,17 +859,8 @@ async fn no_browser_login_reads_the_pasted_code() {
     // The person's browser, elsewhere.
     let r = get(&link, None).await;
     assert_eq!(r.status, 302, "{}", r.text());
-    let authorize = location(&r);
-    let r = send(
-        "POST",
-        &authorize,
-        None,
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        "sub=alice",
-    )
-    .await;
-    assert_eq!(r.status, 302, "provider form: {}", r.text());
-    let r = get(&location(&r), None).await;
+    let callback = OidcMock::sign_in(&location(&r), "alice").await;
+    let r = get(&callback, None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let page = r.text();
     let code = page

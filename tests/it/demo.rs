@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::support::*;
 
@@ -17,53 +16,13 @@ use crate::support::*;
 /// (not a timing assertion).
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// A throwaway HOME for the CLI, with a cleared environment.
-fn cli(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(args)
-        .env_clear()
-        .env(
-            "PATH",
-            format!("{}:/usr/bin:/bin", home.join("bin").display()),
-        )
-        .env("HOME", home.join("home"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .stdin(Stdio::piped())
+/// The CLI with a throwaway HOME and its stdio piped.
+fn piped_cli(home: &Path, args: &[&str]) -> Command {
+    let mut c = cli(home, args);
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     c
-}
-
-/// The demo binary, up: what it printed until "Press Ctrl-C".
-async fn start_demo() -> (Child, String, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(bin())
-        .args(["demo", "--listen", &listen])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = String::new();
-    tokio::time::timeout(LIMIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            printed.push_str(&line);
-            printed.push('\n');
-            if line.contains("Press Ctrl-C") {
-                return;
-            }
-        }
-        panic!("the demo exited:\n{printed}");
-    })
-    .await
-    .expect("the demo starts");
-    // Keep reading so the demo never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{listen}"), printed)
 }
 
 /// Text between `start` and `end` in `s`.
@@ -78,8 +37,11 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
 /// the link, the demo provider's page, "log in as alice", the gateway's
 /// code page; then pastes the code. Returns the CLI's exit code and output.
 async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, String) {
-    let login =
-        PastedLogin::start(&mut cli(home, &["login", rack, gw, "--no-browser"]), LIMIT).await;
+    let login = PastedLogin::start(
+        &mut piped_cli(home, &["login", rack, gw, "--no-browser"]),
+        LIMIT,
+    )
+    .await;
     let link = login.link.clone();
 
     let r = get(&link, None).await;
@@ -110,7 +72,7 @@ async fn demo_login(home: &Path, gw: &str, rack: &str) -> (Option<i32>, String, 
 }
 
 async fn run_cli(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let child = cli(home, args).stdin(Stdio::null()).spawn().unwrap();
+    let child = piped_cli(home, args).stdin(Stdio::null()).spawn().unwrap();
     let out = tokio::time::timeout(LIMIT, child.wait_with_output())
         .await
         .unwrap()
@@ -124,7 +86,8 @@ async fn run_cli(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test]
 async fn demo_login_through_its_identity_provider_then_whoami() {
-    let (mut demo, gw, printed) = start_demo().await;
+    let demo = Proc::demo(&[("PATH", "/usr/bin:/bin")]).await;
+    let (gw, printed) = (demo.url(""), demo.log());
     assert!(printed.contains("DEMO identity provider"), "{printed}");
     assert!(
         printed.contains(&format!("rack-gateway login staging {gw}")),
@@ -171,9 +134,6 @@ async fn demo_login_through_its_identity_provider_then_whoami() {
     let (code, stdout, stderr) = run_cli(&home, &["apps"]).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("\"myapp\""), "{stdout}");
-
-    demo.start_kill().unwrap();
-    let _ = demo.wait().await;
 }
 
 /// Refused: a gateway without identity.oidc says so before any link is

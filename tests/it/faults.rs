@@ -374,64 +374,20 @@ async fn faulty_logs(addr: SocketAddr) -> ws::ClientConn {
 /// makes audit writes fail with EFBIG instead of killing the process);
 /// `prlimit` sets and lifts that limit on the running gateway: a disk that
 /// fills up and gets space back.
-struct Limited {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    pid: u32,
-}
+struct Limited(Proc);
 
 impl Limited {
     async fn start(dir: &Path, audit: &Path, args: &[&str]) -> Limited {
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg("exec \"$0\" \"$@\" 2>&1")
-            .arg(bin())
-            .args(["serve", "--config", dir.to_str().unwrap(), "--audit-file"])
-            .arg(audit)
-            .args(args)
-            .env_clear()
-            .envs([("RACK_PW", RACK_PASSWORD), ("RACK_GATEWAY_LOG", "info")])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let pid = child.id().unwrap();
-        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = tokio::time::timeout(LIMIT, async {
-            loop {
-                line.clear();
-                use tokio::io::AsyncBufReadExt;
-                assert!(
-                    out.read_line(&mut line).await.unwrap() > 0,
-                    "gateway exited"
-                );
-                if line.contains("rack-gateway serving") {
-                    let addr = match serde_json::from_str::<Value>(&line) {
-                        Ok(v) => v["addr"].as_str().unwrap_or_default().to_owned(),
-                        Err(_) => line.split("addr=").nth(1).unwrap_or_default().to_owned(),
-                    };
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
-                    break addr.parse::<SocketAddr>().unwrap();
-                }
-            }
-        })
-        .await
-        .expect("the gateway starts");
-        // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move {
-            let mut sink = tokio::io::sink();
-            let _ = tokio::io::copy(&mut out, &mut sink).await;
-        });
-        Limited { child, addr, pid }
+        let mut all = vec!["--audit-file", audit.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Limited(Proc::serve_racks(dir, &all, &[("RACK_GATEWAY_LOG", "info")]).await)
     }
 
     /// `prlimit --fsize=<soft>:` on the gateway (the hard limit stays, so
     /// lifting it again needs no privilege).
     fn set_file_limit(&self, soft: &str) {
         let ok = std::process::Command::new("prlimit")
-            .arg(format!("--pid={}", self.pid))
+            .arg(format!("--pid={}", self.0.pid()))
             .arg(format!("--fsize={soft}:"))
             .status()
             .unwrap();
@@ -439,20 +395,12 @@ impl Limited {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.0.url(path)
     }
 
-    async fn stop(mut self) {
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let status = tokio::time::timeout(LIMIT, self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "{status:?}");
+    /// SIGTERM; the gateway must exit cleanly.
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 

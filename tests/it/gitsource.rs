@@ -33,6 +33,7 @@ use crate::support::{free_port, git, run_ok, scribble, Daemon};
 // Fixtures
 
 /// One entry of a commit's tree.
+#[derive(Clone)]
 enum Node {
     Text(&'static str),
     Bytes(Vec<u8>),
@@ -105,11 +106,30 @@ impl Upstream {
 
     /// A commit on `main` of a lone [`GATEWAY`].
     fn commit_gateway(&self, message: &str, parent: Option<Oid>) -> Oid {
-        self.commit(
+        self.commit_gateway_with(message, &[], parent)
+    }
+
+    /// A commit on `main` of [`GATEWAY`] and `files`.
+    fn commit_gateway_with(
+        &self,
+        message: &str,
+        files: &[(&str, Node)],
+        parent: Option<Oid>,
+    ) -> Oid {
+        let mut all = vec![("gateway.yaml", Node::Text(GATEWAY))];
+        all.extend(files.iter().cloned());
+        self.commit("main", message, &all, parent)
+    }
+
+    /// A first commit on `main` of a lone [`GATEWAY`], its `gpgsig` header
+    /// whatever `sign` returns for the commit's bytes.
+    fn commit_gateway_signed(&self, message: &str, sign: impl FnOnce(&[u8]) -> String) -> Oid {
+        self.commit_signed(
             "main",
             message,
             &[("gateway.yaml", Node::Text(GATEWAY))],
-            parent,
+            None,
+            sign,
         )
     }
 
@@ -204,6 +224,18 @@ fn settings(url: &str, reference: GitRef, cache: &Cache) -> GitSettings {
 
 fn main_branch() -> GitRef {
     GitRef::Branch("main".into())
+}
+
+/// An upstream whose first commit (`one`, a lone [`GATEWAY`] on `main`)
+/// was fetched into a cache: the upstream, that commit, the cache and its
+/// settings.
+fn fetched() -> (Upstream, Oid, Cache, GitSettings) {
+    let up = Upstream::new();
+    let first = up.commit_gateway("one", None);
+    let cache = Cache::new();
+    let s = settings(&up.url(), main_branch(), &cache);
+    snapshot(&s, None);
+    (up, first, cache, s)
 }
 
 fn snapshot(s: &GitSettings, current: Option<&str>) -> Snapshot {
@@ -340,13 +372,9 @@ fn unchanged_ref_is_no_change_and_a_new_commit_is_a_new_snapshot() {
 
     assert_eq!(git::fetch(&s, Some(&snap.commit)).unwrap(), None);
 
-    let second = up.commit(
-        "main",
+    let second = up.commit_gateway_with(
         "two",
-        &[
-            ("gateway.yaml", Node::Text(GATEWAY)),
-            ("roles/dev.yaml", Node::Text("dev: {}\n")),
-        ],
+        &[("roles/dev.yaml", Node::Text("dev: {}\n"))],
         Some(first),
     );
     let next = snapshot(&s, Some(&snap.commit));
@@ -358,11 +386,7 @@ fn unchanged_ref_is_no_change_and_a_new_commit_is_a_new_snapshot() {
 
 #[test]
 fn force_push_to_unrelated_history_is_refused_unless_allowed() {
-    let up = Upstream::new();
-    let first = up.commit_gateway("one", None);
-    let cache = Cache::new();
-    let mut s = settings(&up.url(), main_branch(), &cache);
-    snapshot(&s, None);
+    let (up, first, _cache, mut s) = fetched();
 
     let unrelated = up.commit(
         "main",
@@ -456,11 +480,7 @@ fn a_loaded_commit_the_cache_does_not_have_fails_closed() {
 
 #[test]
 fn ancestry_is_checked_before_any_file_is_read() {
-    let up = Upstream::new();
-    let first = up.commit_gateway("one", None);
-    let cache = Cache::new();
-    let s = settings(&up.url(), main_branch(), &cache);
-    snapshot(&s, None);
+    let (up, first, _cache, s) = fetched();
     up.commit(
         "main",
         "unrelated and unreadable",
@@ -687,13 +707,7 @@ fn size_limits_and_utf8() {
 fn commit_signed_by_an_allowed_key_is_verified() {
     let up = Upstream::new();
     let alice = key(1);
-    let id = up.commit_signed(
-        "main",
-        "signed",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |data| ssh_sign(&alice, "git", data),
-    );
+    let id = up.commit_gateway_signed("signed", |data| ssh_sign(&alice, "git", data));
     let cache = Cache::new();
     let mut s = settings(&up.url(), main_branch(), &cache);
     s.allowed_signers = Some(signers(&format!(
@@ -743,13 +757,9 @@ fn unsigned_commit_is_refused_before_its_files_are_read() {
 fn commit_signed_by_an_unknown_key_is_refused() {
     let up = Upstream::new();
     let mallory = key(9);
-    let id = up.commit_signed(
-        "main",
-        "signed by someone else",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |data| ssh_sign(&mallory, "git", data),
-    );
+    let id = up.commit_gateway_signed("signed by someone else", |data| {
+        ssh_sign(&mallory, "git", data)
+    });
     let cache = Cache::new();
     match error(&signed_settings(&up, &cache, &key(1)), None) {
         GitError::UntrustedSigner {
@@ -767,13 +777,7 @@ fn commit_signed_by_an_unknown_key_is_refused() {
 fn key_allowed_only_for_other_namespaces_is_untrusted_for_git() {
     let up = Upstream::new();
     let alice = key(1);
-    up.commit_signed(
-        "main",
-        "signed",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |data| ssh_sign(&alice, "git", data),
-    );
+    up.commit_gateway_signed("signed", |data| ssh_sign(&alice, "git", data));
     let cache = Cache::new();
     let mut s = settings(&up.url(), main_branch(), &cache);
     s.allowed_signers = Some(signers(&signer_line(
@@ -790,20 +794,14 @@ fn tampered_content_does_not_verify() {
     let alice = key(1);
     // The signature covers different bytes than the commit holds: what a
     // commit rewritten after signing looks like.
-    let id = up.commit_signed(
-        "main",
-        "innocent",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |data| {
-            let original = String::from_utf8(data.to_vec()).unwrap();
-            ssh_sign(
-                &alice,
-                "git",
-                original.replace("innocent", "original").as_bytes(),
-            )
-        },
-    );
+    let id = up.commit_gateway_signed("innocent", |data| {
+        let original = String::from_utf8(data.to_vec()).unwrap();
+        ssh_sign(
+            &alice,
+            "git",
+            original.replace("innocent", "original").as_bytes(),
+        )
+    });
     let cache = Cache::new();
     match error(&signed_settings(&up, &cache, &alice), None) {
         GitError::BadSignature { commit, reason } => {
@@ -818,13 +816,7 @@ fn tampered_content_does_not_verify() {
 fn signature_for_another_namespace_does_not_count() {
     let up = Upstream::new();
     let alice = key(1);
-    let id = up.commit_signed(
-        "main",
-        "signed as a file",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |data| ssh_sign(&alice, "file", data),
-    );
+    let id = up.commit_gateway_signed("signed as a file", |data| ssh_sign(&alice, "file", data));
     let cache = Cache::new();
     let e = error(&signed_settings(&up, &cache, &alice), None);
     assert_eq!(
@@ -836,16 +828,9 @@ fn signature_for_another_namespace_does_not_count() {
 #[test]
 fn openpgp_and_garbage_signatures_are_distinct_errors() {
     let up = Upstream::new();
-    let id = up.commit_signed(
-        "main",
-        "pgp",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |_| {
-            "-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n-----END PGP SIGNATURE-----\n"
-                .into()
-        },
-    );
+    let id = up.commit_gateway_signed("pgp", |_| {
+        "-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n-----END PGP SIGNATURE-----\n".into()
+    });
     let cache = Cache::new();
     let s = signed_settings(&up, &cache, &key(1));
     let e = error(&s, None);
@@ -854,13 +839,9 @@ fn openpgp_and_garbage_signatures_are_distinct_errors() {
         format!("commit {id} has an OpenPGP signature; only SSH signatures are supported")
     );
 
-    let id = up.commit_signed(
-        "main",
-        "broken ssh sig",
-        &[("gateway.yaml", Node::Text(GATEWAY))],
-        None,
-        |_| "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n".into(),
-    );
+    let id = up.commit_gateway_signed("broken ssh sig", |_| {
+        "-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n".into()
+    });
     let mut s = s;
     s.allow_non_descendant = true;
     match error(&s, None) {
@@ -1009,15 +990,7 @@ fn fetch_over_git_daemon() {
     assert_eq!(snap.commit, first.to_string());
     assert_eq!(git::fetch(&s, Some(&snap.commit)).unwrap(), None);
 
-    let second = up.commit(
-        "main",
-        "two",
-        &[
-            ("gateway.yaml", Node::Text(GATEWAY)),
-            ("tests/t.yaml", Node::Text("t\n")),
-        ],
-        Some(first),
-    );
+    let second = up.commit_gateway_with("two", &[("tests/t.yaml", Node::Text("t\n"))], Some(first));
     let next = snapshot(&s, Some(&snap.commit));
     assert_eq!(next.commit, second.to_string());
     assert_eq!(keys(&next), ["gateway.yaml", "tests/t.yaml"]);
@@ -1287,11 +1260,9 @@ fn https_with_an_untrusted_certificate_is_refused() {
 fn snapshot_files_feed_the_config_loader_shape() {
     // The snapshot's keys are exactly what config::MemSource expects.
     let up = Upstream::new();
-    up.commit(
-        "main",
+    up.commit_gateway_with(
         "one",
         &[
-            ("gateway.yaml", Node::Text(GATEWAY)),
             ("roles/a.yaml", Node::Text("a\n")),
             ("roles/b.yaml", Node::Text("b\n")),
         ],
@@ -1313,15 +1284,10 @@ fn snapshot_files_feed_the_config_loader_shape() {
     assert_eq!(src.read("gateway.yaml").unwrap().as_deref(), Some(GATEWAY));
 }
 
-/// An upstream whose first commit was fetched into a cache that was then
-/// overwritten with garbage at `part` (`""`: all of it): the upstream, that
-/// commit, the cache and its settings.
+/// [`fetched`], its cache then overwritten with garbage at `part` (`""`:
+/// all of it).
 fn fetched_then_damaged(part: &str) -> (Upstream, Oid, Cache, GitSettings) {
-    let up = Upstream::new();
-    let first = up.commit_gateway("one", None);
-    let cache = Cache::new();
-    let s = settings(&up.url(), main_branch(), &cache);
-    snapshot(&s, None);
+    let (up, first, cache, s) = fetched();
     scribble(&cache.dir().join(part));
     (up, first, cache, s)
 }
@@ -1334,13 +1300,9 @@ fn fetched_then_damaged(part: &str) -> (Upstream, Oid, Cache, GitSettings) {
 fn a_damaged_cache_is_rebuilt_from_the_remote() {
     for part in ["objects", "refs", ""] {
         let (up, first, cache, s) = fetched_then_damaged(part);
-        let second = up.commit(
-            "main",
+        let second = up.commit_gateway_with(
             "two",
-            &[
-                ("gateway.yaml", Node::Text(GATEWAY)),
-                ("roles/x.yaml", Node::Text("x: 1\n")),
-            ],
+            &[("roles/x.yaml", Node::Text("x: 1\n"))],
             Some(first),
         );
         let snap = snapshot(&s, Some(&first.to_string()));

@@ -236,16 +236,7 @@ impl Fx {
             "{sub} is not a predefined user: {}",
             page.text()
         );
-        let r = send(
-            "POST",
-            &authorize,
-            None,
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            format!("sub={sub}"),
-        )
-        .await;
-        assert_eq!(r.status, 302, "provider form: {}", r.text());
-        let callback = location(&r);
+        let callback = OidcMock::sign_in(&authorize, sub).await;
         assert!(
             callback.starts_with(&self.url("/_gateway/login/callback?")),
             "{callback}"
@@ -307,18 +298,10 @@ impl Files<'_> {
             .no_rack_discovery()
             .rack("staging", self.staging)
             .rack("production", self.production)
-            .extra(&format!(
-                "identity:\n\
-                \x20 url: {}\n\
-                \x20 token_ttl: 1h\n\
-                \x20 signing_key:\n    file: signing.pem\n\
-                \x20 signing_key_id: {KID}\n\
-                \x20 verification_keys:{verification_keys}\n\
-                \x20 oidc:\n\
-                \x20   issuer: {}\n\
-                \x20   client_id:\n      env: OIDC_CLIENT_ID\n\
-                \x20   client_secret:\n      env: OIDC_CLIENT_SECRET\n",
-                self.gw, self.idp,
+            .extra(&identity_yaml(
+                self.gw,
+                self.idp,
+                &format!("  signing_key_id: {KID}\n  verification_keys:{verification_keys}\n"),
             ))
             .gateway_yaml();
         std::fs::write(dir.join("gateway.yaml"), with_lifted_limits(&gateway)).unwrap();

@@ -25,16 +25,6 @@ const WRONG: &str = "wrong-token-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEE";
 /// Only there to turn a hang into a failure.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-impl Proc {
-    /// `rack-gateway serve --config <dir> <args>` with the racks' password
-    /// and `env`.
-    async fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut all = vec![("RACK_PW", RACK_PASSWORD)];
-        all.extend_from_slice(env);
-        Proc::serve(dir, args, &all).await
-    }
-}
-
 fn records(file: &Path) -> Vec<Value> {
     read(file)
         .lines()
@@ -73,7 +63,7 @@ async fn serve_audited(
     let audit = logs.path().join("audit.jsonl");
     let mut all = vec!["--audit-file", audit.to_str().unwrap()];
     all.extend_from_slice(args);
-    let p = Proc::start(repo.path(), &all, env).await;
+    let p = Proc::serve_racks(repo.path(), &all, env).await;
     let racks = Racks {
         staging,
         production,
@@ -192,7 +182,7 @@ async fn real_audit_file(dir: &Path) -> (PathBuf, Vec<String>) {
     let production = mock().await;
     let repo = repo(&staging.url(), &production.url(), "");
     let file = dir.join("audit.jsonl");
-    let p = Proc::start(repo.path(), &["--audit-file", file.to_str().unwrap()], &[]).await;
+    let p = Proc::serve_racks(repo.path(), &["--audit-file", file.to_str().unwrap()], &[]).await;
     for i in 0..10 {
         let token = if i == 4 { WRONG } else { CI_STAGING };
         get(&p.url(APPS), Some(token)).await;
@@ -409,7 +399,7 @@ async fn fail_closed_refuses_while_the_audit_log_cannot_be_written() {
     let dir = tmp.path().join("logs");
     std::fs::create_dir(&dir).unwrap();
     let file = dir.join("audit.log");
-    let p = Proc::start(
+    let p = Proc::serve_racks(
         repo.path(),
         &[
             "--audit-file",
@@ -649,7 +639,7 @@ async fn graceful_shutdown_finishes_requests_then_closes_sessions() {
     let staging = mock().await;
     let production = mock().await;
     let repo = repo(&staging.url(), &production.url(), "");
-    let p = Proc::start(repo.path(), &[], &[]).await;
+    let p = Proc::serve_racks(repo.path(), &[], &[]).await;
 
     // An exec session, open and working.
     let auth = basic(CI_STAGING);

@@ -120,13 +120,6 @@ impl Repo {
 }
 
 impl Proc {
-    /// Starts `rack-gateway <args>` with exactly `env` plus JSON logs.
-    async fn spawn_json(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut all = vec![("RACK_GATEWAY_LOG_FORMAT", "json")];
-        all.extend_from_slice(env);
-        Proc::spawn(args, &all).await
-    }
-
     /// `serve --config <dir> --poll-interval 1h`: only file events (and
     /// SIGHUP) can trigger a reload.
     async fn serve_dir(repo: &Repo, extra_env: &[(&str, &str)]) -> Proc {

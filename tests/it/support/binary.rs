@@ -1,5 +1,5 @@
 //! The real `rack-gateway` binary as a process: run a command to
-//! completion, or start a server ([`Proc`]) that is waited on until it
+//! completion, set one up as a person runs it ([`cli`]), or start a server ([`Proc`]) that is waited on until it
 //! listens, has everything it writes collected, and is killed on drop;
 //! or log in with a pasted code ([`PastedLogin`]).
 
@@ -43,6 +43,23 @@ pub async fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, S
     )
 }
 
+/// `rack-gateway <args>` as a person runs it from the throwaway home
+/// `root`: a cleared environment, `root/bin` first on PATH, HOME
+/// `root/home` and the config under `root/config`; killed on drop.
+pub fn cli(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", root.join("bin").display()),
+        )
+        .env("HOME", root.join("home"))
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .kill_on_drop(true);
+    c
+}
+
 /// A running `rack-gateway` server; everything it writes (stdout and
 /// stderr, line by line) is collected.
 pub struct Proc {
@@ -80,10 +97,44 @@ fn serving_addr(out: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// The demo's address, once it has printed everything up to "Press Ctrl-C".
+fn demo_addr(out: &str) -> Option<SocketAddr> {
+    if !out.contains("Press Ctrl-C") {
+        return None;
+    }
+    let rest = out
+        .split("rack-gateway demo is running at http://")
+        .nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 impl Proc {
     /// Starts `rack-gateway <args>` with exactly `env` and waits for it to
     /// listen.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_until(args, env, serving_addr).await
+    }
+
+    /// [`Proc::spawn`] with JSON logs (`RACK_GATEWAY_LOG_FORMAT=json`).
+    pub async fn spawn_json(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut all = vec![("RACK_GATEWAY_LOG_FORMAT", "json")];
+        all.extend_from_slice(env);
+        Proc::spawn(args, &all).await
+    }
+
+    /// `rack-gateway demo` on a free loopback port with exactly `env`,
+    /// waited on until it has printed its identities and instructions.
+    pub async fn demo(env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_until(&["demo", "--listen", "127.0.0.1:0"], env, demo_addr).await
+    }
+
+    /// Starts `rack-gateway <args>` with exactly `env` and waits until
+    /// `ready` finds the listening address in everything written so far.
+    async fn spawn_until(
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: fn(&str) -> Option<SocketAddr>,
+    ) -> Proc {
         let mut child = Command::new(bin())
             .args(args)
             .env_clear()
@@ -100,7 +151,7 @@ impl Proc {
         ];
         let until = Instant::now() + DEADLINE;
         let addr = loop {
-            if let Some(a) = serving_addr(&out.lock().unwrap()) {
+            if let Some(a) = ready(&out.lock().unwrap()) {
                 break a;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -128,13 +179,25 @@ impl Proc {
         Proc::spawn(&all, env).await
     }
 
+    /// [`Proc::serve`] with the racks' password (`RACK_PW`) and `env`.
+    pub async fn serve_racks(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut all = vec![("RACK_PW", super::RACK_PASSWORD)];
+        all.extend_from_slice(env);
+        Proc::serve(dir, args, &all).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The process id, for tools that act on the running process.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
     /// Sends `sig` (as `kill` spells it: `-HUP`, `-TERM`).
     pub fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap().to_string();
+        let pid = self.pid().to_string();
         let ok = std::process::Command::new("kill")
             .args([sig, &pid])
             .status()

@@ -1,7 +1,8 @@
 //! Test fixtures, one copy each: mock racks and a real gateway on
 //! ephemeral loopback ports ([`Gw`]), config directories
 //! ([`ConfigDir`]), the real binary as a process
-//! ([`Proc`]), the OpenID provider mock ([`OidcMock`]), the one-rack
+//! ([`Proc`]), the OpenID provider mock ([`OidcMock`]) and a gateway to
+//! log in to ([`LoginGateway`]), the one-rack
 //! fixture ([`Staging`]), token keys, git remotes, and small HTTP,
 //! websocket and waiting helpers.
 
@@ -24,14 +25,14 @@ use std::path::Path;
 use rack_gateway::dev::mock_rack::{MockOptions, MockRack};
 use rack_gateway::server::listener::Running;
 
-pub use self::binary::{audit_verify, bin, run, spawn_serve, PastedLogin, Proc};
+pub use self::binary::{audit_verify, bin, cli, run, spawn_serve, PastedLogin, Proc};
 pub use self::ci_issuer::{CiIssuer, CiKey};
 pub use self::config::{
     ci_yaml, copy_roles, git_mode_settings, load, start_gateway, with_lifted_limits, write_config,
     ConfigDir,
 };
 pub use self::keys::*;
-pub use self::oidc::OidcMock;
+pub use self::oidc::{identity_yaml, LoginGateway, OidcMock};
 pub use self::remote::{git, run_ok, scribble, Daemon};
 pub use self::requests::{
     answers, basic, free_port, get, location, query_param, raw, send, targets, urlencode, Resp,

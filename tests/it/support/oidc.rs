@@ -1,11 +1,20 @@
 //! `oidc-provider-mock`, the real OpenID provider the login tests run
-//! against, on a loopback port.
+//! against, on a loopback port; signing in on its form; and the gateway
+//! side of a login: the `identity:` block and a gateway alice can log in
+//! to ([`LoginGateway`]), shared by every login test whatever provider it
+//! uses.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{answers, free_port, read};
+use rack_gateway::dev::mock_rack::MockRack;
+use rack_gateway::server::listener::Running;
+
+use super::{
+    answers, free_port, init, load, location, mock, read, send, signing_pem, ConfigDir,
+    RACK_PASSWORD,
+};
 
 /// A running provider, killed on drop.
 pub struct OidcMock {
@@ -81,5 +90,78 @@ impl OidcMock {
             );
         }
         panic!("oidc-provider-mock failed to start three times");
+    }
+}
+
+impl OidcMock {
+    /// Submits the provider's login form at `authorize` as `sub` (one of
+    /// its users); returns where the provider redirects (the gateway's
+    /// callback).
+    pub async fn sign_in(authorize: &str, sub: &str) -> String {
+        let r = send(
+            "POST",
+            authorize,
+            None,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("sub={sub}"),
+        )
+        .await;
+        assert_eq!(r.status, 302, "provider form: {}", r.text());
+        location(&r)
+    }
+}
+
+/// The `identity:` block of a gateway.yaml for logins at `gw` through
+/// `issuer`: tokens for an hour, signed with `signing.pem`, `keys` (more
+/// lines of the block, such as `  signing_key_id: k1\n`), and the client
+/// id and secret from `OIDC_CLIENT_ID` and `OIDC_CLIENT_SECRET`.
+pub fn identity_yaml(gw: &str, issuer: &str, keys: &str) -> String {
+    format!(
+        "identity:\n  url: {gw}\n  token_ttl: 1h\n  signing_key:\n    file: signing.pem\n\
+         {keys}  oidc:\n    issuer: {issuer}\n    \
+         client_id:\n      env: OIDC_CLIENT_ID\n    client_secret:\n      env: OIDC_CLIENT_SECRET\n"
+    )
+}
+
+/// A gateway in this process that alice (deployer on `staging/*`) logs in
+/// to, with its one rack `staging` (a mock rack) and its config directory.
+pub struct LoginGateway {
+    /// `http://127.0.0.1:<port>`: its address and token issuer.
+    pub gw: String,
+    pub running: Running,
+    pub staging: MockRack,
+    pub dir: tempfile::TempDir,
+}
+
+impl LoginGateway {
+    /// Listens on `port`; logins go through `issuer` as the client
+    /// `client` (id, secret); `keys` as for [`identity_yaml`].
+    pub async fn start(port: u16, issuer: &str, keys: &str, client: (&str, &str)) -> LoginGateway {
+        init();
+        let staging = mock().await;
+        let gw = format!("http://127.0.0.1:{port}");
+        let dir = ConfigDir::new()
+            .listen(&format!("127.0.0.1:{port}"))
+            .no_rack_discovery()
+            .rack("staging", &staging.url())
+            .extra(&identity_yaml(&gw, issuer, keys))
+            .users("users:\n  alice@example.com:\n    grants:\n      - role: deployer\n        scope: \"staging/*\"\n")
+            .write();
+        std::fs::write(dir.path().join("signing.pem"), signing_pem()).unwrap();
+        let cfg = load(
+            dir.path(),
+            &[
+                ("RACK_PW", RACK_PASSWORD),
+                ("OIDC_CLIENT_ID", client.0),
+                ("OIDC_CLIENT_SECRET", client.1),
+            ],
+        );
+        let running = Running::start(&cfg).await.expect("gateway starts");
+        LoginGateway {
+            gw,
+            running,
+            staging,
+            dir,
+        }
     }
 }
