@@ -1,7 +1,8 @@
 //! The real `rack-gateway` binary as a process: run a command to
-//! completion, set one up as a person runs it ([`cli`]), or start a server ([`Proc`]) that is waited on until it
-//! listens, has everything it writes collected, and is killed on drop;
-//! or log in with a pasted code ([`PastedLogin`]).
+//! completion, set one up as a person runs it ([`cli`]), or start a server
+//! ([`Proc`]) that is waited on until it listens, has everything it writes
+//! collected, and is killed on drop; or log in with a pasted code
+//! ([`PastedLogin`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
