@@ -3,12 +3,6 @@
 //! [`rack_gateway::cli`] after the one process-global setting that needs
 //! `unsafe`.
 
-/// mimalloc instead of glibc's malloc: a proxied request makes about 50
-/// small allocations, and under glibc they were 15% of the gateway's
-/// instructions per request (callgrind; README "Performance").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[allow(unsafe_code)] // the one unsafe block; see below
 fn main() -> std::process::ExitCode {
     // libgit2 waits forever on a stalled remote by default, which would pin
