@@ -385,8 +385,10 @@ impl Ctx {
     /// with the idle timeout, and the request's audit record (with byte
     /// counts and duration) is written when the body ends or the client
     /// goes away. When answers wait for their records, the last frame
-    /// is held until the record is durable ([`Held`]).
-    pub(crate) fn relay(
+    /// is held until the record is durable ([`Held`]); an answer with no
+    /// body (HEAD, 204, 304, `content-length: 0`) is complete with its
+    /// head, so the head itself waits.
+    pub(crate) async fn relay(
         self,
         mut rparts: http::response::Parts,
         rbody: Incoming,
@@ -397,6 +399,13 @@ impl Ctx {
             .headers
             .insert(REQUEST_ID.clone(), self.request_id_value());
         let status = rparts.status.as_u16();
+        if self.audit.waits() && http_body::Body::is_end_stream(&rbody) {
+            let ticket = self.record_answer(status, self.reason(), 0);
+            return match self.audit.durable(ticket).await {
+                Ok(()) => Response::from_parts(rparts, body::empty()),
+                Err(Unrecorded) => self.unrecorded(),
+            };
+        }
         let sent = Arc::new(AtomicU64::new(0));
         let counted = body::Counted::new(Idle::new(rbody, idle), sent.clone());
         let waits = self.audit.waits();
@@ -407,15 +416,7 @@ impl Ctx {
                 body::End::Failed => format!("{} (the response stream failed)", self.reason()),
                 body::End::Abandoned => format!("{} (the client left early)", self.reason()),
             };
-            self.record(Done {
-                event: "request",
-                decision: Decision::Allow,
-                reason: &reason,
-                status,
-                upstream: Some(status),
-                bytes_out: sent.load(Ordering::Relaxed),
-                exit_code: None,
-            })
+            self.record_answer(status, &reason, sent.load(Ordering::Relaxed))
         };
         let body = if waits {
             body::boxed(Held::new(counted, move |end| {
@@ -437,16 +438,21 @@ impl Ctx {
         status: u16,
         bytes_out: u64,
     ) -> Result<(), Unrecorded> {
-        let ticket = self.record(Done {
+        let ticket = self.record_answer(status, self.reason(), bytes_out);
+        self.audit.durable(ticket).await
+    }
+
+    /// The record of an allowed request the rack answered with `status`.
+    fn record_answer(&self, status: u16, reason: &str, bytes_out: u64) -> Ticket {
+        self.record(Done {
             event: "request",
             decision: Decision::Allow,
-            reason: self.reason(),
+            reason,
             status,
             upstream: Some(status),
             bytes_out,
             exit_code: None,
-        });
-        self.audit.durable(ticket).await
+        })
     }
 }
 

@@ -132,7 +132,7 @@ pub(crate) async fn rest(ctx: Ctx, rt: &Runtime, rack: &Rack, out: Outbound<'_>)
             .await;
     }
     match out.masking {
-        None => ctx.relay(rparts, rbody, idle),
+        None => ctx.relay(rparts, rbody, idle).await,
         Some((kind, reveal)) => masked(ctx, rack, rparts, rbody, idle, kind, reveal).await,
     }
 }

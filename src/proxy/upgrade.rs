@@ -112,7 +112,7 @@ pub(crate) async fn raw(
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (rparts, rbody) = resp.into_parts();
-        return ctx.relay(rparts, rbody, rt.timeouts.idle);
+        return ctx.relay(rparts, rbody, rt.timeouts.idle).await;
     }
     let client_resp = switching_response(&resp, &ctx);
     if ctx.session_start().await.is_err() {

@@ -586,6 +586,33 @@ async fn audit_disk_full_fail_closed_with_fsync_completes_no_unrecorded_answer()
     }
 }
 
+/// Fail-closed with `--audit-fsync`, an answer with no body (the HEAD of an
+/// object: its head is the whole answer): the first one whose record
+/// cannot be written gets 503 instead of the rack's 200, since the head
+/// itself waits for the record. Control: the same HEAD before the disk
+/// fills is answered 200 and recorded.
+#[tokio::test]
+async fn audit_disk_full_fail_closed_with_fsync_holds_a_bodiless_answer() {
+    let (_keep, g, audit) = disk_full(&["--audit-fail-closed", "--audit-fsync"]).await;
+    let object = g.url("/racks/healthy/apps/myapp/objects/generated/x.tgz");
+    let head = || send("HEAD", &object, Some(CI_ALL), &[], Vec::new());
+    let before = head().await;
+    assert_eq!(before.status, 200, "HEAD before the disk fills");
+    let id = before.headers["request-id"].to_str().unwrap().to_string();
+    assert!(read(&audit).contains(&format!("\"request_id\":\"{id}\"")));
+    let full = settled_len(&audit).await;
+    g.set_file_limit(&full.to_string());
+    let refused = tokio::time::timeout(LIMIT, head())
+        .await
+        .expect("a bodiless answer waiting for its record never hangs");
+    assert_eq!(
+        refused.status, 503,
+        "HEAD answered with its record unwritable"
+    );
+    g.set_file_limit("unlimited");
+    stop_and_verify(g, &audit).await;
+}
+
 /// Fail-open with `--audit-fsync`: while the audit file cannot grow,
 /// answers still complete (none waits for the writer's retries) and each
 /// one released without its record confirmed is counted in
