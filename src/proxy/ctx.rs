@@ -399,7 +399,8 @@ impl Ctx {
             .headers
             .insert(REQUEST_ID.clone(), self.request_id_value());
         let status = rparts.status.as_u16();
-        if self.audit.waits() && http_body::Body::is_end_stream(&rbody) {
+        let waits = self.audit.waits();
+        if waits && http_body::Body::is_end_stream(&rbody) {
             let ticket = self.record_answer(status, self.reason(), 0);
             return match self.audit.durable(ticket).await {
                 Ok(()) => Response::from_parts(rparts, body::empty()),
@@ -408,7 +409,6 @@ impl Ctx {
         }
         let sent = Arc::new(AtomicU64::new(0));
         let counted = body::Counted::new(Idle::new(rbody, idle), sent.clone());
-        let waits = self.audit.waits();
         let audit = self.audit.clone();
         let finish = move |end: body::End| {
             let reason = match end {
