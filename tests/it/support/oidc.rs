@@ -91,9 +91,7 @@ impl OidcMock {
         }
         panic!("oidc-provider-mock failed to start three times");
     }
-}
 
-impl OidcMock {
     /// Submits the provider's login form at `authorize` as `sub` (one of
     /// its users); returns where the provider redirects (the gateway's
     /// callback).
