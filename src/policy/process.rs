@@ -92,6 +92,14 @@ pub(crate) fn check_file_values(op: &str, query: Option<&str>) -> Result<(), Str
     Ok(())
 }
 
+/// Whether an exec's `Entrypoint` header makes the rack prepend the
+/// build's entrypoint to the command (k/process.go:61-85). The rack reads
+/// only `true`; any value but `false` is taken as set, so a refusal never
+/// depends on how the rack parses it.
+pub(crate) fn entrypoint_set(value: Option<&[u8]>) -> bool {
+    value.is_some_and(|v| v != b"false")
+}
+
 const NOT_THEIRS: &str =
     "the process is an attached run's placeholder not created by this identity";
 
@@ -106,6 +114,41 @@ impl Policy {
             "ps stop" => self.decide_stop(subject, f, owner),
             op if is_files(op) => self.decide_files(subject, f, owner),
             op => self.decide_op(subject, op, f),
+        }
+    }
+
+    /// An exec with `Entrypoint` runs the build's entrypoint words before
+    /// the command, which the command rules never saw. That is what an
+    /// attached `convox run` asks for on the caller's own placeholder (a
+    /// run's command is the entrypoint's arguments too); elsewhere it needs
+    /// exec of any command on the process's service. `f.process` is the
+    /// target the rack reported.
+    pub(crate) fn check_exec_entrypoint(
+        &self,
+        subject: &Subject,
+        f: &Facts<'_>,
+        owner: Owner,
+    ) -> Result<(), String> {
+        let Some(p) = f.process else {
+            return Err("the target process is unknown".into());
+        };
+        let placeholder = split(&p.command).is_ok_and(|w| is_placeholder(&w));
+        if placeholder && owner != Owner::Other {
+            return Ok(());
+        }
+        let facts = Facts {
+            service: Some(&p.service),
+            command: None,
+            command_shown: None,
+            ..*f
+        };
+        match self.decide_any_command(subject, "exec", &facts) {
+            Verdict::Allow(_) => Ok(()),
+            Verdict::Deny(r) => Err(format!(
+                "{r}: the Entrypoint header makes the rack run the build's entrypoint before \
+                 the command, so it needs exec of any command (`convox exec` never sends it)"
+            )),
+            Verdict::NeedProcess => Err("the target process is unknown".into()),
         }
     }
 

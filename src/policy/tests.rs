@@ -814,6 +814,35 @@ fn exec_into_a_placeholder_is_run_only_for_its_creator() {
 }
 
 #[test]
+fn exec_entrypoint_needs_any_command_or_the_callers_placeholder() {
+    use super::process::entrypoint_set;
+    assert!(entrypoint_set(Some(b"true")) && entrypoint_set(Some(b"1")));
+    assert!(!entrypoint_set(Some(b"false")) && !entrypoint_set(None));
+    let p = process_policy();
+    let web = process("web", "bin/web");
+    let f = exec("staging", "rails console", &web);
+    // One allowed command on web: the entrypoint's words were not checked.
+    let r = p
+        .check_exec_entrypoint(user(&p, "r@x.com"), &f, Owner::Other)
+        .unwrap_err();
+    assert!(r.contains("Entrypoint header"), "{r}");
+    // `**` on web, or not on web: decided as exec of anything there.
+    assert_eq!(
+        p.check_exec_entrypoint(user(&p, "f@x.com"), &f, Owner::Other),
+        Ok(())
+    );
+    assert!(p
+        .check_exec_entrypoint(user(&p, "c@x.com"), &f, Owner::Other)
+        .is_err());
+    // The attached run's own placeholder takes the run's entrypoint.
+    let placeholder = process("command", "sleep 3600");
+    let f = exec("staging", "rake db:migrate", &placeholder);
+    let d = user(&p, "d@x.com");
+    assert_eq!(p.check_exec_entrypoint(d, &f, Owner::Caller), Ok(()));
+    assert!(p.check_exec_entrypoint(d, &f, Owner::Other).is_err());
+}
+
+#[test]
 fn stopping_a_placeholder_with_run_needs_its_creator() {
     let p = process_policy();
     let stop = |who: &str, proc_: &Process, owner| {

@@ -435,7 +435,14 @@ async fn decide(
         placeholder::owner(&key, &b, &process.command)
     });
     facts.process = Some(&process);
-    match rt.policy.decide_for(subject, &facts, owner) {
+    let verdict = rt.policy.decide_for(subject, &facts, owner);
+    let entrypoint = headers.get("entrypoint").map(|v| v.as_bytes());
+    if verdict.is_allow() && op == "exec" && process::entrypoint_set(entrypoint) {
+        rt.policy
+            .check_exec_entrypoint(subject, &facts, owner)
+            .map_err(Refusal::denied)?;
+    }
+    match verdict {
         Verdict::NeedProcess => Err(Refusal::denied("the target process is unknown")),
         v => {
             decided.process = Some(process);

@@ -13,9 +13,13 @@ const OPS: &str = "tok-ops-procs-0123456789abcdef";
 const ADMIN: &str = "tok-admin-procs-0123456789abcdef";
 const RACK_ADMIN: &str = "tok-rackadmin-procs-0123456789abcdef";
 const READER: &str = "tok-reader-procs-0123456789abcdef";
+const CHECKER: &str = "tok-checker-procs-0123456789abcdef";
 
 /// Reads files (with the stream permission) but may not exec.
 const READER_ROLE: &str = "allow: [files download]\npermissions: [secrets stream]\n";
+
+/// May exec one command on `web`, not any command.
+const CHECKER_ROLE: &str = "allow: [exec]\ncommands:\n  allow:\n    web: [bin/check]\n";
 
 const BASE: &str = "/racks/staging/apps/myapp";
 
@@ -28,8 +32,9 @@ async fn start() -> Staging {
             ("admin", ADMIN, "admin", "staging/*"),
             ("rack-admin", RACK_ADMIN, "admin", "staging/system"),
             ("reader", READER, "reader", "staging/*"),
+            ("checker", CHECKER, "checker", "staging/*"),
         ],
-        &[("reader", READER_ROLE)],
+        &[("reader", READER_ROLE), ("checker", CHECKER_ROLE)],
         "",
     )
     .await
@@ -174,6 +179,28 @@ async fn pids_must_be_exact_pod_names() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(s.received(), ["GET /apps/myapp/services"; 3]);
     // Control: `convox exec <pid> -- cmd` on an exact pod.
+    exec_succeeds(s.exec(ADMIN, "web-abc12", "bin/check").await).await;
+}
+
+/// `Entrypoint` makes the rack run the build's entrypoint before the
+/// command, which the command rules did not see: only exec of any command
+/// (or the caller's own attached run) may send it.
+#[tokio::test]
+async fn exec_entrypoint_needs_any_command() {
+    let s = start().await;
+    for value in ["true", "TRUE"] {
+        let mut c = s
+            .exec_with(CHECKER, "web-abc12", "bin/check", &[("Entrypoint", value)])
+            .await;
+        let text = in_band_text(&mut c).await;
+        assert!(text.contains("Entrypoint header"), "{value}: {text}");
+    }
+    assert!(!s.received().iter().any(|r| r.ends_with("/exec")));
+    // Controls: the stock `convox exec` sends no Entrypoint; `false` is off.
+    exec_succeeds(s.exec_with(CHECKER, "web-abc12", "bin/check", &[]).await).await;
+    let off = [("Entrypoint", "false")];
+    exec_succeeds(s.exec_with(CHECKER, "web-abc12", "bin/check", &off).await).await;
+    // Exec of any command may prepend anything.
     exec_succeeds(s.exec(ADMIN, "web-abc12", "bin/check").await).await;
 }
 

@@ -127,19 +127,33 @@ impl Staging {
         send("POST", &url, Some(token), headers, "").await
     }
 
-    /// `convox run` step 2 (or `convox exec`): `command` in process `pid`
-    /// of `myapp`, over an upgraded websocket.
+    /// `convox run` step 2: `command` in process `pid` of `myapp`, over
+    /// an upgraded websocket, with the headers the CLI sends there.
     pub async fn exec(&self, token: &str, pid: &str, command: &str) -> ws::ClientConn {
+        self.exec_with(
+            token,
+            pid,
+            command,
+            &[("Entrypoint", "true"), ("Tty", "false")],
+        )
+        .await
+    }
+
+    /// [`Staging::exec`] with `headers` in place of the run's options.
+    pub async fn exec_with(
+        &self,
+        token: &str,
+        pid: &str,
+        command: &str,
+        headers: &[(&str, &str)],
+    ) -> ws::ClientConn {
         let auth = basic(token);
+        let mut all = vec![("Authorization", auth.as_str()), ("Command", command)];
+        all.extend_from_slice(headers);
         let c = ws::client_connect(
             self.running.addr,
             &format!("{APP}/processes/{pid}/exec"),
-            &[
-                ("Authorization", &auth),
-                ("Command", command),
-                ("Entrypoint", "true"),
-                ("Tty", "false"),
-            ],
+            &all,
         )
         .await
         .unwrap();
