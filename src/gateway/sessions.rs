@@ -84,6 +84,9 @@ pub struct Grant {
     /// The app whose resource a tunnel's target is: the caller must still
     /// be allowed `resources info` on it, as at open.
     pub(crate) tunnel_app: Option<String>,
+    /// The exec asked the rack to prepend the build's entrypoint, which
+    /// must still be allowed (`Policy::check_exec_entrypoint`).
+    pub(crate) entrypoint: bool,
 }
 
 impl Grant {
@@ -209,6 +212,9 @@ impl Grant {
         }
         if self.operation == "proxy" {
             self.still_reaches(rt, subject, &facts)?;
+        }
+        if self.entrypoint {
+            rt.policy.check_exec_entrypoint(subject, &facts, owner)?;
         }
         let access = rt.policy.secret_access(
             subject,
@@ -438,6 +444,7 @@ mod tests {
             command: None,
             process: None,
             run_headers: Vec::new(),
+            entrypoint: false,
             auth: None,
             credential,
             owner: None,

@@ -441,6 +441,7 @@ async fn decide(
         rt.policy
             .check_exec_entrypoint(subject, &facts, owner)
             .map_err(Refusal::denied)?;
+        decided.entrypoint = true;
     }
     match verdict {
         Verdict::NeedProcess => Err(Refusal::denied("the target process is unknown")),

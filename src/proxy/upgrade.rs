@@ -44,6 +44,8 @@ pub(crate) struct Decided {
     pub owner: Option<crate::policy::placeholder::Owner>,
     /// The app whose resource a tunnel's target is (`proxy`).
     pub tunnel_app: Option<String>,
+    /// An exec with `Entrypoint` set (allowed as such).
+    pub entrypoint: bool,
 }
 
 /// Opens the rack's side of a websocket route and splices, or refuses
@@ -146,6 +148,7 @@ fn reserve(gw: &Gateway, ctx: &Ctx, rt: &Runtime, decided: Decided) -> Result<Sl
         credential,
         owner: decided.owner,
         tunnel_app: decided.tunnel_app,
+        entrypoint: decided.entrypoint,
     };
     let limit = rt.websocket.max_sessions_per_identity;
     let slot = gw.sessions.reserve(grant, limit).map_err(|t| {

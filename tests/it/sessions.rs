@@ -252,6 +252,47 @@ async fn reload_setting_tokens_valid_after_closes_older_tokens_sessions() {
     gw.running.stop().await;
 }
 
+/// An exec opened with `Entrypoint` by an identity that may exec any
+/// command is closed when a reload narrows it to `cat` only; the same
+/// command without `Entrypoint` (control) stays open.
+#[tokio::test]
+async fn reload_rechecks_an_exec_entrypoint() {
+    init();
+    let rack = mock().await;
+    let any = "allow: [exec]\ncommands:\n  allow:\n    web: [\"**\"]\n";
+    let cat = "allow: [exec]\ncommands:\n  allow:\n    web: [cat]\n";
+    let ids = [
+        ("ci-staging", CI_STAGING, "execer", "staging/*"),
+        ("ci-all", CI_ALL, "execer", "*"),
+    ];
+    let dir = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .role("execer", any)
+        .ci(&ids)
+        .write();
+    let mut gw = Reloading::start(dir, &[("RACK_PW", RACK_PASSWORD)]).await;
+    let auth = basic(CI_STAGING);
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Command", "cat"),
+        ("Entrypoint", "true"),
+    ];
+    let mut doomed = ws::client_connect(gw.addr(), EXEC, &headers).await.unwrap();
+    assert_eq!(doomed.status, 101);
+    let mut kept = open_exec(gw.addr(), CI_ALL).await;
+    assert_echoes(&mut doomed, "before").await;
+    assert_echoes(&mut kept, "before").await;
+
+    let version = gw.edit("roles/execer.yaml", cat).await;
+    let (text, _) = in_band_ending(&mut doomed).await;
+    let prefix = format!("ERROR: gateway: session closed: revoked by config {version}: ");
+    assert!(text.starts_with(&prefix), "{text}");
+    assert!(text.contains("Entrypoint header"), "{text}");
+    assert_echoes(&mut kept, "after").await;
+    gw.running.stop().await;
+}
+
 /// A rotated static CI token (a new `token_sha256` under the same name)
 /// closes the session opened with the old one; an unrelated edit first
 /// (control) closes nothing, and ci-all's session stays throughout.
