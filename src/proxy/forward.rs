@@ -184,15 +184,17 @@ async fn masked(
     Response::from_parts(rparts, body::full(masked))
 }
 
-/// The first line of a (small) error body from the rack.
-pub(crate) async fn read_error_text(resp: Response<Incoming>) -> String {
+/// The first line of a (small) error body from the rack, for the client
+/// and the audit record: the rack password scrubbed from the whole line
+/// before it is cut to 200 characters, so no prefix of it survives.
+pub(crate) async fn read_error_text(resp: Response<Incoming>, rack_password: &str) -> String {
     let limited = http_body_util::Limited::new(resp.into_body(), 4096);
     let bytes = match tokio::time::timeout(Duration::from_secs(5), limited.collect()).await {
         Ok(Ok(c)) => c.to_bytes(),
         _ => Bytes::new(),
     };
     let text = String::from_utf8_lossy(&bytes);
-    let line = text.lines().next().unwrap_or("").trim();
+    let line = mask::scrub(text.lines().next().unwrap_or("").trim(), rack_password);
     if line.is_empty() {
         "no message".to_string()
     } else {

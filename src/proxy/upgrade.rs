@@ -76,7 +76,7 @@ pub(crate) async fn socket(
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();
-        let text = read_error_text(resp).await;
+        let text = read_error_text(resp, rack.password()).await;
         let msg = format!("gateway: rack answered {}: {}", status.as_u16(), text);
         return ctx
             .refuse_session(socket, &msg, &msg, Some(status.as_u16()))

@@ -35,6 +35,8 @@ enum Fault {
     StallInBody,
     /// A websocket handshake, one text frame, then the connection closes.
     DieInWebsocket,
+    /// A 500 instead of 101 whose error text carries the rack password.
+    RefuseUpgradeWithPassword,
 }
 
 /// A fake rack on a loopback port; it serves up to 64 connections.
@@ -118,6 +120,16 @@ async fn serve_fault(mut stream: TcpStream, fault: Fault) {
             let _ = stream.flush().await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             reset(stream);
+        }
+        Fault::RefuseUpgradeWithPassword => {
+            let body =
+                format!("ERROR: cannot reach https://convox:{RACK_PASSWORD}@rack.internal\n");
+            let answer = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.flush().await;
         }
     }
 }
@@ -368,6 +380,30 @@ async fn faulty_logs(addr: SocketAddr) -> ws::ClientConn {
         .unwrap();
     assert_eq!(c.status, 101);
     c
+}
+
+/// A rack that refuses a websocket route with an error naming its own
+/// password: the client is told in-band what the rack said, with the
+/// password scrubbed there and in the audit record, as on REST errors.
+/// Control: the healthy rack still serves.
+#[tokio::test]
+async fn a_refused_upgrade_never_shows_the_rack_password() {
+    let s = setup(fake_rack(Fault::RefuseUpgradeWithPassword).await, "", &[]).await;
+    let mut c = faulty_logs(s.proc.addr).await;
+    let first = recv(&mut c).await.expect("an in-band refusal");
+    let line = String::from_utf8(first.payload).unwrap();
+    assert!(
+        line.starts_with("ERROR: gateway: rack answered 500"),
+        "{line:?}"
+    );
+    assert!(line.contains("cannot reach https://convox:"), "{line:?}");
+    assert!(!line.contains(RACK_PASSWORD), "{line:?}");
+    drop(c);
+    s.assert_serving().await;
+    s.proc.stop().await;
+    let audit = read(&s.audit);
+    assert!(audit.contains("rack answered 500"), "{audit}");
+    assert!(!audit.contains(RACK_PASSWORD), "{audit}");
 }
 
 /// The gateway binary (which handles SIGXFSZ itself, so a file-size limit
