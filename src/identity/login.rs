@@ -1,7 +1,7 @@
 //! The browser login, stateless and bound to the CLI that started it.
 //!
 //! 1. The CLI keeps a random verifier and opens
-//!    `/_gateway/login/start?cli=<base64url(SHA-256(verifier))>&redirect=http://127.0.0.1:<port>/callback`
+//!    `/_gateway/login/start?cli=<base64url(SHA-256(verifier))>&redirect=http://127.0.0.1:<port>/callback/<random>`
 //!    (no `redirect` for `--no-browser`).
 //! 2. The gateway seals the PKCE verifier, nonce, the CLI's hash and the
 //!    redirect into the OAuth `state` (see [`crate::identity::seal`]) and sends the

@@ -837,6 +837,48 @@ async fn browser_login_then_whoami_can_and_convox_through_the_gateway() {
     );
 }
 
+/// Any local process or web page can reach the CLI's loopback port, and the
+/// first callback ends the login: one to the guessable `/callback` with a
+/// bogus code is turned away (404) and the real login still completes.
+#[tokio::test]
+async fn a_guessed_callback_cannot_end_the_browser_login() {
+    let fx = Fx::start().await;
+    let home = Home::new();
+    // The "browser" is raced by a page that found the port: it sends a
+    // bogus code to `/callback` first, then the real login goes through.
+    let browser = home.path("bin/fake-browser");
+    write_exe(
+        &browser,
+        "#!/bin/sh
+         exec >>\"$HOME/browser.log\" 2>&1
+         port=$(echo \"$1\" | sed -n 's/.*redirect=http%3A%2F%2F127%2E0%2E0%2E1%3A\\([0-9]*\\).*/\\1/p')
+         curl -sS -o /dev/null -w '%{http_code}' \"http://127.0.0.1:$port/callback?code=bogus\" > \"$HOME/guessed\"
+         authorize=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\")
+         curl -sS -L -o \"$HOME/tab.html\" --data sub=alice \"$authorize\"
+",
+    );
+    let before = now();
+    let out = home
+        .run_with(
+            &["login", "staging", &fx.gw],
+            &[("BROWSER", browser.to_str().unwrap())],
+            b"",
+        )
+        .await;
+    let browser_log = std::fs::read_to_string(home.path("home/browser.log")).unwrap_or_default();
+    assert_eq!(
+        read(&home.path("home/guessed")).trim(),
+        "404",
+        "{out:?}\n{browser_log}"
+    );
+    assert_logged_in(&home, "staging", &fx.gw, &out, before);
+    let tab = read(&home.path("home/tab.html"));
+    assert!(
+        tab.contains("Logged in as <b>alice@example.com</b>"),
+        "{tab}\n{browser_log}"
+    );
+}
+
 /// Also: a rack name the gateway has no grant for (a typo) still logs in,
 /// with a note naming the racks there are.
 #[tokio::test]
