@@ -97,13 +97,32 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<&Runtime>, req: Inbound) -> 
 }
 
 /// A caller on the gateway host itself: a loopback peer whose request
-/// carries no forwarding header. A reverse proxy on the same host connects
-/// from loopback too, and must not make every client it forwards "local".
+/// carries no forwarding header and names a loopback host. A reverse proxy
+/// on the same host connects from loopback too, and must not make every
+/// client it forwards "local"; nor may a web page that a browser on the
+/// host opens, by rebinding its own name to 127.0.0.1 (its `Host` is that
+/// name).
 fn local_caller(call: &Call<'_>) -> bool {
     call.peer.ip().is_loopback()
         && !["x-forwarded-for", "forwarded", "x-real-ip"]
             .iter()
             .any(|h| call.headers.contains_key(*h))
+        && call
+            .headers
+            .get(header::HOST)
+            .is_none_or(|h| h.to_str().is_ok_and(loopback_host))
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` and the like, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Operator endpoints (status, metrics) answer loopback callers, and
