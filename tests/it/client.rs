@@ -102,9 +102,19 @@ impl Home {
         serde_json::from_str(&read(&self.config_path())).unwrap()
     }
 
+    /// Writes the config as the CLI keeps it (owner-only).
     fn write_config(&self, v: &Value) {
-        std::fs::create_dir_all(self.config_path().parent().unwrap()).unwrap();
+        self.write_config_mode(v, 0o700, 0o600);
+    }
+
+    fn write_config_mode(&self, v: &Value, dir: u32, file: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = self.config_path().parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(dir)).unwrap();
         std::fs::write(self.config_path(), v.to_string()).unwrap();
+        std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(file))
+            .unwrap();
     }
 
     /// Installs the stand-in convox, acting as `mode`.
@@ -509,6 +519,35 @@ async fn env_prints_an_export_line_and_short_lived_tokens_get_a_reminder() {
         assert!(first.starts_with(reminder), "{args:?}: {out:?}");
         assert!(first.ends_with(renew), "{args:?}: {out:?}");
     }
+}
+
+/// A config restored with loose permissions (a backup, a dotfiles sync)
+/// is made owner-only again by the next command, which says its tokens may
+/// have been read; a private one (the control) is read without a word.
+#[tokio::test]
+async fn a_config_open_to_others_is_made_private_and_reported() {
+    let home = Home::new();
+    home.write_config_mode(&two_racks(30 * 86_400), 0o755, 0o644);
+    let out = home.run(&["racks"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(mode(&home.config_path()), 0o600);
+    assert_eq!(mode(home.config_path().parent().unwrap()), 0o700);
+    assert!(
+        out.stderr
+            .contains("was open to other users (mode 644); it is now 600")
+            && out
+                .stderr
+                .contains("was open to other users (mode 755); it is now 700")
+            && out.stderr.contains("log in again"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN),
+        "{out:?}"
+    );
+    let out = home.run(&["racks"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(!out.stderr.contains("other users"), "{out:?}");
 }
 
 #[tokio::test]
