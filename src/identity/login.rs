@@ -1,7 +1,7 @@
 //! The browser login, stateless and bound to the CLI that started it.
 //!
 //! 1. The CLI keeps a random verifier and opens
-//!    `/_gateway/login/start?cli=<base64url(SHA-256(verifier))>&redirect=http://127.0.0.1:<port>/callback`
+//!    `/_gateway/login/start?cli=<base64url(SHA-256(verifier))>&redirect=http://127.0.0.1:<port>/callback/<random>`
 //!    (no `redirect` for `--no-browser`).
 //! 2. The gateway seals the PKCE verifier, nonce, the CLI's hash and the
 //!    redirect into the OAuth `state` (see [`crate::identity::seal`]) and sends the
@@ -60,7 +60,10 @@ pub(crate) enum LoginError {
     NotConfigured,
     #[error("{0}")]
     BadRequest(String),
-    #[error("the identity provider is unavailable: {0}")]
+    /// The provider could not be reached or used. Its detail (URLs, TLS
+    /// and file errors) is for the operator: the log and the audit record
+    /// keep it, the page anyone can load shows a fixed message.
+    #[error("the identity provider is unavailable: try again shortly, and if it persists tell the gateway's operator (the gateway's log says why)")]
     Provider(String),
     #[error("not authorized for this gateway: {0}")]
     NotAuthorized(String),
@@ -72,11 +75,14 @@ pub(crate) enum LoginError {
 }
 
 impl LoginError {
-    /// What the audit record keeps: the message, or for a refusal the
-    /// provider's own error text.
+    /// What the audit record keeps: the message, or for a refusal or an
+    /// unavailable provider the detail the page leaves out.
     pub(crate) fn audit_detail(&self) -> String {
         match self {
             LoginError::Refused(detail) => format!("the identity provider said: {detail}"),
+            LoginError::Provider(detail) => {
+                format!("the identity provider is unavailable: {detail}")
+            }
             other => other.to_string(),
         }
     }

@@ -97,13 +97,32 @@ pub(crate) async fn handle(gw: &Gateway, rt: Option<&Runtime>, req: Inbound) -> 
 }
 
 /// A caller on the gateway host itself: a loopback peer whose request
-/// carries no forwarding header. A reverse proxy on the same host connects
-/// from loopback too, and must not make every client it forwards "local".
+/// carries no forwarding header and names a loopback host. A reverse proxy
+/// on the same host connects from loopback too, and must not make every
+/// client it forwards "local"; nor may a web page that a browser on the
+/// host opens, by rebinding its own name to 127.0.0.1 (its `Host` is that
+/// name).
 fn local_caller(call: &Call<'_>) -> bool {
     call.peer.ip().is_loopback()
         && !["x-forwarded-for", "forwarded", "x-real-ip"]
             .iter()
             .any(|h| call.headers.contains_key(*h))
+        && call
+            .headers
+            .get(header::HOST)
+            .is_none_or(|h| h.to_str().is_ok_and(loopback_host))
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` and the like, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Operator endpoints (status, metrics) answer loopback callers, and
@@ -378,22 +397,27 @@ fn audit_login(
     })
 }
 
-/// The sealer and the discovered provider, or why login is unavailable.
-async fn provider(
-    gw: &Gateway,
-    rt: &Runtime,
-) -> Result<(std::sync::Arc<Provider>, Sealer), LoginError> {
+/// The sealer of login states and codes, or why login is unavailable.
+/// Needs no network, so a callback's state is checked before the provider
+/// is ever contacted.
+fn sealer(rt: &Runtime) -> Result<Sealer, LoginError> {
     let id = rt.identity.as_ref().ok_or(LoginError::NotConfigured)?;
-    let oidc = id.oidc.as_ref().ok_or(LoginError::NotConfigured)?;
+    id.oidc.as_ref().ok_or(LoginError::NotConfigured)?;
     let Some((_, pem)) = &id.signing_key else {
         return Err(LoginError::NotConfigured);
     };
-    let sealer = Sealer::new(pem.expose().as_bytes());
+    Ok(Sealer::new(pem.expose().as_bytes()))
+}
+
+/// The discovered provider, or why login is unavailable.
+async fn provider(gw: &Gateway, rt: &Runtime) -> Result<std::sync::Arc<Provider>, LoginError> {
+    let id = rt.identity.as_ref().ok_or(LoginError::NotConfigured)?;
+    let oidc = id.oidc.as_ref().ok_or(LoginError::NotConfigured)?;
     let key = format!("{}|{}|{}", oidc.issuer, oidc.client_id, id.url);
     let mut slot = gw.login.provider.lock().await;
     if let Some((k, p)) = slot.as_ref() {
         if *k == key {
-            return Ok((p.clone(), sealer));
+            return Ok(p.clone());
         }
     }
     let http =
@@ -411,7 +435,7 @@ async fn provider(
             .map_err(|e| LoginError::Provider(e.to_string()))?,
     );
     *slot = Some((key, p.clone()));
-    Ok((p, sealer))
+    Ok(p)
 }
 
 fn redirect(to: &str) -> Response<Body> {
@@ -457,13 +481,21 @@ async fn login_start(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response<Bo
     let result = async {
         let cli = login::single(&pairs, "cli")?.unwrap_or("");
         let redirect_to = login::single(&pairs, "redirect")?;
-        let (provider, sealer) = provider(gw, rt).await?;
+        let sealer = sealer(rt)?;
+        let provider = provider(gw, rt).await?;
         login::start(&provider, &sealer, cli, redirect_to, unix_now())
     }
     .await;
     match result {
         Ok(url) => redirect(&url),
-        Err(e) => login::error_page(&e),
+        Err(e) => {
+            // Not audited (nobody has logged in yet): the log is where the
+            // operator finds what the page leaves out.
+            if let LoginError::Provider(_) = &e {
+                tracing::warn!(request_id = call.request_id, error = %e.audit_detail(), "login start failed");
+            }
+            login::error_page(&e)
+        }
     }
 }
 
@@ -471,11 +503,12 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
     let pairs = login::query_pairs(call.query.unwrap_or(""));
     let now = unix_now();
     let result = async {
-        // The state is checked before anything else is shown, so a crafted
-        // link can't make the gateway display text of someone's choosing.
+        // The state is checked before anything else is shown or done, so a
+        // crafted link can't make the gateway display text of someone's
+        // choosing, nor contact the identity provider.
         let state = login::single(&pairs, "state")?
             .ok_or_else(|| LoginError::BadRequest("missing state".into()))?;
-        let (provider, sealer) = provider(gw, rt).await?;
+        let sealer = sealer(rt)?;
         let st: login::LoginState = sealer
             .open(crate::identity::seal::Purpose::LoginState, state, now)
             .map_err(|_| {
@@ -488,6 +521,7 @@ async fn login_callback(gw: &Gateway, rt: &Runtime, call: &Call<'_>) -> Response
             let detail: String = format!("{err} {desc}").chars().take(300).collect();
             return Err(LoginError::Refused(detail));
         }
+        let provider = provider(gw, rt).await?;
         let code = login::single(&pairs, "code")?
             .ok_or_else(|| LoginError::BadRequest("missing code".into()))?;
         let claims = provider

@@ -102,9 +102,19 @@ impl Home {
         serde_json::from_str(&read(&self.config_path())).unwrap()
     }
 
+    /// Writes the config as the CLI keeps it (owner-only).
     fn write_config(&self, v: &Value) {
-        std::fs::create_dir_all(self.config_path().parent().unwrap()).unwrap();
+        self.write_config_mode(v, 0o700, 0o600);
+    }
+
+    fn write_config_mode(&self, v: &Value, dir: u32, file: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = self.config_path().parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(dir)).unwrap();
         std::fs::write(self.config_path(), v.to_string()).unwrap();
+        std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(file))
+            .unwrap();
     }
 
     /// Installs the stand-in convox, acting as `mode`.
@@ -511,6 +521,35 @@ async fn env_prints_an_export_line_and_short_lived_tokens_get_a_reminder() {
     }
 }
 
+/// A config restored with loose permissions (a backup, a dotfiles sync)
+/// is made owner-only again by the next command, which says its tokens may
+/// have been read; a private one (the control) is read without a word.
+#[tokio::test]
+async fn a_config_open_to_others_is_made_private_and_reported() {
+    let home = Home::new();
+    home.write_config_mode(&two_racks(30 * 86_400), 0o755, 0o644);
+    let out = home.run(&["racks"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(mode(&home.config_path()), 0o600);
+    assert_eq!(mode(home.config_path().parent().unwrap()), 0o700);
+    assert!(
+        out.stderr
+            .contains("was open to other users (mode 644); it is now 600")
+            && out
+                .stderr
+                .contains("was open to other users (mode 755); it is now 700")
+            && out.stderr.contains("log in again"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN),
+        "{out:?}"
+    );
+    let out = home.run(&["racks"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(!out.stderr.contains("other users"), "{out:?}");
+}
+
 #[tokio::test]
 async fn racks_switch_and_logout_keep_the_file_private() {
     let home = Home::new();
@@ -834,6 +873,48 @@ async fn browser_login_then_whoami_can_and_convox_through_the_gateway() {
             fx.gw
         )),
         "{out:?}"
+    );
+}
+
+/// Any local process or web page can reach the CLI's loopback port, and the
+/// first callback ends the login: one to the guessable `/callback` with a
+/// bogus code is turned away (404) and the real login still completes.
+#[tokio::test]
+async fn a_guessed_callback_cannot_end_the_browser_login() {
+    let fx = Fx::start().await;
+    let home = Home::new();
+    // The "browser" is raced by a page that found the port: it sends a
+    // bogus code to `/callback` first, then the real login goes through.
+    let browser = home.path("bin/fake-browser");
+    write_exe(
+        &browser,
+        "#!/bin/sh
+         exec >>\"$HOME/browser.log\" 2>&1
+         port=$(echo \"$1\" | sed -n 's/.*redirect=http%3A%2F%2F127%2E0%2E0%2E1%3A\\([0-9]*\\).*/\\1/p')
+         curl -sS -o /dev/null -w '%{http_code}' \"http://127.0.0.1:$port/callback?code=bogus\" > \"$HOME/guessed\"
+         authorize=$(curl -sS -o /dev/null -w '%{redirect_url}' \"$1\")
+         curl -sS -L -o \"$HOME/tab.html\" --data sub=alice \"$authorize\"
+",
+    );
+    let before = now();
+    let out = home
+        .run_with(
+            &["login", "staging", &fx.gw],
+            &[("BROWSER", browser.to_str().unwrap())],
+            b"",
+        )
+        .await;
+    let browser_log = std::fs::read_to_string(home.path("home/browser.log")).unwrap_or_default();
+    assert_eq!(
+        read(&home.path("home/guessed")).trim(),
+        "404",
+        "{out:?}\n{browser_log}"
+    );
+    assert_logged_in(&home, "staging", &fx.gw, &out, before);
+    let tab = read(&home.path("home/tab.html"));
+    assert!(
+        tab.contains("Logged in as <b>alice@example.com</b>"),
+        "{tab}\n{browser_log}"
     );
 }
 

@@ -1261,6 +1261,67 @@ async fn provider_errors_are_not_echoed_on_the_login_page() {
     assert!(!r.text().contains("evil.example"), "{}", r.text());
 }
 
+/// An unreachable identity provider: the page says so in fixed words and
+/// the detail (its address, the connection error) stays in the log. A
+/// callback's state is checked before the provider is contacted, so a
+/// forged one is refused as such (400), while an intact one (the control)
+/// gets as far as the provider (502).
+#[tokio::test]
+async fn an_unreachable_provider_is_not_described_to_the_browser() {
+    let fx = Fx::start().await;
+    let start = format!("/_gateway/login/start?cli={}", Cli::new().hash);
+    let r = get(&fx.url(&start), None).await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    let state = query_param(&location(&r), "state");
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let gateway_yaml = fx.dir.path().join("gateway.yaml");
+    let yaml = read(&gateway_yaml).replace(
+        &format!("issuer: {}\n", fx.idp.url),
+        &format!("issuer: {down}\n"),
+    );
+    assert!(yaml.contains(&down));
+    std::fs::write(&gateway_yaml, yaml).unwrap();
+    fx.running
+        .gateway
+        .swap(rack_gateway::gateway::Runtime::from_config(&load(fx.dir.path())).unwrap());
+    let port = down.rsplit(':').next().unwrap();
+
+    let r = get(&fx.url(&start), None).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().contains("identity provider is unavailable"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        !r.text().contains(port),
+        "the provider's address is shown: {}",
+        r.text()
+    );
+
+    let forged = get(
+        &fx.url("/_gateway/login/callback?state=forged&code=x"),
+        None,
+    )
+    .await;
+    assert_eq!(forged.status, 400, "{}", forged.text());
+    assert!(
+        forged.text().contains("invalid or expired"),
+        "{}",
+        forged.text()
+    );
+    let intact = get(
+        &fx.url(&format!(
+            "/_gateway/login/callback?state={}&code=x",
+            urlencode(&state)
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(intact.status, 502, "{}", intact.text());
+    assert!(!intact.text().contains(port), "{}", intact.text());
+}
+
 /// A promote of production's active release.
 const PROMOTE_PRODUCTION: &str = "/racks/production/apps/myapp/releases/RMYAPPRELAB/promote?";
 

@@ -850,6 +850,54 @@ async fn operator_endpoints_need_the_permission_through_a_proxy() {
     running.stop().await;
 }
 
+/// A web page a browser on the host opens can rebind its own name to
+/// 127.0.0.1 and reach the gateway from loopback, but its requests name
+/// that host: they are not "on the host" (401 without a token, 200 for
+/// admin), while loopback names (the control) are, port or not.
+#[tokio::test]
+async fn operator_endpoints_are_not_local_to_a_rebound_name() {
+    const ADMIN: &str = "admin-bot-token-0123456789abcdef01234";
+    let rack = mock().await;
+    let (running, _dir) = ConfigDir::new()
+        .no_rack_discovery()
+        .rack("staging", &rack.url())
+        .ci(&[("admin-bot", ADMIN, "admin", "*")])
+        .start()
+        .await;
+    let url = |p: &str| format!("http://{}{p}", running.addr);
+    let port = running.addr.port();
+    let local = [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".to_string(),
+    ];
+    let rebound = [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("127.0.0.1.evil.example:{port}"),
+    ];
+    for path in ["/_gateway/status", "/_gateway/metrics"] {
+        for host in &local {
+            let r = send("GET", &url(path), None, &[("Host", host)], "").await;
+            assert_eq!(r.status, 200, "{path} Host {host}: {}", r.text());
+        }
+        for host in &rebound {
+            let r = send("GET", &url(path), None, &[("Host", host)], "").await;
+            assert_eq!(r.status, 401, "{path} Host {host}: {}", r.text());
+            let r = send("GET", &url(path), Some(ADMIN), &[("Host", host)], "").await;
+            assert_eq!(r.status, 200, "{path} Host {host}, admin: {}", r.text());
+        }
+    }
+    let readyz = url("/_gateway/readyz");
+    let r = send("GET", &readyz, None, &[("Host", &local[0])], "").await;
+    assert_eq!(r.json()["racks"]["staging"], "ok", "{}", r.text());
+    let r = send("GET", &readyz, None, &[("Host", &rebound[0])], "").await;
+    assert_eq!(r.json()["status"], "ready", "{}", r.text());
+    assert!(r.json().get("racks").is_none(), "{}", r.text());
+    running.stop().await;
+}
+
 /// A websocket session gets a start record when it opens and an end record
 /// with the exit code and byte counts when it closes; with the peer listed
 /// in `trusted_proxies`, both name the client from `X-Forwarded-For` (the

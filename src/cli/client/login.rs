@@ -90,13 +90,17 @@ pub async fn login(rack: &str, url: &GatewayUrl, no_browser: bool) -> Result<Iss
         .local_addr()
         .map_err(|e| ClientError::Login(format!("cannot listen on 127.0.0.1: {e}")))?
         .port();
-    let redirect = format!("http://127.0.0.1:{port}/callback");
+    // A path nobody else knows: any process or web page can reach a
+    // loopback port, and the first callback ends the login, so a guessed
+    // `/callback` must not be able to end it with a bogus code.
+    let path = format!("/callback/{}", crate::identity::seal::random_token(16));
+    let redirect = format!("http://127.0.0.1:{port}{path}");
     let link = format!(
         "{start}&redirect={}",
         percent_encoding::utf8_percent_encode(&redirect, percent_encoding::NON_ALPHANUMERIC)
     );
     let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(serve_callback(listener, tx));
+    let server = tokio::spawn(serve_callback(listener, path, tx));
     eprintln!(
         "Log in to rack `{rack}` at {} in your browser. If it doesn't open, visit this link \
          in a browser on this machine:\n\n  {link}\n\n\
@@ -210,20 +214,23 @@ struct Callback {
 
 type First = Arc<Mutex<Option<oneshot::Sender<Callback>>>>;
 
-/// Serves `GET /callback?code=...` on the loopback listener until aborted.
+/// Serves `GET <path>?code=...` on the loopback listener until aborted.
 /// Only the first callback counts; later ones (a reload) get a page saying
 /// the login is over.
-async fn serve_callback(listener: TcpListener, first: oneshot::Sender<Callback>) {
+async fn serve_callback(listener: TcpListener, path: String, first: oneshot::Sender<Callback>) {
     let first: First = Arc::new(Mutex::new(Some(first)));
+    let path: Arc<str> = path.into();
     while let Ok((stream, _)) = listener.accept().await {
         let first = first.clone();
+        let path = path.clone();
         tokio::spawn(async move {
             let written: Arc<Mutex<Option<oneshot::Sender<()>>>> = Arc::default();
             let slot = written.clone();
             let service = service_fn(move |req| {
                 let first = first.clone();
                 let slot = slot.clone();
-                async move { Ok::<_, Infallible>(answer(req, &first, &slot).await) }
+                let path = path.clone();
+                async move { Ok::<_, Infallible>(answer(req, &path, &first, &slot).await) }
             });
             let _ = http1::Builder::new()
                 .keep_alive(false)
@@ -245,11 +252,12 @@ fn escape(s: &str) -> String {
 
 async fn answer(
     req: Request<Incoming>,
+    path: &str,
     first: &First,
     written: &Mutex<Option<oneshot::Sender<()>>>,
 ) -> Response<Body> {
     use crate::identity::login::page;
-    if req.method() != Method::GET || req.uri().path() != "/callback" {
+    if req.method() != Method::GET || req.uri().path() != path {
         return page(StatusCode::NOT_FOUND, "Not found", "<p>Nothing here.</p>");
     }
     let pairs = crate::identity::login::query_pairs(req.uri().query().unwrap_or(""));

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot make {path} private ({source}): it holds your tokens; fix its owner and permissions (chmod go-rwx)")]
+    Private { path: PathBuf, source: io::Error },
 }
 
 /// One rack's login. Not `Debug`-derived: the token must never reach a log
@@ -96,8 +98,8 @@ impl Store {
     }
 
     pub(crate) fn load_from(path: PathBuf) -> Result<Store, StoreError> {
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Store {
                     path,
@@ -106,6 +108,11 @@ impl Store {
             }
             Err(source) => return Err(StoreError::Read { path, source }),
         };
+        let mut bytes = Vec::new();
+        if let Err(source) = file.read_to_end(&mut bytes) {
+            return Err(StoreError::Read { path, source });
+        }
+        make_private(&path, &file)?;
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
             reason,
@@ -158,6 +165,44 @@ impl Store {
         }
         written.map_err(write_err(&self.path))
     }
+}
+
+/// A file copied or restored with looser permissions than `save` gives it
+/// (a backup, a dotfiles sync) is made owner-only again on every read, and
+/// the person told: others on the machine may have read its tokens, and a
+/// directory open to them lets them swap the file for one naming their
+/// gateway.
+fn make_private(path: &Path, file: &File) -> Result<(), StoreError> {
+    let private = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| StoreError::Private { path, source }
+    };
+    let fix = |p: &Path, mode: u32, to: u32, set: &dyn Fn() -> io::Result<()>| {
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        set().map_err(private(p))?;
+        eprintln!(
+            "rack-gateway: {} was open to other users (mode {mode:o}); it is now {to:o}. \
+             Its tokens may have been read: log in again to replace them.",
+            p.display()
+        );
+        Ok(())
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mode = fs::metadata(dir)
+            .map_err(private(dir))?
+            .permissions()
+            .mode()
+            & 0o777;
+        fix(dir, mode, 0o700, &|| {
+            fs::set_permissions(dir, Permissions::from_mode(0o700))
+        })?;
+    }
+    let mode = file.metadata().map_err(private(path))?.permissions().mode() & 0o777;
+    fix(path, mode, 0o600, &|| {
+        file.set_permissions(Permissions::from_mode(0o600))
+    })
 }
 
 #[cfg(test)]
