@@ -320,6 +320,8 @@ async fn real_browser_login_through_the_cli() {
     for step in ["login page", "consent page", "callback http://127.0.0.1:"] {
         assert!(steps.contains(step), "{step}: {steps}");
     }
+    // The CLI's callback is on its unguessable path, not a bare /callback.
+    assert!(steps.contains("/callback/"), "{steps}");
     assert!(
         steps.contains("DONE: Logged in | ") && steps.contains("alice@example.com"),
         "{steps}"

@@ -42,7 +42,7 @@ try {
   await page.waitForSelector('#allow');
   log('consent page');
   await page.click('#allow');
-  await page.waitForURL(/^http:\/\/127\.0\.0\.1:\d+\/callback\?/);
+  await page.waitForURL(/^http:\/\/127\.0\.0\.1:\d+\/callback\/[^/?]+\?/);
   await page.waitForSelector('h1');
   const heading = await page.textContent('h1');
   const text = await page.textContent('body');
