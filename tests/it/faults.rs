@@ -481,6 +481,20 @@ async fn disk_full(
     ((dir, logs, mock), g, audit)
 }
 
+/// Waits until the metrics at `metrics` report the audit file healthy
+/// (after the disk got space back).
+async fn healthy_again(metrics: &str) {
+    eventually("metrics report the audit file healthy again", || async {
+        let m = get(metrics, Some(CI_ALL)).await.text();
+        if m.lines().any(|l| l == "rack_gateway_audit_file_healthy 1") {
+            Ok(())
+        } else {
+            Err("still unhealthy".to_string())
+        }
+    })
+    .await;
+}
+
 /// Stops the gateway; the audit chain it wrote must still verify.
 async fn stop_and_verify(g: Limited, audit: &Path) {
     g.stop().await;
@@ -570,15 +584,7 @@ async fn audit_disk_full_fail_open_keeps_serving_and_says_so() {
     assert_eq!(ready.status, 200, "{}", ready.text());
     assert!(ready.text().contains("fail-open"), "{}", ready.text());
     g.set_file_limit("unlimited");
-    eventually("metrics report the audit file healthy again", || async {
-        let m = get(&metrics, Some(CI_ALL)).await.text();
-        if m.lines().any(|l| l == "rack_gateway_audit_file_healthy 1") {
-            Ok(())
-        } else {
-            Err("still unhealthy".to_string())
-        }
-    })
-    .await;
+    healthy_again(&metrics).await;
     stop_and_verify(g, &audit).await;
 }
 
@@ -692,15 +698,7 @@ async fn audit_disk_full_fail_open_with_fsync_serves_and_counts_unconfirmed_answ
     })
     .await;
     g.set_file_limit("unlimited");
-    eventually("the audit file is healthy again", || async {
-        let m = get(&metrics, Some(CI_ALL)).await.text();
-        if m.lines().any(|l| l == "rack_gateway_audit_file_healthy 1") {
-            Ok(())
-        } else {
-            Err("still unhealthy".to_string())
-        }
-    })
-    .await;
+    healthy_again(&metrics).await;
     stop_and_verify(g, &audit).await;
 }
 

@@ -106,10 +106,7 @@ async fn reload_removing_an_identity_closes_its_session_in_band() {
     assert_ne!(Value::from(version.clone()), before);
     assert_eq!(
         text,
-        format!(
-            "ERROR: gateway: session closed: revoked by config {version}: \
-             the identity is no longer in the config\n"
-        )
+        revoked_line(&version, "the identity is no longer in the config")
     );
     assert_echoes(&mut kept, "after").await;
 
@@ -199,9 +196,21 @@ impl Reloading {
     }
 }
 
+/// What a session closed by the reload to config `version` is told,
+/// before the reason.
+fn revoked_prefix(version: &str) -> String {
+    format!("ERROR: gateway: session closed: revoked by config {version}: ")
+}
+
 /// The in-band line of a session revoked by config `version` for `why`.
 fn revoked_line(version: &str, why: &str) -> String {
-    format!("ERROR: gateway: session closed: revoked by config {version}: {why}\n")
+    format!("{}{why}\n", revoked_prefix(version))
+}
+
+/// `c` ends in-band, closed by the reload to `version` because `why`.
+async fn assert_revoked(c: &mut ClientConn, version: &str, why: &str) {
+    let (text, _) = in_band_ending(c).await;
+    assert_eq!(text, revoked_line(version, why));
 }
 
 /// A reload that sets `tokens_valid_after` past the token of alice's open
@@ -240,14 +249,12 @@ async fn reload_setting_tokens_valid_after_closes_older_tokens_sessions() {
     let version = gw
         .edit("users.yaml", &admins(&[(alice, after), (bob, after)]))
         .await;
-    let (text, _) = in_band_ending(&mut doomed).await;
-    assert_eq!(
-        text,
-        revoked_line(
-            &version,
-            "the token predates the identity's tokens_valid_after"
-        )
-    );
+    assert_revoked(
+        &mut doomed,
+        &version,
+        "the token predates the identity's tokens_valid_after",
+    )
+    .await;
     assert_echoes(&mut kept, "after").await;
     gw.running.stop().await;
 }
@@ -286,8 +293,7 @@ async fn reload_rechecks_an_exec_entrypoint() {
 
     let version = gw.edit("roles/execer.yaml", cat).await;
     let (text, _) = in_band_ending(&mut doomed).await;
-    let prefix = format!("ERROR: gateway: session closed: revoked by config {version}: ");
-    assert!(text.starts_with(&prefix), "{text}");
+    assert!(text.starts_with(&revoked_prefix(&version)), "{text}");
     assert!(text.contains("Entrypoint header"), "{text}");
     assert_echoes(&mut kept, "after").await;
     gw.running.stop().await;
@@ -326,14 +332,12 @@ async fn reload_rotating_a_ci_token_closes_the_old_tokens_session() {
 
     let rotated = ("ci-staging", ROTATED, "admin", "staging/*");
     let version = gw.edit("ci.yaml", &ci_yaml(&[rotated, all])).await;
-    let (text, _) = in_band_ending(&mut doomed).await;
-    assert_eq!(
-        text,
-        revoked_line(
-            &version,
-            "the CI token was rotated: the identity's token_sha256 no longer matches it"
-        )
-    );
+    assert_revoked(
+        &mut doomed,
+        &version,
+        "the CI token was rotated: the identity's token_sha256 no longer matches it",
+    )
+    .await;
     assert_echoes(&mut kept, "after").await;
     let mut fresh = open_exec(gw.addr(), ROTATED).await;
     assert_echoes(&mut fresh, "the new token").await;
@@ -401,14 +405,12 @@ async fn reload_retiring_a_signing_key_closes_sessions_of_its_tokens() {
     let version = gw
         .edit("gateway.yaml", &with_lifted_limits(&config(false)))
         .await;
-    let (text, _) = in_band_ending(&mut doomed).await;
-    assert_eq!(
-        text,
-        revoked_line(
-            &version,
-            "the key that signed the token (`k1`) is no longer trusted"
-        )
-    );
+    assert_revoked(
+        &mut doomed,
+        &version,
+        "the key that signed the token (`k1`) is no longer trusted",
+    )
+    .await;
     assert_echoes(&mut kept, "after").await;
     assert_eq!(get(&gw.url("/apps"), Some(&old)).await.status, 401);
     gw.running.stop().await;
@@ -459,14 +461,12 @@ async fn reload_changing_a_federated_mapping_closes_sessions_it_no_longer_matche
             &federated_ci_yaml(&ci.url, "rack-gateway", "acme/other"),
         )
         .await;
-    let (text, _) = in_band_ending(&mut doomed).await;
-    assert_eq!(
-        text,
-        revoked_line(
-            &version,
-            "the identity's federated issuer, audience or claims no longer match the token"
-        )
-    );
+    assert_revoked(
+        &mut doomed,
+        &version,
+        "the identity's federated issuer, audience or claims no longer match the token",
+    )
+    .await;
     assert_echoes(&mut kept, "after").await;
     assert_eq!(get(&gw.url("/apps"), Some(&job)).await.status, 401);
     gw.running.stop().await;
@@ -598,9 +598,8 @@ async fn reload_re_decides_an_exec_into_a_placeholder_as_not_the_callers() {
         .await;
     let (text, _) = in_band_ending(&mut doomed).await;
     assert!(
-        text.starts_with(&format!(
-            "ERROR: gateway: session closed: revoked by config {version}: "
-        )) && text.contains("placeholder not created by this identity"),
+        text.starts_with(&revoked_prefix(&version))
+            && text.contains("placeholder not created by this identity"),
         "{text}"
     );
     assert_echoes(&mut kept, "after").await;
