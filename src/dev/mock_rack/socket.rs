@@ -128,6 +128,8 @@ struct SocketCtx {
     /// The command the handler reads: `Value("command")` for exec (query
     /// or multipart before the `Command` header), the header for shell.
     command: String,
+    /// exec's `Entrypoint` option (`true` only, as stdapi reads a `*bool`).
+    entrypoint: bool,
     follow: bool,
     disable_stdin: bool,
     notes: Notes,
@@ -170,6 +172,7 @@ pub(crate) async fn upgrade(
         route,
         authorized: shared.authorized(&parts.headers),
         command,
+        entrypoint: input.header_bool("entrypoint", false),
         follow: input.header_bool("follow", true),
         disable_stdin: input.header_bool("disable-stdin", false),
         notes,
@@ -285,6 +288,28 @@ fn log_lines(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// ProcessExec with `Entrypoint` (k/process.go:61-85): the entrypoint of
+/// the build of the pod's release, split as shell words, goes before the
+/// command; nothing is added when the build has none.
+fn with_entrypoint(
+    app: &super::state::AppState,
+    pod: &super::state::Process,
+    words: Vec<String>,
+) -> Result<Vec<String>, String> {
+    let release = app
+        .release(&pod.release)
+        .ok_or_else(|| format!("release not found: {}", pod.release))?;
+    let build = app
+        .build(&release.build)
+        .ok_or_else(|| format!("build not found: {}", release.build))?;
+    if build.entrypoint.is_empty() {
+        return Ok(words);
+    }
+    let mut all = shell::split(&build.entrypoint).map_err(|err| err.to_string())?;
+    all.extend(words);
+    Ok(all)
+}
+
 /// Looks up what the route names, as the rack's handler would before
 /// streaming; `Err` is the in-band error message.
 fn prepare(ctx: &SocketCtx) -> Result<Session, String> {
@@ -300,7 +325,10 @@ fn prepare(ctx: &SocketCtx) -> Result<Session, String> {
             let pod = processes::resolve_exec(app(name)?, pid, shared.ids.next())?;
             ctx.notes.note("exec.pod", pod.id.as_str());
             ctx.notes.note("exec.command", ctx.command.as_str());
-            let words = shell::split(&ctx.command).map_err(|err| err.to_string())?;
+            let mut words = shell::split(&ctx.command).map_err(|err| err.to_string())?;
+            if ctx.entrypoint {
+                words = with_entrypoint(app(name)?, pod, words)?;
+            }
             ctx.notes.note("exec.argv", shell::join(&words));
             Session::Exec {
                 words,

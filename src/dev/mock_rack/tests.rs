@@ -1008,18 +1008,32 @@ async fn exec_in(
     query: &str,
     command: &str,
 ) -> (ws::ClientConn, Recorded) {
-    let auth = basic("convox", PASSWORD);
-    let mut conn = ws::client_connect(
-        rack.addr(),
+    exec_with(
+        rack,
         &format!("/apps/{app}/processes/{pid}/exec{query}"),
-        &[
-            ("Authorization", &auth),
-            ("Command", command),
-            ("Disable-Stdin", "true"),
-        ],
+        command,
+        &[],
     )
     .await
-    .unwrap();
+}
+
+/// [`exec_in`] at `path`, with `extra` headers.
+async fn exec_with(
+    rack: &MockRack,
+    path: &str,
+    command: &str,
+    extra: &[(&str, &str)],
+) -> (ws::ClientConn, Recorded) {
+    let auth = basic("convox", PASSWORD);
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Command", command),
+        ("Disable-Stdin", "true"),
+    ];
+    headers.extend_from_slice(extra);
+    let mut conn = ws::client_connect(rack.addr(), path, &headers)
+        .await
+        .unwrap();
     let mut frames = Vec::new();
     while let Some(frame) = conn.recv().await.unwrap() {
         if frame.opcode == Opcode::Close {
@@ -1028,6 +1042,41 @@ async fn exec_in(
         frames.push(frame);
     }
     (conn, rack.last_request().unwrap())
+}
+
+/// `Entrypoint: true` puts the build's entrypoint (of the pod's release)
+/// before the command, as k/process.go does; `TRUE` is false to stdapi,
+/// and no header adds nothing (controls).
+#[tokio::test]
+async fn exec_with_entrypoint_prepends_the_builds_entrypoint() {
+    let rack = start().await;
+    let app = authed(&rack, "GET", "/apps/myapp").await.json();
+    let release = app["release"].as_str().unwrap().to_owned();
+    let path = format!("/apps/myapp/releases/{release}");
+    let build = authed(&rack, "GET", &path).await.json()["build"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = basic("convox", PASSWORD);
+    let put = call(
+        &rack,
+        "PUT",
+        &format!("/apps/myapp/builds/{build}"),
+        &[("authorization", &auth), URLENCODED],
+        MockBody::full("entrypoint=sh+-c"),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let exec = "/apps/myapp/processes/web-abc12/exec";
+    for (header, argv) in [
+        (Some("true"), "sh -c 'id -u'"),
+        (Some("TRUE"), "'id -u'"),
+        (None, "'id -u'"),
+    ] {
+        let extra: Vec<(&str, &str)> = header.map(|v| ("Entrypoint", v)).into_iter().collect();
+        let (_, rec) = exec_with(&rack, exec, "'id -u'", &extra).await;
+        assert_eq!(rec.interpretation("exec.argv"), Some(argv), "{header:?}");
+    }
 }
 
 #[tokio::test]
